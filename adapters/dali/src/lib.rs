@@ -1,0 +1,2 @@
+//! DALI (IEC 62386) bus master for cabinetd.
+#![warn(missing_docs)]

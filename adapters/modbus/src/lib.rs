@@ -1,0 +1,150 @@
+//! Modbus TCP/RTU for cabinetd.
+//!
+//! Layers: point model ([`PointSpec`], [`DeviceSpec`]) → request planning (coalescing contiguous
+//! points into as few reads as the protocol allows) → decoding raw registers/bits into scaled
+//! values → a per-device session that owns one connection, wraps every request in a timeout and
+//! reconnects with backoff after any timeout or protocol error.
+#![warn(missing_docs)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The four Modbus data tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Table {
+    /// Read/write single bits (function codes 1, 5, 15).
+    Coil,
+    /// Read-only single bits (function code 2).
+    Discrete,
+    /// Read-only 16-bit registers (function code 4).
+    Input,
+    /// Read/write 16-bit registers (function codes 3, 6, 16).
+    Holding,
+}
+
+/// How a point's raw registers are interpreted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DataType {
+    /// One bit (coil/discrete), or a register that is non-zero.
+    Bool,
+    /// One register, unsigned.
+    U16,
+    /// One register, two's complement.
+    I16,
+    /// Two registers, unsigned.
+    U32,
+    /// Two registers, two's complement.
+    I32,
+    /// Four registers, unsigned.
+    U64,
+    /// Four registers, two's complement.
+    I64,
+    /// Two registers, IEEE 754 single.
+    F32,
+    /// Four registers, IEEE 754 double.
+    F64,
+}
+
+impl DataType {
+    /// Number of 16-bit registers (or bits, for `Bool` in a bit table) the type occupies.
+    pub fn width(self) -> u16 {
+        match self {
+            DataType::Bool | DataType::U16 | DataType::I16 => 1,
+            DataType::U32 | DataType::I32 | DataType::F32 => 2,
+            DataType::U64 | DataType::I64 | DataType::F64 => 4,
+        }
+    }
+}
+
+/// Order of the 16-bit words of a multi-register value (bytes within a word are always big-endian).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum WordOrder {
+    /// Most significant word first (the Modbus convention).
+    #[default]
+    Big,
+    /// Least significant word first (many meters).
+    Little,
+}
+
+/// One point of a device: where it lives and how to turn it into a value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PointSpec {
+    /// Unique within its device.
+    pub name: String,
+    /// Data table.
+    pub table: Table,
+    /// 0-based register/coil address.
+    pub address: u16,
+    /// Interpretation.
+    pub data_type: DataType,
+    /// Word order of multi-register types.
+    pub word_order: WordOrder,
+    /// `value = raw * scale + offset`.
+    pub scale: f64,
+    /// `value = raw * scale + offset`.
+    pub offset: f64,
+    /// Engineering unit, informational.
+    pub unit: Option<String>,
+    /// Writable by commands (only coil/holding).
+    pub writable: bool,
+    /// Lowest value a write may set (engineering units).
+    pub min: Option<f64>,
+    /// Highest value a write may set (engineering units).
+    pub max: Option<f64>,
+}
+
+/// Serial parity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Parity {
+    /// No parity bit.
+    None,
+    /// Even parity (the Modbus RTU default).
+    #[default]
+    Even,
+    /// Odd parity.
+    Odd,
+}
+
+/// Serial line settings for RTU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SerialSettings {
+    /// Serial device path (`/dev/ttyUSB0`, a pty, …).
+    pub path: PathBuf,
+    /// Baud rate.
+    pub baud: u32,
+    /// Parity.
+    pub parity: Parity,
+    /// 7 or 8.
+    pub data_bits: u8,
+    /// 1 or 2.
+    pub stop_bits: u8,
+}
+
+/// How to reach a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// Modbus TCP to `host:port`.
+    Tcp {
+        /// `host:port`, resolved at each connect.
+        address: String,
+    },
+    /// Modbus RTU on a serial line.
+    Rtu(SerialSettings),
+}
+
+/// A Modbus device as the daemon polls it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceSpec {
+    /// Unique across all devices of the cabinet.
+    pub name: String,
+    /// Where it is.
+    pub transport: Transport,
+    /// Modbus unit (slave) id.
+    pub unit_id: u8,
+    /// Poll period.
+    pub poll: Duration,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Points, in configuration order.
+    pub points: Vec<PointSpec>,
+}

@@ -1,0 +1,300 @@
+//! Configuration: TOML files → raw document with positions → validated [`Config`].
+//!
+//! Several files merge in order, later keys win (`cabinetd.toml` then `conf.d/*.toml`). Validation
+//! reports every problem at once, each as `FILE:LINE:COL: message` ([`ConfigErrors`]); a config is
+//! either valid as a whole or not used at all. Defaults are named constants below, each with why.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use cabinetd_modbus::{
+    DataType, DeviceSpec, Parity, PointSpec, SerialSettings, Table, Transport, WordOrder,
+};
+
+/// Minimum interval between two publications of an unchanged point (SPEC: report by exception).
+/// A minute keeps the uplink quiet on a stable cabinet while proving every point is alive.
+pub const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(60);
+/// How often appended records are made durable (group commit). 25 ms bounds the latency a record
+/// waits before it may be published while keeping fsyncs to ≤ 40/s on SD cards.
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(25);
+/// MQTT keep-alive: a black-holed broker is noticed within 1–2 × this (rumqttc pings once per period).
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Largest MQTT message the cabinet publishes; batches are cut to fit.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 256 * 1024;
+/// Unacknowledged publishes in flight at once (the replay window).
+pub const DEFAULT_INFLIGHT: u16 = 32;
+/// Default outbox budget (SPEC example).
+pub const DEFAULT_STORAGE_MAX_BYTES: u64 = 256 * 1024 * 1024;
+/// Default HTTP endpoint (SPEC example): loopback only, ops scrape through the cabinet's agent.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9108";
+/// Default MQTT topic prefix (SPEC).
+pub const DEFAULT_TOPIC_PREFIX: &str = "cabinets/v1";
+/// Default Modbus poll period.
+pub const DEFAULT_MODBUS_POLL: Duration = Duration::from_secs(1);
+/// Default Modbus request timeout.
+pub const DEFAULT_MODBUS_TIMEOUT: Duration = Duration::from_millis(500);
+/// Default DALI status poll period.
+pub const DEFAULT_DALI_POLL: Duration = Duration::from_secs(30);
+/// DALI energy/diagnostic banks are slow to read; every 15 min is enough for daily energy.
+pub const DEFAULT_DALI_ENERGY_POLL: Duration = Duration::from_secs(15 * 60);
+
+/// The validated configuration of one cabinet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// A short stable digest of the merged configuration (or the `version` of a desired config).
+    pub version: String,
+    /// `[cabinet]`.
+    pub cabinet: CabinetConfig,
+    /// `[storage]`.
+    pub storage: StorageConfig,
+    /// `[uplink]`.
+    pub uplink: UplinkConfig,
+    /// `[http]`.
+    pub http: HttpConfig,
+    /// `[log]`.
+    pub log: LogConfig,
+    /// `[[modbus]]`, in configuration order.
+    pub modbus: Vec<ModbusDevice>,
+    /// `[[dali]]`, in configuration order.
+    pub dali: Vec<DaliBus>,
+    /// `[[camera]]`, in configuration order.
+    pub cameras: Vec<Camera>,
+    /// `[[simulator]]`: built-in simulated equipment (demo cabinet, tests).
+    pub simulators: Vec<Simulator>,
+}
+
+/// `[cabinet]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CabinetConfig {
+    /// `[a-z0-9-]{1,64}`, used in topics.
+    pub id: String,
+    /// Degrees north.
+    pub latitude: f64,
+    /// Degrees east.
+    pub longitude: f64,
+    /// IANA name, e.g. `Europe/Paris`.
+    pub timezone: String,
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageConfig {
+    /// Directory of the sled database and state.
+    pub path: PathBuf,
+    /// Hard budget of the outbox on disk, in bytes.
+    pub max_bytes: u64,
+    /// Group-commit interval.
+    pub flush_interval: Duration,
+}
+
+/// One broker of the failover list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    /// `mqtt` or `mqtts`.
+    pub tls: bool,
+    /// Host name or address.
+    pub host: String,
+    /// Port (1883 / 8883 by default).
+    pub port: u16,
+}
+
+/// `[uplink]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UplinkConfig {
+    /// Brokers, tried in order (failover).
+    pub brokers: Vec<Broker>,
+    /// `P` of the topics.
+    pub topic_prefix: String,
+    /// MQTT client id (default `cabinetd-<cabinet id>`).
+    pub client_id: String,
+    /// MQTT user name, if the broker wants one.
+    pub username: Option<String>,
+    /// File holding the MQTT password (secrets never live in the TOML).
+    pub password_file: Option<PathBuf>,
+    /// PEM CA bundle for `mqtts://` (default: none → system roots are not used, TLS needs a CA).
+    pub ca_file: Option<PathBuf>,
+    /// MQTT keep-alive.
+    pub keep_alive: Duration,
+    /// Largest message published.
+    pub max_message_bytes: usize,
+    /// Publishes in flight at once.
+    pub inflight: u16,
+    /// Optional cap on replayed records per second (thin links).
+    pub replay_rate: Option<u32>,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Address of `/metrics`, `/healthz`, `/readyz`, `/status`.
+    pub listen: SocketAddr,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Plain lines, journald-friendly (no timestamps when under systemd).
+    #[default]
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `RUST_LOG`-style filter, e.g. `info,cabinetd_modbus=debug`.
+    pub filter: String,
+    /// Line format.
+    pub format: LogFormat,
+}
+
+/// When an unchanged reading is published again.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReportPolicy {
+    /// Publish when `|new - last published| > deadband`; `None` = on any change.
+    pub deadband: Option<f64>,
+    /// Publish at least this often.
+    pub heartbeat: Duration,
+}
+
+/// A `[[modbus]]` device with its report policies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModbusDevice {
+    /// What to poll.
+    pub spec: DeviceSpec,
+    /// Per point, same order as `spec.points`.
+    pub report: Vec<ReportPolicy>,
+}
+
+/// DALI interface kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DaliInterface {
+    /// ATX DALI HAT serial line protocol on `port`.
+    AtxHat {
+        /// Serial device.
+        port: PathBuf,
+    },
+    /// Built-in simulated bus with this many luminaires.
+    Sim {
+        /// Number of simulated gear (short addresses 0..n).
+        luminaires: u8,
+    },
+}
+
+/// A DALI group and the fallback the gear keeps on its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaliGroup {
+    /// Group number 0..=15.
+    pub number: u8,
+    /// Short addresses in this group.
+    pub members: Vec<u8>,
+    /// Level (percent) the gear goes to at power-on.
+    pub power_on_level: Option<f64>,
+    /// Level (percent) the gear goes to when the bus fails.
+    pub system_failure_level: Option<f64>,
+    /// Fade time (DALI fade time code 0..=15).
+    pub fade_time: Option<u8>,
+    /// Minimum level (percent).
+    pub min_level: Option<f64>,
+    /// Maximum level (percent).
+    pub max_level: Option<f64>,
+}
+
+/// A `[[dali]]` bus.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaliBus {
+    /// Unique device name.
+    pub name: String,
+    /// Interface.
+    pub interface: DaliInterface,
+    /// Status poll period.
+    pub poll: Duration,
+    /// Energy / diagnostics poll period.
+    pub energy_poll: Duration,
+    /// Groups.
+    pub groups: Vec<DaliGroup>,
+    /// Rated power of one luminaire in watts, for energy estimates when the gear does not meter.
+    pub rated_power_w: Option<f64>,
+}
+
+/// A `[[camera]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Camera {
+    /// Unique device name.
+    pub name: String,
+    /// ONVIF device service URL.
+    pub address: String,
+    /// ONVIF user.
+    pub username: String,
+    /// File holding the password.
+    pub password_file: PathBuf,
+}
+
+/// What a simulator imitates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SimulatorKind {
+    /// A three-phase energy meter on Modbus TCP whose registers change every second.
+    EnergyMeter,
+}
+
+/// A `[[simulator]]`: equipment served in-process on loopback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Simulator {
+    /// Name, for logs.
+    pub name: String,
+    /// What it imitates.
+    pub kind: SimulatorKind,
+    /// Loopback address to serve on.
+    pub listen: SocketAddr,
+}
+
+/// One problem in a config file, with its position (1-based line and column).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// File name as given (or `<desired>` for a config received over MQTT).
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub col: usize,
+    /// What is wrong, naming the key.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.col, self.message
+        )
+    }
+}
+
+/// Every problem found, in file then position order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A named TOML text (a file's path and content, or a desired config from MQTT).
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Shown in errors.
+    pub name: String,
+    /// TOML text.
+    pub text: String,
+}

@@ -1,0 +1,291 @@
+//! Records: what the cabinet reports to the central post (SPEC §3).
+//!
+//! A record belongs to exactly one [`Stream`]. The outbox gives it its per-stream `seq` when it is
+//! appended; before that it is a [`RecordBody`]. The JSON encoding of a record *with* its seq is
+//! exactly the object that appears in the `records` array of the MQTT envelope, so the uplink can
+//! splice stored bytes into a message without decoding them.
+
+use std::fmt;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+/// The three upward streams; each has its own `seq` counter and MQTT topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    /// Point readings, `P/C/telemetry`.
+    Telemetry,
+    /// Events and alarms, `P/C/events`.
+    Events,
+    /// Command results, `P/C/cmd/result`.
+    Results,
+}
+
+impl Stream {
+    /// All streams, in drain priority order (results and events before telemetry).
+    pub const BY_PRIORITY: [Stream; 3] = [Stream::Results, Stream::Events, Stream::Telemetry];
+
+    /// The name used in payloads (`"stream":…`) and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Telemetry => "telemetry",
+            Stream::Events => "events",
+            Stream::Results => "results",
+        }
+    }
+
+    /// Topic suffix under `P/C/`.
+    pub fn topic_suffix(self) -> &'static str {
+        match self {
+            Stream::Telemetry => "telemetry",
+            Stream::Events => "events",
+            Stream::Results => "cmd/result",
+        }
+    }
+}
+
+impl fmt::Display for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Quality of a reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Quality {
+    /// Read from the device just now.
+    Good,
+    /// The device did not answer or answered with an error; `value` is the last known one or null.
+    Bad,
+    /// Read, but the device itself flags it as doubtful.
+    Uncertain,
+}
+
+/// Event severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Informational (energy report, device back up).
+    Info,
+    /// Needs attention some day.
+    Minor,
+    /// Needs attention today (a device down).
+    Major,
+    /// Needs attention now (store lost, safety).
+    Critical,
+}
+
+/// Final status of a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CommandStatus {
+    /// Executed and confirmed.
+    Succeeded,
+    /// Tried and failed (device error, timeout).
+    Failed,
+    /// Not executed: unknown action, bad argument, not writable, out of range.
+    Rejected,
+    /// Not executed: arrived after `expires_at`.
+    Expired,
+}
+
+/// A point reading.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Telemetry {
+    /// Acquisition time.
+    #[serde(with = "ts_millis")]
+    pub ts: SystemTime,
+    /// Full point name `DEVICE/POINT`.
+    pub point: String,
+    /// Scaled value: JSON bool or number, null when never read.
+    pub value: serde_json::Value,
+    /// Reading quality.
+    pub quality: Quality,
+}
+
+/// An event or alarm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// When it happened.
+    #[serde(with = "ts_millis")]
+    pub ts: SystemTime,
+    /// Machine-readable kind (`device_down`, `lamp_failure`, `outbox_evicted`, …).
+    pub kind: String,
+    /// Severity.
+    pub severity: Severity,
+    /// `DEVICE` or `DEVICE/POINT`, or `cabinetd` for the daemon itself.
+    pub source: String,
+    /// One human sentence.
+    pub message: String,
+    /// Kind-specific details (an object, `{}` when none).
+    #[serde(default = "empty_object")]
+    pub data: serde_json::Value,
+}
+
+/// The final result of a command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandResult {
+    /// When the result was decided.
+    #[serde(with = "ts_millis")]
+    pub ts: SystemTime,
+    /// The command's id, as received.
+    pub id: String,
+    /// Outcome.
+    pub status: CommandStatus,
+    /// Why, naming the field for rejections; empty on success.
+    pub reason: String,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+/// A record before the outbox numbered it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RecordBody {
+    /// Goes to the telemetry stream.
+    Telemetry(Telemetry),
+    /// Goes to the events stream.
+    Event(Event),
+    /// Goes to the results stream.
+    Result(CommandResult),
+}
+
+impl RecordBody {
+    /// The stream this record belongs to.
+    pub fn stream(&self) -> Stream {
+        match self {
+            RecordBody::Telemetry(_) => Stream::Telemetry,
+            RecordBody::Event(_) => Stream::Events,
+            RecordBody::Result(_) => Stream::Results,
+        }
+    }
+
+    /// Acquisition / decision time.
+    pub fn ts(&self) -> SystemTime {
+        match self {
+            RecordBody::Telemetry(t) => t.ts,
+            RecordBody::Event(e) => e.ts,
+            RecordBody::Result(r) => r.ts,
+        }
+    }
+
+    /// The record's JSON object with `seq` first, exactly as it goes into an envelope.
+    pub fn to_json_with_seq(&self, seq: u64) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct WithSeq<'a, T: Serialize> {
+            seq: u64,
+            #[serde(flatten)]
+            body: &'a T,
+        }
+        let encoded = match self {
+            RecordBody::Telemetry(t) => serde_json::to_vec(&WithSeq { seq, body: t }),
+            RecordBody::Event(e) => serde_json::to_vec(&WithSeq { seq, body: e }),
+            RecordBody::Result(r) => serde_json::to_vec(&WithSeq { seq, body: r }),
+        };
+        // Serialising these plain structs into memory cannot fail (no maps with non-string keys).
+        encoded.expect("record serialisation is infallible")
+    }
+}
+
+/// Build an envelope `{"cabinet":C,"stream":S,"replay":B,"records":[…]}` from stored record JSON.
+pub fn envelope<'a>(
+    cabinet: &str,
+    stream: Stream,
+    replay: bool,
+    records: impl IntoIterator<Item = &'a [u8]>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"{\"cabinet\":");
+    out.extend_from_slice(&serde_json::to_vec(cabinet).expect("string serialises"));
+    out.extend_from_slice(b",\"stream\":\"");
+    out.extend_from_slice(stream.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"replay\":");
+    out.extend_from_slice(if replay { b"true" } else { b"false" });
+    out.extend_from_slice(b",\"records\":[");
+    for (i, r) in records.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(r);
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+/// RFC 3339 UTC with milliseconds, e.g. `2026-11-26T08:00:00.123Z` (SPEC §3).
+pub fn format_ts(ts: SystemTime) -> String {
+    humantime::format_rfc3339_millis(ts).to_string()
+}
+
+/// Serde adapter for SPEC timestamps.
+pub mod ts_millis {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Serialise as RFC 3339 UTC with milliseconds.
+    pub fn serialize<S: Serializer>(ts: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_rfc3339_millis(*ts))
+    }
+
+    /// Parse any RFC 3339 timestamp.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_rfc3339_weak(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn at(ms: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn telemetry_json_puts_seq_first_and_formats_ts_with_millis() {
+        let body = RecordBody::Telemetry(Telemetry {
+            ts: at(1_795_680_000_123),
+            point: "meter-main/active_power".into(),
+            value: serde_json::json!(12.5),
+            quality: Quality::Good,
+        });
+        let json = String::from_utf8(body.to_json_with_seq(7)).unwrap();
+        assert_eq!(
+            json,
+            r#"{"seq":7,"ts":"2026-11-26T08:00:00.123Z","point":"meter-main/active_power","value":12.5,"quality":"good"}"#
+        );
+    }
+
+    #[test]
+    fn envelope_splices_records_verbatim() {
+        let a = br#"{"seq":1}"#.as_slice();
+        let b = br#"{"seq":2}"#.as_slice();
+        let env = envelope("dijon-017", Stream::Results, true, [a, b]);
+        let v: serde_json::Value = serde_json::from_slice(&env).unwrap();
+        assert_eq!(v["cabinet"], "dijon-017");
+        assert_eq!(v["stream"], "results");
+        assert_eq!(v["replay"], true);
+        assert_eq!(v["records"][1]["seq"], 2);
+    }
+
+    #[test]
+    fn event_round_trips() {
+        let e = Event {
+            ts: at(1000),
+            kind: "device_down".into(),
+            severity: Severity::Major,
+            source: "meter-main".into(),
+            message: "no answer".into(),
+            data: serde_json::json!({"error": "timeout"}),
+        };
+        let bytes = RecordBody::Event(e.clone()).to_json_with_seq(3);
+        let back: Event = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back, e);
+    }
+}

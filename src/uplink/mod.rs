@@ -1,0 +1,1 @@
+//! The MQTT uplink (rumqttc). Filled in by the uplink work.
