@@ -5,6 +5,7 @@
 //! and deletes them only after the broker acknowledged them.
 
 pub mod config;
+pub mod metrics;
 pub mod outbox;
 pub mod record;
 pub mod uplink;

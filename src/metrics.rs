@@ -1,0 +1,264 @@
+//! Prometheus metrics (SPEC §4). One [`Metrics`] per daemon, shared by `Arc`; every part updates
+//! its own series and `/metrics` renders the registry. Names are fixed by the SPEC: do not rename.
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+use crate::record::Stream;
+
+/// Every series the daemon exports.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// `cabinetd_build_info{version}`: always 1.
+    pub build_info: IntGaugeVec,
+    /// `cabinetd_uplink_connected`: 1 while a broker session is up.
+    pub uplink_connected: IntGauge,
+    /// `cabinetd_mode{mode}`: 1 for the current of `connected` / `autonomous`.
+    pub mode: IntGaugeVec,
+    /// `cabinetd_outbox_records{stream}`: records stored and not yet acknowledged.
+    pub outbox_records: IntGaugeVec,
+    /// `cabinetd_outbox_bytes`: bytes the outbox takes on disk.
+    pub outbox_bytes: IntGauge,
+    /// `cabinetd_outbox_budget_bytes`: `storage.max_bytes`.
+    pub outbox_budget_bytes: IntGauge,
+    /// `cabinetd_outbox_oldest_record_age_seconds`.
+    pub outbox_oldest_record_age_seconds: Gauge,
+    /// `cabinetd_published_records_total{stream}`: records acknowledged by the broker.
+    pub published_records_total: IntCounterVec,
+    /// `cabinetd_evicted_records_total{stream}`: records dropped because the budget was full.
+    pub evicted_records_total: IntCounterVec,
+    /// `cabinetd_device_up{device,protocol}`.
+    pub device_up: IntGaugeVec,
+    /// `cabinetd_poll_duration_seconds{device}`.
+    pub poll_duration_seconds: HistogramVec,
+    /// `cabinetd_poll_errors_total{device}`.
+    pub poll_errors_total: IntCounterVec,
+    /// `cabinetd_commands_total{action,status}`.
+    pub commands_total: IntCounterVec,
+    /// `cabinetd_uplink_reconnects_total`: broker sessions established after the first.
+    pub uplink_reconnects_total: IntCounterVec,
+    /// `cabinetd_store_recoveries_total`: corrupt stores moved aside at start.
+    pub store_recoveries_total: IntCounterVec,
+}
+
+impl Metrics {
+    /// Create and register every series.
+    pub fn new(version: &str) -> Self {
+        let registry = Registry::new();
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "cabinetd_build_info",
+                "Build of the running daemon (always 1).",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        build_info.with_label_values(&[version]).set(1);
+        let uplink_connected = IntGauge::new(
+            "cabinetd_uplink_connected",
+            "1 while a session with the central post's broker is up.",
+        )
+        .expect("valid metric");
+        let mode = IntGaugeVec::new(
+            Opts::new(
+                "cabinetd_mode",
+                "1 for the current mode (connected or autonomous).",
+            ),
+            &["mode"],
+        )
+        .expect("valid metric");
+        let outbox_records = IntGaugeVec::new(
+            Opts::new(
+                "cabinetd_outbox_records",
+                "Records stored and not yet acknowledged.",
+            ),
+            &["stream"],
+        )
+        .expect("valid metric");
+        let outbox_bytes =
+            IntGauge::new("cabinetd_outbox_bytes", "Bytes the outbox takes on disk.")
+                .expect("valid metric");
+        let outbox_budget_bytes = IntGauge::new(
+            "cabinetd_outbox_budget_bytes",
+            "Hard budget of the outbox on disk (storage.max_bytes).",
+        )
+        .expect("valid metric");
+        let outbox_oldest_record_age_seconds = Gauge::new(
+            "cabinetd_outbox_oldest_record_age_seconds",
+            "Age of the oldest record still waiting in the outbox (0 when empty).",
+        )
+        .expect("valid metric");
+        let published_records_total = IntCounterVec::new(
+            Opts::new(
+                "cabinetd_published_records_total",
+                "Records whose message the broker acknowledged.",
+            ),
+            &["stream"],
+        )
+        .expect("valid metric");
+        let evicted_records_total = IntCounterVec::new(
+            Opts::new(
+                "cabinetd_evicted_records_total",
+                "Records dropped unsent because the outbox budget was full.",
+            ),
+            &["stream"],
+        )
+        .expect("valid metric");
+        let device_up = IntGaugeVec::new(
+            Opts::new("cabinetd_device_up", "1 while the device answers."),
+            &["device", "protocol"],
+        )
+        .expect("valid metric");
+        let poll_duration_seconds = HistogramVec::new(
+            HistogramOpts::new(
+                "cabinetd_poll_duration_seconds",
+                "Time to poll all points of a device once.",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["device"],
+        )
+        .expect("valid metric");
+        let poll_errors_total = IntCounterVec::new(
+            Opts::new(
+                "cabinetd_poll_errors_total",
+                "Polls that failed (timeout, transport, exception).",
+            ),
+            &["device"],
+        )
+        .expect("valid metric");
+        let commands_total = IntCounterVec::new(
+            Opts::new(
+                "cabinetd_commands_total",
+                "Commands received, by action and final status.",
+            ),
+            &["action", "status"],
+        )
+        .expect("valid metric");
+        let uplink_reconnects_total = IntCounterVec::new(
+            Opts::new(
+                "cabinetd_uplink_reconnects_total",
+                "Broker sessions established, by broker.",
+            ),
+            &["broker"],
+        )
+        .expect("valid metric");
+        let store_recoveries_total = IntCounterVec::new(
+            Opts::new(
+                "cabinetd_store_recoveries_total",
+                "Stores that could not be opened and were moved aside at start.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+
+        for stream in Stream::BY_PRIORITY {
+            outbox_records.with_label_values(&[stream.as_str()]).set(0);
+            published_records_total.with_label_values(&[stream.as_str()]);
+            evicted_records_total.with_label_values(&[stream.as_str()]);
+        }
+        for m in ["connected", "autonomous"] {
+            mode.with_label_values(&[m]).set(0);
+        }
+
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(build_info.clone()),
+            Box::new(uplink_connected.clone()),
+            Box::new(mode.clone()),
+            Box::new(outbox_records.clone()),
+            Box::new(outbox_bytes.clone()),
+            Box::new(outbox_budget_bytes.clone()),
+            Box::new(outbox_oldest_record_age_seconds.clone()),
+            Box::new(published_records_total.clone()),
+            Box::new(evicted_records_total.clone()),
+            Box::new(device_up.clone()),
+            Box::new(poll_duration_seconds.clone()),
+            Box::new(poll_errors_total.clone()),
+            Box::new(commands_total.clone()),
+            Box::new(uplink_reconnects_total.clone()),
+            Box::new(store_recoveries_total.clone()),
+        ];
+        for c in collectors {
+            registry.register(c).expect("metric names are unique");
+        }
+        Metrics {
+            registry,
+            build_info,
+            uplink_connected,
+            mode,
+            outbox_records,
+            outbox_bytes,
+            outbox_budget_bytes,
+            outbox_oldest_record_age_seconds,
+            published_records_total,
+            evicted_records_total,
+            device_up,
+            poll_duration_seconds,
+            poll_errors_total,
+            commands_total,
+            uplink_reconnects_total,
+            store_recoveries_total,
+        }
+    }
+
+    /// Set `cabinetd_mode`: exactly one of the modes is 1.
+    pub fn set_mode(&self, current: &str) {
+        for m in ["connected", "autonomous"] {
+            self.mode
+                .with_label_values(&[m])
+                .set(i64::from(m == current));
+        }
+    }
+
+    /// The Prometheus text exposition of every series.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding into memory cannot fail");
+        String::from_utf8(buf).expect("prometheus text is UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_spec_names() {
+        let m = Metrics::new("0.1.0");
+        m.set_mode("autonomous");
+        m.device_up
+            .with_label_values(&["meter-main", "modbus"])
+            .set(1);
+        m.poll_duration_seconds
+            .with_label_values(&["meter-main"])
+            .observe(0.01);
+        m.poll_errors_total.with_label_values(&["meter-main"]).inc();
+        m.commands_total
+            .with_label_values(&["point.write", "succeeded"])
+            .inc();
+        let text = m.render();
+        for name in [
+            "cabinetd_build_info{version=\"0.1.0\"} 1",
+            "cabinetd_uplink_connected 0",
+            "cabinetd_mode{mode=\"autonomous\"} 1",
+            "cabinetd_mode{mode=\"connected\"} 0",
+            "cabinetd_outbox_records{stream=\"telemetry\"} 0",
+            "cabinetd_outbox_bytes",
+            "cabinetd_outbox_oldest_record_age_seconds",
+            "cabinetd_published_records_total{stream=\"events\"} 0",
+            "cabinetd_evicted_records_total{stream=\"results\"} 0",
+            "cabinetd_device_up{device=\"meter-main\",protocol=\"modbus\"} 1",
+            "cabinetd_poll_duration_seconds_bucket{device=\"meter-main\"",
+            "cabinetd_poll_errors_total{device=\"meter-main\"} 1",
+            "cabinetd_commands_total{action=\"point.write\",status=\"succeeded\"} 1",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+    }
+}
