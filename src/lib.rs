@@ -5,7 +5,16 @@
 //! and deletes them only after the broker acknowledged them.
 
 pub mod config;
+pub mod http;
 pub mod metrics;
+pub mod notify;
 pub mod outbox;
 pub mod record;
+pub mod report;
 pub mod uplink;
+
+/// Resolve once the shutdown flag is true (or its sender is gone, which also means stop).
+pub async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not `Send`; drop it here so callers' futures stay `Send`.
+    let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
+}
