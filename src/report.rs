@@ -5,7 +5,7 @@
 //! without one), or when the heartbeat has passed since the last publication. The state is plain
 //! data driven by explicit instants, so it is tested without clocks.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::ReportPolicy;
 use crate::record::Quality;
@@ -36,7 +36,9 @@ impl PointReporter {
             None => true,
             Some(last) => {
                 last.quality != quality
-                    || now.saturating_duration_since(last.at) >= self.policy.heartbeat
+                    || now.saturating_duration_since(last.at)
+                        + heartbeat_slack(self.policy.heartbeat)
+                        >= self.policy.heartbeat
                     || changed(&last.value, value, self.policy.deadband)
             }
         };
@@ -51,6 +53,12 @@ impl PointReporter {
     }
 }
 
+/// Readings arrive once per poll, a few milliseconds late or early; without slack a heartbeat equal
+/// to the poll period would publish only every other poll. A tenth of the heartbeat, at most 1 s.
+fn heartbeat_slack(heartbeat: Duration) -> Duration {
+    (heartbeat / 10).min(Duration::from_secs(1))
+}
+
 fn changed(last: &serde_json::Value, new: &serde_json::Value, deadband: Option<f64>) -> bool {
     match (last.as_f64(), new.as_f64(), deadband) {
         (Some(a), Some(b), Some(db)) => (a - b).abs() > db,
@@ -62,7 +70,6 @@ fn changed(last: &serde_json::Value, new: &serde_json::Value, deadband: Option<f
 mod tests {
     use super::*;
     use serde_json::json;
-    use std::time::Duration;
 
     fn policy(deadband: Option<f64>, heartbeat_s: u64) -> ReportPolicy {
         ReportPolicy {
@@ -77,8 +84,18 @@ mod tests {
         let mut r = PointReporter::new(policy(None, 60));
         assert!(r.offer(&json!(5), Quality::Good, t0));
         assert!(!r.offer(&json!(5), Quality::Good, t0 + Duration::from_secs(1)));
-        assert!(!r.offer(&json!(5), Quality::Good, t0 + Duration::from_secs(59)));
+        assert!(!r.offer(&json!(5), Quality::Good, t0 + Duration::from_millis(58_900)));
         assert!(r.offer(&json!(5), Quality::Good, t0 + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn heartbeat_equal_to_poll_publishes_every_poll_despite_jitter() {
+        let t0 = Instant::now();
+        let mut r = PointReporter::new(policy(None, 1));
+        assert!(r.offer(&json!(1), Quality::Good, t0));
+        // Polls land 1 s apart give or take a few ms.
+        assert!(r.offer(&json!(1), Quality::Good, t0 + Duration::from_millis(997)));
+        assert!(r.offer(&json!(1), Quality::Good, t0 + Duration::from_millis(1_999)));
     }
 
     #[test]

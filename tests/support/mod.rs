@@ -37,7 +37,11 @@ pub fn python() -> PathBuf {
 
 /// A free TCP port on 127.0.0.1 (bound then released; the OS does not reuse it at once).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Poll `f` every 20 ms until it returns `Some`, or panic naming `what` after `timeout`.
@@ -47,7 +51,10 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Optio
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -60,8 +67,13 @@ pub struct ChildGuard {
 
 impl ChildGuard {
     pub fn spawn(name: &str, cmd: &mut Command) -> Self {
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        ChildGuard { child, name: name.to_owned() }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        ChildGuard {
+            child,
+            name: name.to_owned(),
+        }
     }
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
@@ -73,7 +85,9 @@ impl ChildGuard {
     /// Wait for exit with a deadline; returns the exit status.
     pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
         let name = self.name.clone();
-        wait_until(&format!("{name} to exit"), timeout, || self.child.try_wait().unwrap())
+        wait_until(&format!("{name} to exit"), timeout, || {
+            self.child.try_wait().unwrap()
+        })
     }
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
@@ -135,7 +149,11 @@ impl Mosquitto {
             ),
         )
         .unwrap();
-        let mut m = Mosquitto { port, dir, proc: None };
+        let mut m = Mosquitto {
+            port,
+            dir,
+            proc: None,
+        };
         m.start_again();
         m
     }
@@ -158,7 +176,10 @@ impl Mosquitto {
     pub fn start_again(&mut self) {
         let conf = self.dir.path().join("mosquitto.conf");
         let mut cmd = Command::new(Self::binary());
-        cmd.arg("-c").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         self.proc = Some(ChildGuard::spawn("mosquitto", &mut cmd));
         let port = self.port;
         wait_until("mosquitto to listen", Duration::from_secs(10), || {
@@ -176,12 +197,18 @@ impl Mosquitto {
 
     /// Freeze the process (SIGSTOP): TCP stays open, nothing answers.
     pub fn freeze(&self) {
-        self.proc.as_ref().unwrap().signal(nix::sys::signal::Signal::SIGSTOP);
+        self.proc
+            .as_ref()
+            .unwrap()
+            .signal(nix::sys::signal::Signal::SIGSTOP);
     }
 
     /// Resume after [`freeze`](Self::freeze).
     pub fn thaw(&self) {
-        self.proc.as_ref().unwrap().signal(nix::sys::signal::Signal::SIGCONT);
+        self.proc
+            .as_ref()
+            .unwrap()
+            .signal(nix::sys::signal::Signal::SIGCONT);
     }
 }
 
@@ -197,7 +224,11 @@ pub struct Msg {
 impl Msg {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.payload).unwrap_or_else(|e| {
-            panic!("payload on {} is not JSON ({e}): {}", self.topic, String::from_utf8_lossy(&self.payload))
+            panic!(
+                "payload on {} is not JSON ({e}): {}",
+                self.topic,
+                String::from_utf8_lossy(&self.payload)
+            )
         })
     }
 }
@@ -258,7 +289,9 @@ impl MqttProbe {
                 }
             });
         }
-        ready_rx.recv_timeout(Duration::from_secs(10)).expect("probe subscribed within 10 s");
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("probe subscribed within 10 s");
         MqttProbe { msgs, client, stop }
     }
 
@@ -268,7 +301,10 @@ impl MqttProbe {
 
     /// Messages whose topic ends with `suffix`.
     pub fn on(&self, suffix: &str) -> Vec<Msg> {
-        self.messages().into_iter().filter(|m| m.topic.ends_with(suffix)).collect()
+        self.messages()
+            .into_iter()
+            .filter(|m| m.topic.ends_with(suffix))
+            .collect()
     }
 
     /// Every record of every envelope on topics ending with `suffix`, in arrival order,
@@ -308,6 +344,201 @@ pub fn seq_gaps(seqs: &[u64]) -> (Vec<u64>, Vec<u64>) {
     }
     let max = seen.keys().next_back().copied().unwrap_or(0);
     let missing = (1..=max).filter(|s| !seen.contains_key(s)).collect();
-    let dups = seen.iter().filter(|(_, &n)| n > 1).map(|(&s, _)| s).collect();
+    let dups = seen
+        .iter()
+        .filter(|(_, &n)| n > 1)
+        .map(|(&s, _)| s)
+        .collect();
     (missing, dups)
+}
+
+/// A plain blocking HTTP GET: (status code, body).
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((code, body.to_owned()))
+}
+
+/// The `cabinetd` binary under test.
+pub fn cabinetd_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_cabinetd"))
+}
+
+/// A running daemon with its own state directory and config file.
+pub struct Daemon {
+    pub proc: ChildGuard,
+    pub http: String,
+    pub config: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+/// The base config every test daemon shares: cabinet `test-cab`, storage and HTTP in `dir`.
+pub fn base_config(dir: &Path, broker_port: u16, http_port: u16) -> String {
+    format!(
+        r#"[cabinet]
+id = "test-cab"
+latitude = 47.3220
+longitude = 5.0415
+timezone = "Europe/Paris"
+
+[storage]
+path = "{}"
+max_bytes = "64MiB"
+
+[uplink]
+broker = "mqtt://127.0.0.1:{broker_port}"
+topic_prefix = "cabinets/v1"
+keep_alive = "5s"
+
+[http]
+listen = "127.0.0.1:{http_port}"
+
+[log]
+filter = "info,cabinetd=debug"
+"#,
+        dir.join("state").display()
+    )
+}
+
+impl Daemon {
+    /// Start with the base config plus `extra` TOML, and wait until `/readyz` answers 200.
+    pub fn start(broker_port: u16, extra: &str) -> Daemon {
+        Self::start_env(broker_port, extra, &[])
+    }
+
+    pub fn start_env(broker_port: u16, extra: &str, env: &[(&str, &str)]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let http_port = free_port();
+        let config = dir.path().join("cabinetd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "{}\n{extra}",
+                base_config(dir.path(), broker_port, http_port)
+            ),
+        )
+        .unwrap();
+        let mut d = Daemon {
+            proc: Self::spawn(&config, env),
+            http: format!("127.0.0.1:{http_port}"),
+            config,
+            dir,
+        };
+        d.wait_ready();
+        d
+    }
+
+    fn spawn(config: &Path, env: &[(&str, &str)]) -> ChildGuard {
+        let mut cmd = Command::new(cabinetd_bin());
+        cmd.arg("run")
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        ChildGuard::spawn("cabinetd", &mut cmd)
+    }
+
+    /// Start again on the same state directory and config (after a kill or stop).
+    pub fn restart(&mut self) {
+        self.proc = Self::spawn(&self.config, &[]);
+        self.wait_ready();
+    }
+
+    pub fn wait_ready(&mut self) {
+        let http = self.http.clone();
+        let proc = &mut self.proc;
+        wait_until("cabinetd /readyz", Duration::from_secs(30), || {
+            if let Some(status) = proc.child.try_wait().unwrap() {
+                panic!("cabinetd exited during start-up: {status}");
+            }
+            match http_get(&http, "/readyz") {
+                Ok((200, _)) => Some(()),
+                _ => None,
+            }
+        });
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(&self.http, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&self.get("/status").1).unwrap()
+    }
+
+    /// SIGTERM and wait (≤ 15 s) for the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.proc.signal(nix::sys::signal::Signal::SIGTERM);
+        self.proc.wait_exit(Duration::from_secs(15))
+    }
+
+    /// SIGKILL, like a crash or power loss of the process.
+    pub fn kill9(&mut self) {
+        self.proc.signal(nix::sys::signal::Signal::SIGKILL);
+        self.proc.wait_exit(Duration::from_secs(10));
+    }
+}
+
+/// A connected pair of pseudo-terminals made by socat (a null-modem cable in software):
+/// returns the guard and the two `/dev/pts/N` paths.
+pub fn pty_pair() -> (ChildGuard, String, String) {
+    let mut cmd = Command::new("socat");
+    cmd.args(["-d", "-d", "pty,raw,echo=0", "pty,raw,echo=0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut guard = ChildGuard::spawn("socat", &mut cmd);
+    let stderr = guard.child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut paths = Vec::new();
+        let mut lines = BufReader::new(stderr).lines();
+        for line in lines.by_ref().map_while(Result::ok) {
+            // "... N PTY is /dev/pts/7"
+            if let Some(idx) = line.find("PTY is ") {
+                paths.push(line[idx + 7..].trim().to_owned());
+                if paths.len() == 2 {
+                    let _ = tx.send(paths.clone());
+                }
+            }
+        }
+    });
+    let paths = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("socat made two ptys within 10 s");
+    (guard, paths[0].clone(), paths[1].clone())
+}
+
+/// Telemetry records (value, quality, ts) of one point, in arrival order.
+pub fn point_records(probe: &MqttProbe, point: &str) -> Vec<serde_json::Value> {
+    probe
+        .records("/telemetry")
+        .into_iter()
+        .map(|(r, _)| r)
+        .filter(|r| r["point"] == point)
+        .collect()
+}
+
+/// Seqs of every record seen on a stream's topic.
+pub fn seqs(probe: &MqttProbe, suffix: &str) -> Vec<u64> {
+    probe
+        .records(suffix)
+        .iter()
+        .map(|(r, _)| r["seq"].as_u64().expect("seq"))
+        .collect()
 }
