@@ -4,6 +4,15 @@
 //! reports every problem at once, each as `FILE:LINE:COL: message` ([`ConfigErrors`]); a config is
 //! either valid as a whole or not used at all. Defaults are named constants below, each with why.
 
+mod load;
+#[cfg(test)]
+mod tests;
+mod tree;
+mod units;
+mod validate;
+
+pub use load::{digest, load_files, load_sources, load_sources_with_version};
+
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
