@@ -985,7 +985,10 @@ fn load_files_reads_and_names_files() {
             b.display()
         )
     );
-    assert_eq!(load_files(std::slice::from_ref(&a)).unwrap().cabinet.id, "t-1");
+    assert_eq!(
+        load_files(std::slice::from_ref(&a)).unwrap().cabinet.id,
+        "t-1"
+    );
     let missing = dir.path().join("missing.toml");
     let e = load_files(&[a, missing.clone()]).unwrap_err();
     assert!(e
