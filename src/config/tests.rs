@@ -649,7 +649,7 @@ fn point_table_type_rules() {
     one(
         &pt("table = \"holding\"\naddress = 65535\ntype = \"u32\"\n"),
         "b.toml:7:11",
-        "runs past 65535",
+        "the value's 2 registers run past 65535",
     );
     one(
         &pt("table = \"holding\"\naddress = 65536\n"),
@@ -907,7 +907,7 @@ fn dali_errors() {
     one(
         &g("number = 1\n[[dali.group]]\nnumber = 1\n"),
         "b.toml:8:10",
-        "duplicate group name \"1\"",
+        "duplicate group number 1 (first defined at b.toml:6)",
     );
 }
 

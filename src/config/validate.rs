@@ -460,6 +460,7 @@ impl Unique {
         }
     }
 
+    /// `name` as it is shown in the message (quoted for names, bare for numbers).
     fn add(&mut self, name: &str, loc: Loc) {
         self.seen.push((name.to_string(), loc));
     }
@@ -473,7 +474,7 @@ impl Unique {
                 Some(f) => cx.err(
                     *loc,
                     format!(
-                        "duplicate {} name {name:?} (first defined at {}:{})",
+                        "duplicate {} {name} (first defined at {}:{})",
                         self.what, names[f.src], f.line
                     ),
                 ),
@@ -496,7 +497,7 @@ pub(crate) fn validate(root: &Tbl, names: &[String], version: String) -> Result<
     let http = http(&mut cx, root);
     let log = log(&mut cx, root);
 
-    let mut devices = Unique::new("device");
+    let mut devices = Unique::new("device name");
     let modbus = cx
         .tables(root, "modbus", "modbus")
         .into_iter()
@@ -516,7 +517,7 @@ pub(crate) fn validate(root: &Tbl, names: &[String], version: String) -> Result<
         .filter_map(|(i, t)| camera(&mut cx, t, i, &mut devices))
         .collect();
     devices.report(&mut cx, names);
-    let mut sims = Unique::new("simulator");
+    let mut sims = Unique::new("simulator name");
     let simulators = cx
         .tables(root, "simulator", "simulator")
         .into_iter()
@@ -771,7 +772,7 @@ fn named(
         );
         return (None, fallback);
     }
-    unique.add(name, loc);
+    unique.add(&format!("{name:?}"), loc);
     (Some(name.to_string()), format!("{kind}[{name}]"))
 }
 
@@ -881,7 +882,7 @@ fn modbus_device(
             format!("{p} has no points; add at least one [[modbus.point]]"),
         );
     }
-    let mut unique = Unique::new("point");
+    let mut unique = Unique::new("point name");
     let mut points = Vec::new();
     let mut report = Vec::new();
     for (j, pt) in point_tables.into_iter().enumerate() {
@@ -937,7 +938,7 @@ fn point(
     let mut p = fallback.clone();
     if let Some((n, loc)) = cx.req_str(t, &fallback, "name") {
         if is_point_name(n) {
-            unique.add(n, loc);
+            unique.add(&format!("{n:?}"), loc);
             name = Some(n.to_string());
             p = format!("{dev}.point[{n}]");
         } else {
@@ -977,6 +978,7 @@ fn point(
         ("f32", DataType::F32),
         ("f64", DataType::F64),
     ];
+    let tn = table.map_or("?", |(t, _)| table_name(t));
     let data_type = match cx.opt_enum(t, p, "type", &types) {
         Some((ty, loc)) => {
             match (bits, ty == DataType::Bool) {
@@ -985,13 +987,13 @@ fn point(
                         loc,
                         format!(
                             "{p}.type must be \"bool\": table \"{}\" holds single bits",
-                            table_name(table)
+                            tn
                         ),
                     );
                     None
                 }
                 (Some(false), true) => {
-                    cx.err(loc, format!("{p}.type \"bool\" is only for table \"coil\" or \"discrete\", not \"{}\"", table_name(table)));
+                    cx.err(loc, format!("{p}.type \"bool\" is only for table \"coil\" or \"discrete\", not \"{}\"", tn));
                     None
                 }
                 _ => Some(ty),
@@ -1005,7 +1007,10 @@ fn point(
         if a + i64::from(ty.width()) - 1 > 65535 {
             cx.err(
                 loc,
-                format!("{p}.address {a} + {} registers runs past 65535", ty.width()),
+                format!(
+                    "{p}.address {a}: the value's {} registers run past 65535",
+                    ty.width()
+                ),
             );
         }
     }
@@ -1034,7 +1039,7 @@ fn point(
     let writable = match cx.opt_bool(t, p, "writable") {
         Some((true, loc)) => {
             if let Some((tb @ (Table::Input | Table::Discrete), _)) = table {
-                cx.err(loc, format!("{p}.writable: table \"{}\" is read-only; only coil and holding points can be writable", table_name(Some((tb, loc)))));
+                cx.err(loc, format!("{p}.writable: table \"{}\" is read-only; only coil and holding points can be writable", table_name(tb)));
             }
             true
         }
@@ -1074,13 +1079,12 @@ fn point(
     ))
 }
 
-fn table_name(t: Option<(Table, Loc)>) -> &'static str {
-    match t.map(|(t, _)| t) {
-        Some(Table::Coil) => "coil",
-        Some(Table::Discrete) => "discrete",
-        Some(Table::Input) => "input",
-        Some(Table::Holding) => "holding",
-        None => "?",
+fn table_name(t: Table) -> &'static str {
+    match t {
+        Table::Coil => "coil",
+        Table::Discrete => "discrete",
+        Table::Input => "input",
+        Table::Holding => "holding",
     }
 }
 
@@ -1151,7 +1155,7 @@ fn dali_bus(
                 Some(w)
             }
         });
-    let mut numbers = Unique::new("group");
+    let mut numbers = Unique::new("group number");
     let mut groups = Vec::new();
     for (j, g) in cx
         .tables(t, "group", &format!("{p}.group"))
