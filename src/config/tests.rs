@@ -995,3 +995,77 @@ fn load_files_reads_and_names_files() {
         .to_string()
         .starts_with(&format!("{}:1:1: cannot read the file", missing.display())));
 }
+
+mod robustness {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Lines that look like config, mixed at random, so the walk meets every kind of value in
+    /// every place (a desired config arrives over MQTT: it is untrusted input).
+    fn line() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("[cabinet]".to_string()),
+            Just("[storage]".to_string()),
+            Just("[uplink]".to_string()),
+            Just("[[modbus]]".to_string()),
+            Just("[[modbus.point]]".to_string()),
+            Just("[[dali]]".to_string()),
+            Just("[[dali.group]]".to_string()),
+            Just("[[camera]]".to_string()),
+            Just("[[simulator]]".to_string()),
+            (
+                prop::sample::select(vec![
+                    "id",
+                    "name",
+                    "address",
+                    "table",
+                    "type",
+                    "poll",
+                    "broker",
+                    "members",
+                    "interface",
+                    "listen",
+                    "password",
+                    "max_bytes",
+                    "number",
+                    "min",
+                    "max",
+                ]),
+                prop::sample::select(vec![
+                    "1",
+                    "-5",
+                    "3.5",
+                    "true",
+                    "\"x\"",
+                    "\"1s\"",
+                    "[1, 2]",
+                    "{ a = 1 }",
+                    "1979-05-27",
+                    "\"mqtt://h\"",
+                    "\"input\"",
+                    "\"sim\"",
+                    "\"",
+                ]),
+            )
+                .prop_map(|(k, v)| format!("{k} = {v}")),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_and_errors_are_sorted_and_in_bounds(lines in prop::collection::vec(line(), 0..30)) {
+            let text = lines.join("\n");
+            let n_lines = lines.len().max(1);
+            if let Err(e) = load_sources(&[src("<desired>", &text)]) {
+                prop_assert!(!e.0.is_empty());
+                for w in e.0.windows(2) {
+                    prop_assert!((w[0].line, w[0].col) <= (w[1].line, w[1].col), "{e}");
+                }
+                for x in &e.0 {
+                    prop_assert!(x.file == "<desired>");
+                    prop_assert!(x.line >= 1 && x.line <= n_lines && x.col >= 1, "{x}\n{text}");
+                }
+            }
+        }
+    }
+}
