@@ -4,10 +4,26 @@
 //! points into as few reads as the protocol allows) → decoding raw registers/bits into scaled
 //! values → a per-device session that owns one connection, wraps every request in a timeout and
 //! reconnects with backoff after any timeout or protocol error.
+//!
+//! Wiring: for each [`DeviceSpec`] spawn [`run_device`] with an event channel, a write channel
+//! and a shutdown watch. Devices are independent tasks, so a dead device never delays another.
 #![warn(missing_docs)]
 
 use std::path::PathBuf;
 use std::time::Duration;
+
+pub mod decode;
+pub mod device;
+pub mod error;
+pub mod plan;
+pub mod session;
+pub mod sim;
+
+pub use decode::{Value, WriteOp};
+pub use device::{run_device, run_device_with, DeviceEvent, PollReport, WriteRequest};
+pub use error::{Error, ErrorKind, PointError};
+pub use plan::{plan, ReadRequest};
+pub use session::{Connector, RtuConnector, TcpConnector};
 
 /// The four Modbus data tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -147,4 +163,49 @@ pub struct DeviceSpec {
     pub timeout: Duration,
     /// Points, in configuration order.
     pub points: Vec<PointSpec>,
+}
+
+/// Checks a device's points for what the planner, decoder and encoder cannot handle.
+///
+/// Returns one message per problem, each naming the point, so configuration checking can report
+/// them all at once. (Name syntax and uniqueness across devices are the daemon's business.)
+pub fn validate_device(spec: &DeviceSpec) -> Vec<String> {
+    let mut problems = Vec::new();
+    if spec.timeout.is_zero() {
+        problems.push("timeout must be greater than zero".to_string());
+    }
+    if spec.poll.is_zero() {
+        problems.push("poll must be greater than zero".to_string());
+    }
+    for (i, p) in spec.points.iter().enumerate() {
+        let at = format!("point `{}`", p.name);
+        if spec.points[..i].iter().any(|q| q.name == p.name) {
+            problems.push(format!("{at}: duplicate point name"));
+        }
+        if !plan::type_fits_table(p.table, p.data_type) {
+            problems.push(format!(
+                "{at}: coil and discrete points must have type bool"
+            ));
+        }
+        if u32::from(p.address) + u32::from(plan::point_width(p)) > 65536 {
+            problems.push(format!("{at}: extends past address 65535"));
+        }
+        if p.writable && matches!(p.table, Table::Input | Table::Discrete) {
+            problems.push(format!(
+                "{at}: only coil and holding points can be writable"
+            ));
+        }
+        if !p.scale.is_finite() || p.scale == 0.0 {
+            problems.push(format!("{at}: scale must be a finite non-zero number"));
+        }
+        if !p.offset.is_finite() {
+            problems.push(format!("{at}: offset must be finite"));
+        }
+        if let (Some(min), Some(max)) = (p.min, p.max) {
+            if min > max {
+                problems.push(format!("{at}: min is greater than max"));
+            }
+        }
+    }
+    problems
 }
