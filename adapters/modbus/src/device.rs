@@ -181,28 +181,51 @@ pub async fn run_device_with<C: Connector>(
 
     loop {
         let connected = dev.session.is_connected();
+        let step = tokio::select! {
+            biased;
+            () = stopped(&mut shutdown) => break,
+            w = writes.recv(), if writes_open => match w {
+                Some(w) => Step::Write(w),
+                None => {
+                    writes_open = false;
+                    continue;
+                }
+            },
+            () = tokio::time::sleep_until(dev.retry_at), if !connected => Step::Reconnect,
+            _ = interval.tick(), if connected => Step::Poll,
+        };
+        // Each step is bounded by request timeouts, but several in a row can add up: shutdown
+        // interrupts them (an interrupted write's requester sees its reply channel closed).
+        let work = async {
+            match step {
+                Step::Write(w) => dev.write(w).await,
+                Step::Poll => dev.poll().await,
+                Step::Reconnect => {
+                    let alive = match dev.session.connect(&mut dev.connector).await {
+                        Ok(()) => dev.poll().await,
+                        Err(e) => dev.failed(e).await,
+                    };
+                    // The next poll is one period after this one, not an immediate tick.
+                    interval.reset();
+                    alive
+                }
+            }
+        };
         let alive = tokio::select! {
             biased;
             () = stopped(&mut shutdown) => false,
-            w = writes.recv(), if writes_open => match w {
-                Some(w) => dev.write(w).await,
-                None => { writes_open = false; true }
-            },
-            () = tokio::time::sleep_until(dev.retry_at), if !connected => {
-                let alive = match dev.session.connect(&mut dev.connector).await {
-                    Ok(()) => dev.poll().await,
-                    Err(e) => dev.failed(e).await,
-                };
-                // The next poll is one period after this one, not an immediate catch-up tick.
-                interval.reset();
-                alive
-            }
-            _ = interval.tick(), if connected => dev.poll().await,
+            alive = work => alive,
         };
         if !alive {
             break;
         }
     }
+}
+
+enum Step {
+    Write(WriteRequest),
+    Reconnect,
+    Poll,
 }
 
 impl<C: Connector> Device<C> {
@@ -453,6 +476,74 @@ mod tests {
         }
         // The backoff never exceeds its cap, plus one pending timeout.
         assert!(recovered.elapsed() <= BACKOFF_CAP + Duration::from_millis(300));
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_interrupts_a_hung_request() {
+        let connects = Arc::new(AtomicUsize::new(0));
+        let fake = Fake {
+            connects: connects.clone(),
+            silent: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        };
+        let mut spec = spec();
+        spec.timeout = Duration::from_secs(60);
+        let (ev_tx, _ev_rx) = mpsc::channel(64);
+        let (_w_tx, w_rx) = mpsc::channel(1);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(run_device_with(spec, fake, ev_tx, w_rx, stop_rx));
+        // Virtual time: the sleep lets the task connect and send its first request.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(connects.load(Ordering::SeqCst), 1);
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_millis(10), task)
+            .await
+            .expect("stops without waiting for the 60 s request timeout")
+            .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_are_validated_and_fail_fast_while_down() {
+        let fake = Fake {
+            connects: Arc::new(AtomicUsize::new(0)),
+            silent: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        };
+        let mut spec = spec();
+        spec.points[0].writable = true;
+        let (ev_tx, mut ev_rx) = mpsc::channel(64);
+        let (w_tx, w_rx) = mpsc::channel(1);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(run_device_with(spec, fake, ev_tx, w_rx, stop_rx));
+        loop {
+            if let DeviceEvent::Down { .. } = ev_rx.recv().await.unwrap() {
+                break;
+            }
+        }
+        let write = |point: &str, value| {
+            let (reply, rx) = oneshot::channel();
+            let req = WriteRequest {
+                point: point.into(),
+                value,
+                reply,
+            };
+            (req, rx)
+        };
+        let (req, rx) = write("x", Value::Int(70_000));
+        w_tx.send(req).await.unwrap();
+        assert!(matches!(
+            rx.await.unwrap(),
+            Err(Error::Rejected { field: "value", .. })
+        ));
+        let (req, rx) = write("x", Value::Int(7));
+        w_tx.send(req).await.unwrap();
+        // The reconnect may be in progress when the write arrives; either way it is refused
+        // quickly as a link problem, never queued.
+        let r = tokio::time::timeout(Duration::from_secs(1), rx).await;
+        match r.expect("answered promptly").unwrap() {
+            Err(Error::DeviceDown) | Err(Error::Timeout(_)) => {}
+            other => panic!("{other:?}"),
+        }
         stop_tx.send(true).unwrap();
         task.await.unwrap();
     }

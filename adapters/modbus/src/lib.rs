@@ -209,3 +209,65 @@ pub fn validate_device(spec: &DeviceSpec) -> Vec<String> {
     }
     problems
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_each_problem() {
+        let point = |name: &str, table, address, data_type| PointSpec {
+            name: name.into(),
+            table,
+            address,
+            data_type,
+            word_order: WordOrder::Big,
+            scale: 1.0,
+            offset: 0.0,
+            unit: None,
+            writable: false,
+            min: None,
+            max: None,
+        };
+        let mut bad_scale = point("s", Table::Holding, 0, DataType::U16);
+        bad_scale.scale = 0.0;
+        let mut ro_write = point("w", Table::Input, 0, DataType::U16);
+        ro_write.writable = true;
+        let mut range = point("r", Table::Holding, 1, DataType::U16);
+        range.min = Some(5.0);
+        range.max = Some(1.0);
+        let spec = DeviceSpec {
+            name: "d".into(),
+            transport: Transport::Tcp {
+                address: "127.0.0.1:502".into(),
+            },
+            unit_id: 1,
+            poll: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            points: vec![
+                point("ok", Table::Holding, 0, DataType::F32),
+                point("ok", Table::Holding, 2, DataType::U16),
+                point("c", Table::Coil, 0, DataType::U16),
+                point("top", Table::Input, 65535, DataType::U32),
+                bad_scale,
+                ro_write,
+                range,
+            ],
+        };
+        let problems = validate_device(&spec);
+        assert_eq!(problems.len(), 6, "{problems:#?}");
+        for needle in [
+            "`ok`: duplicate",
+            "`c`: coil",
+            "`top`: extends",
+            "`s`: scale",
+            "`w`: only",
+            "`r`: min",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.contains(needle)),
+                "{needle} missing in {problems:#?}"
+            );
+        }
+    }
+}

@@ -12,8 +12,8 @@
 use std::future::Future;
 use std::time::Duration;
 
-use tokio_modbus::client::{Context, Reader as _, Writer as _};
-use tokio_modbus::Slave;
+use tokio_modbus::client::{Client as _, Context};
+use tokio_modbus::{Request, Response, Slave};
 
 use crate::decode::WriteOp;
 use crate::error::Error;
@@ -189,18 +189,12 @@ impl Session {
         self.ctx = None;
     }
 
-    async fn run<T, F>(&mut self, op: F) -> Answer<T>
-    where
-        F: for<'c> FnOnce(
-            &'c mut Context,
-        ) -> std::pin::Pin<
-            Box<dyn Future<Output = tokio_modbus::Result<T>> + Send + 'c>,
-        >,
-    {
+    /// Sends one request under the timeout; drops the connection on any link failure.
+    async fn call(&mut self, request: Request<'static>) -> Answer<Response> {
         let Some(ctx) = self.ctx.as_mut() else {
             return Err(Error::DeviceDown);
         };
-        let outcome = match tokio::time::timeout(self.timeout, op(ctx)).await {
+        let outcome = match tokio::time::timeout(self.timeout, ctx.call(request)).await {
             Err(_) => Err(Error::Timeout(self.timeout)),
             Ok(Err(e)) => Err(Error::from(e)),
             Ok(Ok(Ok(v))) => Ok(Ok(v)),
@@ -212,59 +206,62 @@ impl Session {
         outcome
     }
 
-    /// Executes one planned read. A response of the wrong length is a protocol error.
+    fn mismatch(&mut self, what: String) -> Error {
+        self.disconnect();
+        Error::Protocol(what)
+    }
+
+    /// Executes one planned read. A response of the wrong length or kind is a protocol error.
+    ///
+    /// (Goes through `Client::call` rather than tokio-modbus' `Reader` helpers, which
+    /// `debug_assert!` the response length and would panic on a misbehaving device.)
     pub async fn read(&mut self, req: &ReadRequest) -> Answer<ReadData> {
         let (start, count) = (req.start, req.count);
-        let answer = match req.table {
-            Table::Coil => self
-                .run(move |c| Box::pin(c.read_coils(start, count)))
-                .await
-                .map(|r| r.map(ReadData::Bits)),
-            Table::Discrete => self
-                .run(move |c| Box::pin(c.read_discrete_inputs(start, count)))
-                .await
-                .map(|r| r.map(ReadData::Bits)),
-            Table::Input => self
-                .run(move |c| Box::pin(c.read_input_registers(start, count)))
-                .await
-                .map(|r| r.map(ReadData::Words)),
-            Table::Holding => self
-                .run(move |c| Box::pin(c.read_holding_registers(start, count)))
-                .await
-                .map(|r| r.map(ReadData::Words)),
+        let request = match req.table {
+            Table::Coil => Request::ReadCoils(start, count),
+            Table::Discrete => Request::ReadDiscreteInputs(start, count),
+            Table::Input => Request::ReadInputRegisters(start, count),
+            Table::Holding => Request::ReadHoldingRegisters(start, count),
         };
-        if let Ok(Ok(data)) = &answer {
-            let got = match data {
-                ReadData::Bits(b) => b.len(),
-                ReadData::Words(w) => w.len(),
-            };
-            if got != usize::from(count) {
-                self.disconnect();
-                return Err(Error::Protocol(format!(
-                    "asked for {count} items at {start}, got {got}"
-                )));
+        let response = match self.call(request).await? {
+            Ok(r) => r,
+            Err(code) => return Ok(Err(code)),
+        };
+        let n = usize::from(count);
+        let data = match response {
+            // Bit responses are padded to whole bytes.
+            Response::ReadCoils(mut bits) | Response::ReadDiscreteInputs(mut bits)
+                if bits.len() >= n =>
+            {
+                bits.truncate(n);
+                ReadData::Bits(bits)
             }
-        }
-        answer
+            Response::ReadInputRegisters(words) | Response::ReadHoldingRegisters(words)
+                if words.len() == n =>
+            {
+                ReadData::Words(words)
+            }
+            other => {
+                return Err(
+                    self.mismatch(format!("asked for {count} items at {start}, got {other:?}"))
+                )
+            }
+        };
+        Ok(Ok(data))
     }
 
     /// Executes one write: FC5 for a coil, FC6 for one register, FC16 for several.
     pub async fn write(&mut self, op: &WriteOp) -> Answer<()> {
-        match op.clone() {
-            WriteOp::Coil { address, value } => {
-                self.run(move |c| Box::pin(c.write_single_coil(address, value)))
-                    .await
-            }
-            WriteOp::Register { address, value } => {
-                self.run(move |c| Box::pin(c.write_single_register(address, value)))
-                    .await
-            }
+        let request = match op.clone() {
+            WriteOp::Coil { address, value } => Request::WriteSingleCoil(address, value),
+            WriteOp::Register { address, value } => Request::WriteSingleRegister(address, value),
             WriteOp::Registers { address, values } => {
-                self.run(move |c| {
-                    Box::pin(async move { c.write_multiple_registers(address, &values).await })
-                })
-                .await
+                Request::WriteMultipleRegisters(address, values.into())
             }
+        };
+        match self.call(request).await? {
+            Ok(_) => Ok(Ok(())),
+            Err(code) => Ok(Err(code)),
         }
     }
 }
