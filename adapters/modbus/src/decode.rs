@@ -126,9 +126,18 @@ pub fn decode_registers(point: &PointSpec, words: &[u16]) -> Result<Value, Point
         DataType::I16 => int(i64::from(raw as u16 as i16)),
         DataType::I32 => int(i64::from(raw as u32 as i32)),
         DataType::I64 => int(raw as i64),
-        DataType::F32 => scaled(f64::from(f32::from_bits(raw as u32))),
+        DataType::F32 => scaled(widen_f32(f32::from_bits(raw as u32))),
         DataType::F64 => scaled(f64::from_bits(raw)),
     }
+}
+
+/// Widens an `f32` to the `f64` with the same shortest decimal form (0.1f32 becomes 0.1, not
+/// 0.10000000149011612), so telemetry shows what the device meant.
+fn widen_f32(x: f32) -> f64 {
+    if !x.is_finite() {
+        return f64::from(x);
+    }
+    x.to_string().parse().unwrap_or(f64::from(x))
 }
 
 /// Decodes a coil or discrete input.
@@ -314,6 +323,11 @@ mod tests {
         assert_eq!(
             decode_registers(&hl(DataType::F32), &[0x0000, 0x3FC0]),
             Ok(Value::Float(1.5))
+        );
+        // 0.1f32 = 0x3DCC_CCCD reads as the f64 0.1.
+        assert_eq!(
+            decode_registers(&hp(DataType::F32), &[0x3DCC, 0xCCCD]),
+            Ok(Value::Float(0.1))
         );
         assert_eq!(
             decode_registers(&hp(DataType::I32), &[0xFFFF, 0xFFFE]),

@@ -7,6 +7,39 @@
 //!
 //! Wiring: for each [`DeviceSpec`] spawn [`run_device`] with an event channel, a write channel
 //! and a shutdown watch. Devices are independent tasks, so a dead device never delays another.
+//!
+//! ```no_run
+//! # async fn wire(spec: cabinetd_modbus::DeviceSpec) {
+//! use cabinetd_modbus::{run_device, DeviceEvent, Value, WriteRequest};
+//! use tokio::sync::{mpsc, oneshot, watch};
+//!
+//! let (events_tx, mut events) = mpsc::channel(64);
+//! let (writes, writes_rx) = mpsc::channel(8);
+//! let (stop, stop_rx) = watch::channel(false);
+//! let points = spec.points.clone();
+//! tokio::spawn(run_device(spec, events_tx, writes_rx, stop_rx));
+//!
+//! let (reply, answer) = oneshot::channel();
+//! let req = WriteRequest { point: "setpoint".into(), value: Value::Float(21.5), reply };
+//! writes.send(req).await.unwrap();
+//! let _outcome = answer.await; // Ok(()) | Err(Error::Rejected { field, reason }) | …
+//!
+//! while let Some(ev) = events.recv().await {
+//!     match ev {
+//!         DeviceEvent::Poll(report) => {
+//!             for (i, reading) in report.readings {
+//!                 let _name = &points[i].name; // Ok(value) → good, Err(_) → bad quality
+//!                 let _ = reading;
+//!             }
+//!         }
+//!         DeviceEvent::PollFailed { .. } => { /* cabinetd_poll_errors_total += 1 */ }
+//!         DeviceEvent::Down { .. } => { /* points bad, one device_down event */ }
+//!         DeviceEvent::Up => { /* device_up = 1 */ }
+//!     }
+//! }
+//! stop.send(true).unwrap();
+//! # }
+//! ```
 #![warn(missing_docs)]
 
 use std::path::PathBuf;
