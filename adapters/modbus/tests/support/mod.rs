@@ -26,7 +26,9 @@ pub fn workspace_root() -> PathBuf {
 /// The interpreter with pymodbus: `$CABINETD_TEST_PYTHON`, else `<root>/tests/.venv/bin/python`.
 pub fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("CABINETD_TEST_PYTHON") {
-        return p.into();
+        let p = PathBuf::from(p);
+        assert!(p.exists(), "CABINETD_TEST_PYTHON={} does not exist", p.display());
+        return p;
     }
     let p = workspace_root().join("tests/.venv/bin/python");
     assert!(
