@@ -27,7 +27,11 @@ pub fn workspace_root() -> PathBuf {
 pub fn python() -> PathBuf {
     if let Some(p) = std::env::var_os("CABINETD_TEST_PYTHON") {
         let p = PathBuf::from(p);
-        assert!(p.exists(), "CABINETD_TEST_PYTHON={} does not exist", p.display());
+        assert!(
+            p.exists(),
+            "CABINETD_TEST_PYTHON={} does not exist",
+            p.display()
+        );
         return p;
     }
     let p = workspace_root().join("tests/.venv/bin/python");
