@@ -78,6 +78,9 @@ pub struct AtxHat<S> {
     buf: Vec<u8>,
     reply_timeout: Duration,
     max_conflict_retries: u32,
+    // Set after a timeout: a late reply may still arrive and must not be
+    // taken as the answer to the next request.
+    stale: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> AtxHat<S> {
@@ -88,6 +91,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AtxHat<S> {
             buf: Vec::with_capacity(16),
             reply_timeout: Duration::from_millis(500),
             max_conflict_retries: 3,
+            stale: false,
         }
     }
 
@@ -97,6 +101,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AtxHat<S> {
         self
     }
 
+    /// Discards whatever the HAT already sent (best effort: a reply arriving
+    /// later still than this is indistinguishable from the next answer).
+    async fn drain(&mut self) {
+        // A zero timeout polls the read once: it takes only what is buffered.
+        while let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::ZERO, self.io.read_until(b'\n', &mut self.buf)).await
+        {
+            if n == 0 {
+                break;
+            }
+            tracing::debug!(line = %String::from_utf8_lossy(&self.buf).trim(), "discarding late DALI HAT reply");
+            self.buf.clear();
+        }
+        self.buf.clear();
+    }
+
     async fn read_line(&mut self) -> Result<Line> {
         loop {
             // The buffer persists across a cancelled read so a late partial
@@ -104,7 +124,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AtxHat<S> {
             let n =
                 tokio::time::timeout(self.reply_timeout, self.io.read_until(b'\n', &mut self.buf))
                     .await
-                    .map_err(|_| Error::Timeout(self.reply_timeout))??;
+                    .map_err(|_| {
+                        self.stale = true;
+                        Error::Timeout(self.reply_timeout)
+                    })??;
             if n == 0 && !self.buf.ends_with(b"\n") {
                 return Err(Error::Closed);
             }
@@ -166,6 +189,10 @@ impl AtxHat<SerialStream> {
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for AtxHat<S> {
     async fn transact(&mut self, request: Request) -> Result<Reply> {
         let line = encode_request(&request);
+        if self.stale {
+            self.drain().await;
+            self.stale = false;
+        }
         for _ in 0..=self.max_conflict_retries {
             if let Some(reply) = self.attempt(&request, &line).await? {
                 return Ok(reply);
@@ -259,6 +286,29 @@ mod tests {
 
         let mut hat = scripted(vec![("h03A0\n", "Z\n"); 4]);
         assert!(matches!(hat.transact(q).await, Err(Error::Busy(4))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn late_reply_is_not_taken_for_the_next_answer() {
+        let (ours, theirs) = tokio::io::duplex(256);
+        let (late_tx, late_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let mut peer = BufReader::new(theirs);
+            let mut line = String::new();
+            peer.read_line(&mut line).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            peer.get_mut().write_all(b"J01\n").await.unwrap();
+            late_tx.send(()).unwrap();
+            line.clear();
+            peer.read_line(&mut line).await.unwrap();
+            assert_eq!(line, "h05A0\n");
+            peer.get_mut().write_all(b"J02\n").await.unwrap();
+        });
+        let mut hat = AtxHat::new(ours).with_reply_timeout(Duration::from_millis(200));
+        let q = |n| Request::from_command(&Command::Query(a(n), Query::ActualLevel));
+        assert!(matches!(hat.transact(q(1)).await, Err(Error::Timeout(_))));
+        late_rx.await.unwrap();
+        assert_eq!(hat.transact(q(2)).await.unwrap(), Reply::Answer(2));
     }
 
     #[tokio::test(start_paused = true)]

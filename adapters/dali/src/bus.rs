@@ -188,13 +188,18 @@ impl<T: Transport> Bus<T> {
         Ok(out)
     }
 
-    /// Reads bank `bank` from offset 0 up to `last` (or the bank's own last
-    /// accessible offset, if lower). The image is indexed by offset; it is
-    /// empty of answers (all `None`) if the bank is not implemented.
+    /// Reads offsets `first..=last` of a memory bank (clamped to the bank's
+    /// own last accessible offset), plus offset 0 which says whether the bank
+    /// is implemented at all. The image is indexed by offset (`None` = not
+    /// read or no answer); it has no answers at all if the bank is not
+    /// implemented. Banks 202..=206 are latched (0xAA to offset 2) for the
+    /// read so multi-byte counters are one consistent snapshot, and unlatched
+    /// after.
     pub async fn read_memory(
         &mut self,
         address: ShortAddress,
         bank: u8,
+        first: u8,
         last: u8,
     ) -> Result<Vec<Option<u8>>> {
         let a = Address::Short(address);
@@ -206,23 +211,50 @@ impl<T: Transport> Bus<T> {
             return Ok(image);
         };
         image[0] = Some(bank_last);
-        for offset in 1..=last.min(bank_last) {
-            image[usize::from(offset)] = self.query_value(a, Query::ReadMemoryLocation).await?;
+        let latch = (202..=206).contains(&bank) && bank_last >= 2;
+        let mut dtr0 = 1;
+        if latch {
+            self.write_latch(a, 0xAA).await?;
+            dtr0 = 3;
+        }
+        let (from, to) = (first.max(1), last.min(bank_last));
+        if from <= to {
+            if dtr0 != from {
+                self.send(Command::Dtr0(from)).await?;
+            }
+            for offset in from..=to {
+                image[usize::from(offset)] = self.query_value(a, Query::ReadMemoryLocation).await?;
+            }
+        }
+        if latch {
+            self.write_latch(a, 0xFF).await?;
         }
         Ok(image)
+    }
+
+    async fn write_latch(&mut self, a: Address, value: u8) -> Result<()> {
+        // Any other command in between disables writing again, so the
+        // enable is repeated for each write.
+        self.send(Command::EnableWriteMemory(a)).await?;
+        self.send(Command::Dtr0(2)).await?;
+        self.send(Command::WriteMemoryLocationNoReply(value))
+            .await?;
+        Ok(())
     }
 
     /// Bank 0 identity (GTIN, serial…).
     pub async fn identity(&mut self, address: ShortAddress) -> Result<Option<Identity>> {
         let img = self
-            .read_memory(address, BANK_IDENTITY, IDENTITY_LAST)
+            .read_memory(address, BANK_IDENTITY, 1, IDENTITY_LAST)
             .await?;
         Ok(Identity::decode(&img))
     }
 
     /// Bank 202: active energy and power (`None` if not implemented).
     pub async fn energy(&mut self, address: ShortAddress) -> Result<Option<Energy>> {
-        let img = self.read_memory(address, BANK_ENERGY, ENERGY_LAST).await?;
+        let img = self
+            .read_memory(address, BANK_ENERGY, 0x04, ENERGY_LAST)
+            .await?;
         Ok(Energy::decode(&img))
     }
 
@@ -232,9 +264,18 @@ impl<T: Transport> Bus<T> {
         address: ShortAddress,
     ) -> Result<Option<GearDiagnostics>> {
         let img = self
-            .read_memory(address, BANK_GEAR_DIAGNOSTICS, GEAR_DIAGNOSTICS_LAST)
+            .read_memory(address, BANK_GEAR_DIAGNOSTICS, 1, GEAR_DIAGNOSTICS_LAST)
             .await?;
         Ok(GearDiagnostics::decode(&img))
+    }
+
+    /// Operating time in hours from bank 205 (offsets 0x04–0x07 only);
+    /// `None` if the bank or value is not implemented.
+    pub async fn operating_hours(&mut self, address: ShortAddress) -> Result<Option<f64>> {
+        let img = self
+            .read_memory(address, BANK_GEAR_DIAGNOSTICS, 0x04, 0x07)
+            .await?;
+        Ok(GearDiagnostics::decode(&img).and_then(|d| d.operating_hours()))
     }
 
     /// Bank 206: light source diagnostics (`None` if not implemented).
@@ -246,6 +287,7 @@ impl<T: Transport> Bus<T> {
             .read_memory(
                 address,
                 BANK_LIGHT_SOURCE_DIAGNOSTICS,
+                1,
                 LIGHT_SOURCE_DIAGNOSTICS_LAST,
             )
             .await?;
@@ -499,12 +541,16 @@ pub struct Cycle {
 pub struct SupervisorConfig {
     /// How often banks 202/205 are read per gear (default 15 min).
     pub energy_interval: Duration,
+    /// At most this many gear get their banks read in one cycle (default 4),
+    /// so a cycle stays short on a slow line; the others wait for later cycles.
+    pub max_bank_reads_per_cycle: usize,
 }
 
 impl Default for SupervisorConfig {
     fn default() -> Self {
         SupervisorConfig {
             energy_interval: Duration::from_secs(15 * 60),
+            max_bank_reads_per_cycle: 4,
         }
     }
 }
@@ -568,6 +614,7 @@ impl Supervisor {
         let start = bus.transactions();
         let mut events = Vec::new();
         let mut samples = Vec::new();
+        let mut bank_reads = 0;
         for (&address, t) in self.gear.iter_mut() {
             let mut sample = GearSample {
                 address,
@@ -627,7 +674,8 @@ impl Supervisor {
                 let due = t
                     .last_banks
                     .is_none_or(|at| now.duration_since(at) >= self.config.energy_interval);
-                if due {
+                if due && bank_reads < self.config.max_bank_reads_per_cycle {
+                    bank_reads += 1;
                     t.last_banks = Some(now);
                     match bus.energy(address).await {
                         Ok(Some(e)) => {
@@ -637,9 +685,9 @@ impl Supervisor {
                         Ok(None) | Err(Error::Collision(_)) => {}
                         Err(e) => return Err(e),
                     }
-                    match bus.gear_diagnostics(address).await {
-                        Ok(Some(d)) => sample.operating_hours = d.operating_hours(),
-                        Ok(None) | Err(Error::Collision(_)) => {}
+                    match bus.operating_hours(address).await {
+                        Ok(h) => sample.operating_hours = h,
+                        Err(Error::Collision(_)) => {}
                         Err(e) => return Err(e),
                     }
                 }
@@ -827,5 +875,35 @@ mod tests {
         let c = sup.poll_cycle(&mut bus, later).await.unwrap();
         assert!(c.events.is_empty());
         assert!(c.samples[2].power_w.is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn bank_reads_are_spread_over_cycles() {
+        let (sim, _h) = SimBus::with_gear(6, 0);
+        let mut bus = Bus::new(sim);
+        let mut sup = Supervisor::new(SupervisorConfig {
+            energy_interval: Duration::from_secs(60),
+            max_bank_reads_per_cycle: 4,
+        });
+        sup.discover(&mut bus).await.unwrap();
+        let t0 = Instant::now();
+        let read = |c: &Cycle| -> Vec<u8> {
+            c.samples
+                .iter()
+                .filter(|s| s.energy_wh.is_some())
+                .map(|s| s.address.get())
+                .collect()
+        };
+        let c = sup.poll_cycle(&mut bus, t0).await.unwrap();
+        assert_eq!(read(&c), vec![0, 1, 2, 3]);
+        let c = sup.poll_cycle(&mut bus, t0).await.unwrap();
+        assert_eq!(read(&c), vec![4, 5]);
+        let c = sup.poll_cycle(&mut bus, t0).await.unwrap();
+        assert!(read(&c).is_empty());
+        let c = sup
+            .poll_cycle(&mut bus, t0 + Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(read(&c), vec![0, 1, 2, 3]);
     }
 }

@@ -5,7 +5,8 @@
 //! - [`command`]: typed Part 102 commands, dimming curve, fade table, status bits (pure);
 //! - [`memory`]: bank 0 identity and D4i banks 202/205/206 decoding (pure);
 //! - [`transaction`]: the [`Transport`] seam and the typed [`Reply`];
-//! - interfaces: [`atx`] (ATX DALI HAT serial line protocol) and [`sim`] (simulated line);
+//! - interfaces: [`atx`] (ATX DALI HAT serial line protocol) and [`sim`] (simulated line),
+//!   selectable by name through [`interface::Interface`];
 //! - [`bus`]: discovery, polling, level control, group/fallback programming and the
 //!   [`Supervisor`] producing change events;
 //! - [`commission`]: random-address search assigning short addresses.
@@ -17,6 +18,7 @@ pub mod command;
 pub mod commission;
 pub mod error;
 pub mod frame;
+pub mod interface;
 pub mod memory;
 pub mod sim;
 pub mod transaction;
@@ -28,4 +30,5 @@ pub use bus::{
 pub use command::{arc_to_percent, percent_to_arc, Command, Query, Status};
 pub use error::{Error, ErrorClass, Result};
 pub use frame::{Address, GroupAddress, ShortAddress};
+pub use interface::Interface;
 pub use transaction::{Reply, Request, Transport};
