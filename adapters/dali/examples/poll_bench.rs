@@ -35,11 +35,21 @@ async fn main() {
     );
 
     let now = Instant::now();
+    // Banks 202/205 are read for a few gear per cycle until every gear had
+    // its turn; then cycles are status + level only.
     let t = StdInstant::now();
-    let first = sup.poll_cycle(&mut bus, now).await.expect("poll");
+    let mut warmup = 0u32;
+    let mut warmup_transactions = 0;
+    for _ in 0..64 {
+        let c = sup.poll_cycle(&mut bus, now).await.expect("poll");
+        warmup += 1;
+        warmup_transactions += c.transactions;
+        if c.samples.iter().all(|s| s.energy_wh.is_none()) {
+            break;
+        }
+    }
     println!(
-        "first cycle (status + level + banks 202/205): {} transactions, {:.1} ms",
-        first.transactions,
+        "warm-up: {warmup} cycles reading banks 202/205 of every gear, {warmup_transactions} transactions, {:.1} ms",
         t.elapsed().as_secs_f64() * 1e3
     );
 

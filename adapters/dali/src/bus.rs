@@ -328,8 +328,11 @@ impl<T: Transport> Bus<T> {
     }
 
     /// Sets `target` to `percent` of full output (standard curve) with DAPC.
-    /// With `fade` (a FADE TIME code 0..=15) the fade time is programmed first
-    /// (DTR0 + SET FADE TIME, send-twice). Returns the arc level sent.
+    /// With `fade` (a FADE TIME code 0..=15, see
+    /// [`crate::command::fade_code_for_seconds`]) the fade time is programmed
+    /// first (DTR0 + SET FADE TIME, send-twice). The fade time is a stored
+    /// gear variable (non-volatile on most gear): pass `Some` only when it
+    /// changes. Returns the arc level sent.
     pub async fn set_level(
         &mut self,
         target: Address,
@@ -871,6 +874,16 @@ mod tests {
                 Event::GearFound { address: sa(2) },
             ]
         );
+        h.set_gear_failure(1, true);
+        let c = sup.poll_cycle(&mut bus, t0).await.unwrap();
+        assert_eq!(
+            c.events,
+            vec![Event::GearFailure {
+                address: sa(1),
+                active: true
+            }]
+        );
+        assert_eq!(c.samples[1].gear_failure, Some(true));
         let later = t0 + Duration::from_secs(15 * 60);
         let c = sup.poll_cycle(&mut bus, later).await.unwrap();
         assert!(c.events.is_empty());

@@ -127,6 +127,23 @@ impl Address {
     }
 }
 
+impl std::str::FromStr for Address {
+    type Err = Error;
+
+    /// Parses a light target as the central post writes it (SPEC `light.set`):
+    /// `all` (broadcast), `group:N`, or a short address `N`.
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || Error::InvalidArgument(format!("target {s:?} is not all, group:N or 0..=63"));
+        if s == "all" {
+            return Ok(Address::Broadcast);
+        }
+        if let Some(g) = s.strip_prefix("group:") {
+            return Address::group(g.parse().map_err(|_| bad())?);
+        }
+        Address::short(s.parse().map_err(|_| bad())?)
+    }
+}
+
 impl std::fmt::Display for Address {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -288,6 +305,22 @@ mod tests {
             } else {
                 assert!((0xA0..=0xFB).contains(&b), "byte {b:#04x}");
             }
+        }
+    }
+
+    #[test]
+    fn targets_parse() {
+        assert_eq!("all".parse::<Address>().unwrap(), Address::Broadcast);
+        assert_eq!(
+            "group:3".parse::<Address>().unwrap(),
+            Address::group(3).unwrap()
+        );
+        assert_eq!(
+            "12".parse::<Address>().unwrap(),
+            Address::short(12).unwrap()
+        );
+        for bad in ["64", "group:16", "group:x", "", "-1", "broadcast"] {
+            assert!(bad.parse::<Address>().is_err(), "{bad}");
         }
     }
 

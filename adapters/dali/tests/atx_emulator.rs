@@ -298,3 +298,30 @@ async fn collision_on_a_query_is_reported_as_such() {
         .events
         .is_empty());
 }
+
+/// The emulator itself is proven against python-dali's own `atxled` driver
+/// (tests/peers/test_atx_hat_emulator.py); run it here so `cargo test` covers it.
+#[test]
+fn emulator_agrees_with_python_dali_atxled_driver() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = std::process::Command::new(support::python())
+        .current_dir(&root)
+        .args([
+            "-m",
+            "unittest",
+            "discover",
+            "-s",
+            "tests/peers",
+            "-p",
+            "test_atx_hat_emulator.py",
+        ])
+        .output()
+        .expect("run python unittest");
+    assert!(
+        out.status.success(),
+        "python-dali atxled vs emulator failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.trim_end().ends_with("OK"), "{stderr}");
+}
