@@ -18,6 +18,7 @@ use crate::frame::{Address, ShortAddress};
 use crate::transaction::{Reply, Transport};
 
 const TOP: u32 = 0xFF_FFFF;
+const MAX_LOST: u32 = 8;
 
 /// Which gear take part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,6 +183,7 @@ async fn run<T: Transport>(
 
     let mut search = Search { bus, current: None };
     let mut low = 0u32;
+    let mut lost = 0u32;
     loop {
         if !search.compare(TOP).await?.is_yes() {
             return Ok(());
@@ -223,8 +225,17 @@ async fn run<T: Transport>(
                 low = 0;
                 continue;
             }
-            // The gear vanished mid-search: look again from the same bound.
-            Reply::NoAnswer => continue,
+            // The gear vanished mid-search: look again from the same bound,
+            // a bounded number of times (an unstable line must not loop forever).
+            Reply::NoAnswer => {
+                lost += 1;
+                if lost > MAX_LOST {
+                    return Err(Error::Protocol(format!(
+                        "COMPARE answers are inconsistent ({lost} gear lost mid-search)"
+                    )));
+                }
+                continue;
+            }
             Reply::Answer(_) => {}
         }
         let Some(address) = free.pop() else {

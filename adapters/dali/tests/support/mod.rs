@@ -115,9 +115,13 @@ impl Emulator {
         rest[..end].to_string()
     }
 
-    /// Opens the HAT on the emulator's pty, through tokio-serial as in production.
+    /// Opens the HAT on the emulator's pty, through tokio-serial as in
+    /// production. The reply deadline is generous: the peer is a Python
+    /// process on a shared, busy machine, not a microcontroller.
     pub fn hat(&self) -> AtxHat<SerialStream> {
-        AtxHat::open(&self.port).expect("open the emulator pty")
+        AtxHat::open(&self.port)
+            .expect("open the emulator pty")
+            .with_reply_timeout(Duration::from_secs(5))
     }
 }
 
