@@ -601,15 +601,16 @@ impl Outbox {
         Ok(tree.first()?.and_then(|(k, _)| codec::seq_of(&k)))
     }
 
-    /// Durable records of `stream` with `from <= seq <= upto`, oldest first, as many as fit in
-    /// `max_json_bytes` (record JSON plus one separator each) but at least one. `None` if there is
-    /// no such record.
+    /// Durable records of `stream` with `from <= seq <= upto`, oldest first, at most
+    /// `max_records` and as many as fit in `max_json_bytes` (record JSON plus one separator each),
+    /// but at least one. `None` if there is no such record.
     pub fn read_batch(
         &self,
         stream: Stream,
         from: u64,
         upto: u64,
         max_json_bytes: usize,
+        max_records: usize,
     ) -> Result<Option<Batch>, OutboxError> {
         let (tree, durable) = {
             let st = self.lock();
@@ -629,7 +630,8 @@ impl Outbox {
                 return Err(OutboxError::BadValue { stream, seq });
             }
             let size = v.len() - codec::HEADER_LEN + 1;
-            if !values.is_empty() && bytes + size > max_json_bytes {
+            if !values.is_empty() && (bytes + size > max_json_bytes || values.len() >= max_records)
+            {
                 break;
             }
             if values.is_empty() {

@@ -45,14 +45,14 @@ async fn seqs_start_at_one_per_stream_and_only_durable_records_are_readable() {
     assert_eq!(ob.append(&telemetry(1)).unwrap(), 2);
     assert_eq!(ob.append(&result("c1")).unwrap(), 1);
     assert!(ob
-        .read_batch(Stream::Telemetry, 1, u64::MAX, 1 << 20)
+        .read_batch(Stream::Telemetry, 1, u64::MAX, 1 << 20, usize::MAX)
         .unwrap()
         .is_none());
-    let mut durable = ob.subscribe_durable();
+    let durable = ob.subscribe_durable();
     ob.flush().await.unwrap();
     assert!(durable.has_changed().unwrap());
     let b = ob
-        .read_batch(Stream::Telemetry, 1, u64::MAX, 1 << 20)
+        .read_batch(Stream::Telemetry, 1, u64::MAX, 1 << 20, usize::MAX)
         .unwrap()
         .unwrap();
     assert_eq!((b.first_seq, b.last_seq), (1, 2));
@@ -70,18 +70,23 @@ async fn read_batch_is_bounded_by_bytes_but_returns_at_least_one_record() {
     }
     ob.flush().await.unwrap();
     let one = ob
-        .read_batch(Stream::Telemetry, 1, u64::MAX, 1)
+        .read_batch(Stream::Telemetry, 1, u64::MAX, 1, usize::MAX)
         .unwrap()
         .unwrap();
     assert_eq!(one.len(), 1);
     let size = one.json_bytes();
     let three = ob
-        .read_batch(Stream::Telemetry, 4, u64::MAX, size * 3 + 2)
+        .read_batch(Stream::Telemetry, 4, u64::MAX, size * 3 + 2, usize::MAX)
         .unwrap()
         .unwrap();
     assert_eq!(seqs(&three), vec![4, 5, 6]);
+    let two = ob
+        .read_batch(Stream::Telemetry, 1, u64::MAX, 1 << 20, 2)
+        .unwrap()
+        .unwrap();
+    assert_eq!(seqs(&two), vec![1, 2]);
     let capped = ob
-        .read_batch(Stream::Telemetry, 9, 9, 1 << 20)
+        .read_batch(Stream::Telemetry, 9, 9, 1 << 20, usize::MAX)
         .unwrap()
         .unwrap();
     assert_eq!(seqs(&capped), vec![9]);
@@ -125,7 +130,7 @@ async fn unacked_records_survive_reopen_and_ack_deletes_only_its_range() {
     assert_eq!((st.records, st.last_seq, st.durable_seq), (4, 6, 6));
     assert_eq!(ob.first_stored(Stream::Telemetry).unwrap(), Some(3));
     let b = ob
-        .read_batch(Stream::Telemetry, 1, u64::MAX, 1 << 20)
+        .read_batch(Stream::Telemetry, 1, u64::MAX, 1 << 20, usize::MAX)
         .unwrap()
         .unwrap();
     assert_eq!(seqs(&b), vec![3, 4, 5, 6]);
@@ -323,7 +328,7 @@ async fn eviction_drops_oldest_telemetry_first_and_reports_it() {
     // An outbox_evicted event names the range.
     ob.flush().await.unwrap();
     let ev = ob
-        .read_batch(Stream::Events, 1, u64::MAX, 1 << 20)
+        .read_batch(Stream::Events, 1, u64::MAX, 1 << 20, usize::MAX)
         .unwrap()
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(ev.records().next().unwrap()).unwrap();
