@@ -521,9 +521,9 @@ impl Outbox {
             }
             let mut marks = st.marks;
             let mut raise = false;
-            for i in 0..3 {
-                if targets[i] > marks.ceiling[i] {
-                    marks.ceiling[i] = targets[i] + marks::BLOCK;
+            for (ceiling, target) in marks.ceiling.iter_mut().zip(targets) {
+                if target > *ceiling {
+                    *ceiling = target + marks::BLOCK;
                     raise = true;
                 }
             }
@@ -540,9 +540,8 @@ impl Outbox {
         self.db.flush_async().await?;
         {
             let mut st = self.lock();
-            for i in 0..3 {
-                let s = &mut st.streams[i];
-                s.durable = s.durable.max(targets[i]);
+            for (s, target) in st.streams.iter_mut().zip(targets) {
+                s.durable = s.durable.max(target);
             }
             self.update_metrics(&st);
         }
