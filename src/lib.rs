@@ -4,8 +4,29 @@
 //! in sled and numbers them per stream; the [`uplink`] publishes them to the central post over MQTT
 //! and deletes them only after the broker acknowledged them.
 
+pub mod command;
 pub mod config;
+pub mod http;
+pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod outbox;
 pub mod record;
+pub mod report;
 pub mod uplink;
+
+/// Resolve once the shutdown flag is true (or its sender is gone, which also means stop).
+pub async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not `Send`; drop it here so callers' futures stay `Send`.
+    let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
+}
+
+/// `cabinetd --version`: version, git commit, target triple.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("CABINETD_GIT_COMMIT"),
+    ", target ",
+    env!("CABINETD_TARGET"),
+    ")"
+);

@@ -3,6 +3,21 @@
 //! Several files merge in order, later keys win (`cabinetd.toml` then `conf.d/*.toml`). Validation
 //! reports every problem at once, each as `FILE:LINE:COL: message` ([`ConfigErrors`]); a config is
 //! either valid as a whole or not used at all. Defaults are named constants below, each with why.
+//!
+//! Entry points: [`load_files`] (the `--config` files), [`load_sources`] and
+//! [`load_sources_with_version`] (a config received over MQTT, as one source named `<desired>`).
+//! Pipeline: `tree` (span-preserving parse and merge; the merge rule is in its docs and in
+//! `config/cabinetd.example.toml`) → `validate` (walks the merged tree, collecting every error) →
+//! `load` (sorts errors by file order then position). `units` holds the pure value parsers.
+
+mod load;
+#[cfg(test)]
+mod tests;
+mod tree;
+mod units;
+mod validate;
+
+pub use load::{digest, load_files, load_sources, load_sources_with_version};
 
 use std::fmt;
 use std::net::SocketAddr;

@@ -1,0 +1,409 @@
+//! Commands from the central post (SPEC §3 "Down"): parsing, validation and the ledger that makes
+//! execution at-most-once per command id.
+//!
+//! Parsing is pure: a payload becomes either a [`Command`] to execute or a rejection whose reason
+//! names the offending field. Every command gets exactly one final result; an id seen before is not
+//! executed again — its earlier result is published again ([`Ledger`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::SystemTime;
+
+use serde_json::Value;
+
+use crate::record::{CommandResult, CommandStatus};
+
+/// How many command ids the ledger remembers (a day of busy crisis traffic).
+pub const LEDGER_CAPACITY: usize = 4096;
+
+/// Target of a lighting command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LightTarget {
+    /// Every luminaire of every bus.
+    All,
+    /// A DALI group number 0..=15 (on every bus that has it).
+    Group(u8),
+    /// One luminaire `BUS/ADDR`.
+    Gear {
+        /// Bus (device) name.
+        bus: String,
+        /// Short address 0..=63.
+        address: u8,
+    },
+}
+
+/// A validated action.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// `point.write {point, value}`.
+    PointWrite {
+        /// `DEVICE/POINT`.
+        point: String,
+        /// Value in engineering units (bools as 0/1).
+        value: f64,
+    },
+    /// `light.set {target, level_percent, fade_s?, hold_s?}`.
+    LightSet {
+        /// What to set.
+        target: LightTarget,
+        /// 0..=100.
+        level_percent: f64,
+        /// Fade duration in seconds.
+        fade_s: Option<f64>,
+        /// How long the override holds before the programme takes over again.
+        hold_s: Option<f64>,
+    },
+    /// `light.release {target}`.
+    LightRelease {
+        /// What to release.
+        target: LightTarget,
+    },
+    /// `camera.goto_preset {camera, preset}`.
+    CameraGotoPreset {
+        /// Camera name.
+        camera: String,
+        /// Preset token.
+        preset: String,
+    },
+    /// `camera.reboot {camera}`.
+    CameraReboot {
+        /// Camera name.
+        camera: String,
+    },
+    /// `camera.sync_time {camera}`.
+    CameraSyncTime {
+        /// Camera name.
+        camera: String,
+    },
+}
+
+impl Action {
+    /// The SPEC action name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::PointWrite { .. } => "point.write",
+            Action::LightSet { .. } => "light.set",
+            Action::LightRelease { .. } => "light.release",
+            Action::CameraGotoPreset { .. } => "camera.goto_preset",
+            Action::CameraReboot { .. } => "camera.reboot",
+            Action::CameraSyncTime { .. } => "camera.sync_time",
+        }
+    }
+}
+
+/// A command ready to execute.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command {
+    /// Its id.
+    pub id: String,
+    /// What to do.
+    pub action: Action,
+    /// Not to be executed after this instant.
+    pub expires_at: Option<SystemTime>,
+}
+
+/// Why a payload cannot be executed, with as much of the command as could be read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    /// The id, when the payload had one (a payload without id cannot get a result).
+    pub id: Option<String>,
+    /// Action name as sent (for the metrics label), `unknown` when absent.
+    pub action: String,
+    /// What is wrong, naming the field.
+    pub reason: String,
+}
+
+/// Parse and validate a command payload.
+pub fn parse(payload: &[u8]) -> Result<Command, Rejection> {
+    let doc: Value = serde_json::from_slice(payload).map_err(|e| Rejection {
+        id: None,
+        action: "unknown".into(),
+        reason: format!("payload is not JSON: {e}"),
+    })?;
+    let id = doc.get("id").and_then(Value::as_str).map(str::to_owned);
+    let action_name = doc
+        .get("action")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown")
+        .to_owned();
+    let reject = |reason: String| Rejection {
+        id: id.clone(),
+        action: action_name.clone(),
+        reason,
+    };
+    let Some(obj) = doc.as_object() else {
+        return Err(reject("payload must be a JSON object".into()));
+    };
+    let Some(id_str) = id.clone() else {
+        return Err(reject("field `id`: missing or not a string".into()));
+    };
+    if id_str.is_empty() || id_str.len() > 128 {
+        return Err(reject("field `id`: must be 1 to 128 characters".into()));
+    }
+    let expires_at = match obj.get("expires_at") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(
+            humantime::parse_rfc3339_weak(s)
+                .map_err(|e| reject(format!("field `expires_at`: not an RFC 3339 time ({e})")))?,
+        ),
+        Some(_) => {
+            return Err(reject(
+                "field `expires_at`: must be an RFC 3339 string".into(),
+            ))
+        }
+    };
+    let empty = serde_json::Map::new();
+    let args = match obj.get("args") {
+        None | Some(Value::Null) => &empty,
+        Some(Value::Object(m)) => m,
+        Some(_) => return Err(reject("field `args`: must be an object".into())),
+    };
+    let action = parse_action(&action_name, args).map_err(reject)?;
+    Ok(Command {
+        id: id_str,
+        action,
+        expires_at,
+    })
+}
+
+fn parse_action(name: &str, args: &serde_json::Map<String, Value>) -> Result<Action, String> {
+    let string = |key: &str| -> Result<String, String> {
+        match args.get(key) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            Some(Value::Number(n)) if key == "preset" => Ok(n.to_string()),
+            Some(_) => Err(format!("field `args.{key}`: must be a non-empty string")),
+            None => Err(format!("field `args.{key}`: missing")),
+        }
+    };
+    let opt_seconds = |key: &str| -> Result<Option<f64>, String> {
+        match args.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => match v.as_f64() {
+                Some(s) if (0.0..=86_400.0).contains(&s) => Ok(Some(s)),
+                _ => Err(format!(
+                    "field `args.{key}`: must be a number of seconds from 0 to 86400"
+                )),
+            },
+        }
+    };
+    let allowed: &[&str] = match name {
+        "point.write" => &["point", "value"],
+        "light.set" => &["target", "level_percent", "fade_s", "hold_s"],
+        "light.release" => &["target"],
+        "camera.goto_preset" => &["camera", "preset"],
+        "camera.reboot" | "camera.sync_time" => &["camera"],
+        _ => return Err(format!("field `action`: unknown action {name:?}")),
+    };
+    if let Some(extra) = args.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(format!("field `args.{extra}`: not an argument of {name}"));
+    }
+    Ok(match name {
+        "point.write" => {
+            let point = string("point")?;
+            if !point.contains('/') {
+                return Err("field `args.point`: must be DEVICE/POINT".into());
+            }
+            let value = match args.get("value") {
+                Some(Value::Bool(b)) => f64::from(u8::from(*b)),
+                Some(v) => v
+                    .as_f64()
+                    .filter(|f| f.is_finite())
+                    .ok_or("field `args.value`: must be a number or a boolean")?,
+                None => return Err("field `args.value`: missing".into()),
+            };
+            Action::PointWrite { point, value }
+        }
+        "light.set" => {
+            let target = parse_target(&string("target")?)?;
+            let level_percent = args
+                .get("level_percent")
+                .and_then(Value::as_f64)
+                .ok_or("field `args.level_percent`: missing or not a number")?;
+            if !(0.0..=100.0).contains(&level_percent) {
+                return Err(format!(
+                    "field `args.level_percent`: {level_percent} is outside 0..100"
+                ));
+            }
+            Action::LightSet {
+                target,
+                level_percent,
+                fade_s: opt_seconds("fade_s")?,
+                hold_s: opt_seconds("hold_s")?,
+            }
+        }
+        "light.release" => Action::LightRelease {
+            target: parse_target(&string("target")?)?,
+        },
+        "camera.goto_preset" => Action::CameraGotoPreset {
+            camera: string("camera")?,
+            preset: string("preset")?,
+        },
+        "camera.reboot" => Action::CameraReboot {
+            camera: string("camera")?,
+        },
+        _ => Action::CameraSyncTime {
+            camera: string("camera")?,
+        },
+    })
+}
+
+/// Parse `all`, `group:N` or `DEVICE/ADDR`.
+pub fn parse_target(s: &str) -> Result<LightTarget, String> {
+    if s == "all" {
+        return Ok(LightTarget::All);
+    }
+    if let Some(n) = s.strip_prefix("group:") {
+        return match n.parse::<u8>() {
+            Ok(g) if g <= 15 => Ok(LightTarget::Group(g)),
+            _ => Err(format!("field `args.target`: group {n:?} is not 0..15")),
+        };
+    }
+    if let Some((bus, addr)) = s.split_once('/') {
+        return match addr.parse::<u8>() {
+            Ok(a) if a <= 63 && !bus.is_empty() => Ok(LightTarget::Gear {
+                bus: bus.to_owned(),
+                address: a,
+            }),
+            _ => Err(format!(
+                "field `args.target`: {s:?} is not BUS/ADDR with ADDR 0..63"
+            )),
+        };
+    }
+    Err(format!(
+        "field `args.target`: {s:?} is not all, group:N or BUS/ADDR"
+    ))
+}
+
+/// Build a result record.
+pub fn result(id: &str, status: CommandStatus, reason: impl Into<String>) -> CommandResult {
+    CommandResult {
+        ts: SystemTime::now(),
+        id: id.to_owned(),
+        status,
+        reason: reason.into(),
+    }
+}
+
+/// What to do with a command id.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Seen {
+    /// Never seen: execute it.
+    New,
+    /// Seen and still executing: do nothing now, its result will come.
+    Running,
+    /// Seen and finished: publish this earlier result again.
+    Done(CommandResult),
+}
+
+/// Remembers the last [`LEDGER_CAPACITY`] command ids and their results.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    entries: HashMap<String, Option<CommandResult>>,
+    order: VecDeque<String>,
+}
+
+impl Ledger {
+    /// Look an id up and, when new, mark it running.
+    pub fn begin(&mut self, id: &str) -> Seen {
+        match self.entries.get(id) {
+            Some(None) => Seen::Running,
+            Some(Some(r)) => Seen::Done(r.clone()),
+            None => {
+                if self.order.len() >= LEDGER_CAPACITY {
+                    if let Some(old) = self.order.pop_front() {
+                        self.entries.remove(&old);
+                    }
+                }
+                self.order.push_back(id.to_owned());
+                self.entries.insert(id.to_owned(), None);
+                Seen::New
+            }
+        }
+    }
+
+    /// Record the final result of an id.
+    pub fn finish(&mut self, result: &CommandResult) {
+        if let Some(slot) = self.entries.get_mut(&result.id) {
+            *slot = Some(result.clone());
+        } else {
+            self.order.push_back(result.id.clone());
+            self.entries.insert(result.id.clone(), Some(result.clone()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_point_write() {
+        let c = parse(br#"{"id":"c1","action":"point.write","args":{"point":"meter-main/setpoint","value":42},"expires_at":"2030-01-01T00:00:00Z"}"#).unwrap();
+        assert_eq!(c.id, "c1");
+        assert_eq!(
+            c.action,
+            Action::PointWrite {
+                point: "meter-main/setpoint".into(),
+                value: 42.0
+            }
+        );
+        assert!(c.expires_at.is_some());
+    }
+
+    #[test]
+    fn rejections_name_the_field() {
+        let cases: &[(&[u8], &str)] = &[
+            (br#"{"id":"a","action":"fly"}"#, "field `action`"),
+            (br#"{"action":"point.write"}"#, "field `id`"),
+            (br#"{"id":"a","action":"point.write","args":{"point":"x/y"}}"#, "field `args.value`"),
+            (br#"{"id":"a","action":"point.write","args":{"point":"xy","value":1}}"#, "field `args.point`"),
+            (br#"{"id":"a","action":"light.set","args":{"target":"all","level_percent":120}}"#, "field `args.level_percent`"),
+            (br#"{"id":"a","action":"light.set","args":{"target":"group:16","level_percent":10}}"#, "field `args.target`"),
+            (br#"{"id":"a","action":"light.set","args":{"target":"all","level_percent":10,"colour":1}}"#, "field `args.colour`"),
+            (br#"{"id":"a","action":"camera.reboot","args":{},"expires_at":"yesterday"}"#, "field `expires_at`"),
+        ];
+        for (payload, field) in cases {
+            let r = parse(payload).unwrap_err();
+            assert!(
+                r.reason.contains(field),
+                "{:?} → {}",
+                String::from_utf8_lossy(payload),
+                r.reason
+            );
+        }
+        assert_eq!(parse(b"not json").unwrap_err().id, None);
+    }
+
+    #[test]
+    fn targets() {
+        assert_eq!(parse_target("all").unwrap(), LightTarget::All);
+        assert_eq!(parse_target("group:3").unwrap(), LightTarget::Group(3));
+        assert_eq!(
+            parse_target("bus-a/12").unwrap(),
+            LightTarget::Gear {
+                bus: "bus-a".into(),
+                address: 12
+            }
+        );
+        assert!(parse_target("bus-a/64").is_err());
+    }
+
+    #[test]
+    fn ledger_executes_once_and_replays_the_result() {
+        let mut l = Ledger::default();
+        assert_eq!(l.begin("c1"), Seen::New);
+        assert_eq!(l.begin("c1"), Seen::Running);
+        let r = result("c1", CommandStatus::Succeeded, "");
+        l.finish(&r);
+        assert_eq!(l.begin("c1"), Seen::Done(r));
+    }
+
+    #[test]
+    fn ledger_forgets_oldest_beyond_capacity() {
+        let mut l = Ledger::default();
+        for i in 0..=LEDGER_CAPACITY {
+            assert_eq!(l.begin(&format!("c{i}")), Seen::New);
+        }
+        assert_eq!(l.begin("c0"), Seen::New);
+        assert_eq!(l.begin(&format!("c{LEDGER_CAPACITY}")), Seen::Running);
+    }
+}

@@ -1,0 +1,281 @@
+#!/usr/bin/env python3
+"""Pipeline benchmark: Modbus polling → sled outbox → MQTT, measured from outside the daemon.
+
+Scenario (issue #2): N devices × R holding registers polled every second, every value published
+every poll (heartbeat = poll, no deadband), for a fixed duration. One pymodbus server serves all
+devices (each device has its own TCP connection, as separate meters would); Mosquitto on loopback;
+a paho subscriber counts records and measures poll-to-broker latency (record `ts` = acquisition
+time, to arrival at the subscriber).
+
+Outage scenarios (issue #3): `--outage stop` stops the broker for `--outage-s` seconds then starts
+it again; `--outage freeze` SIGSTOPs it instead (TCP stays open, nothing answers), then SIGCONTs.
+
+Prints one table of figures. Run through tests/bench/run.sh, which builds the release binary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+ROOT = Path(__file__).resolve().parents[2]
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, deadline_s: float = 15) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on {port} after {deadline_s}s")
+
+
+def parse_ts(ts: str) -> float:
+    # 2026-11-26T08:00:00.123Z
+    from datetime import datetime, timezone
+
+    return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+
+
+class Broker:
+    def __init__(self, workdir: Path):
+        self.port = free_port()
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            f"persistence_location {workdir}/\nmax_inflight_messages 0\nmax_queued_messages 0\n"
+            "max_queued_bytes 0\nlog_dest none\n"
+        )
+        self.proc = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(["/usr/sbin/mosquitto", "-c", str(self.conf)])
+        wait_port(self.port)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+    def signal(self, sig) -> None:
+        self.proc.send_signal(sig)
+
+
+class Subscriber:
+    """Persistent session, so nothing is missed while the broker restarts."""
+
+    def __init__(self, port: int, topic: str):
+        self.lock = threading.Lock()
+        self.seqs: dict[str, list[int]] = {}
+        self.latencies: list[float] = []
+        self.first_fresh_after: float | None = None
+        self.watch_fresh_from: float | None = None
+        self.records = 0
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-{os.getpid()}", clean_session=False)
+        self.c.max_inflight_messages_set(0)
+        self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.c.on_message = self.on_message
+        self.c.connect("127.0.0.1", port, keepalive=10)
+        self.c.loop_start()
+
+    def on_message(self, c, u, msg) -> None:
+        now = time.time()
+        if not msg.topic.endswith(("/telemetry", "/events", "/cmd/result")):
+            return
+        env = json.loads(msg.payload)
+        with self.lock:
+            s = self.seqs.setdefault(env["stream"], [])
+            for r in env["records"]:
+                s.append(r["seq"])
+                if env["stream"] == "telemetry":
+                    self.records += 1
+                    if not env["replay"]:
+                        self.latencies.append(now - parse_ts(r["ts"]))
+                        if self.watch_fresh_from is not None and self.first_fresh_after is None:
+                            if parse_ts(r["ts"]) >= self.watch_fresh_from:
+                                self.first_fresh_after = now
+
+    def close(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+def proc_stats(pid: int) -> tuple[int, float]:
+    """(RSS bytes, CPU seconds) of a process."""
+    with open(f"/proc/{pid}/status") as f:
+        rss = next(int(l.split()[1]) * 1024 for l in f if l.startswith("VmRSS:"))
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / TICK
+    return rss, cpu
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--binary", default=str(ROOT / "target/release/cabinetd"))
+    ap.add_argument("--devices", type=int, default=50)
+    ap.add_argument("--registers", type=int, default=100)
+    ap.add_argument("--duration", type=float, default=60)
+    ap.add_argument("--outage", choices=["none", "stop", "freeze"], default="none")
+    ap.add_argument("--outage-s", type=float, default=60)
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="cabinetd-bench-"))
+    broker = Broker(work)
+    sub = Subscriber(broker.port, "cabinets/v1/bench/#")
+
+    contents = work / "regs.json"
+    contents.write_text(json.dumps({"holding": [{"address": 0, "raw": list(range(args.registers))}]}))
+    peer = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests/peers/modbus_server.py"), "--tcp", "127.0.0.1:0", "--json", str(contents)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    modbus_port = int(peer.stdout.readline().split()[1])
+    # Drain the peer's per-request lines so its pipe never fills.
+    threading.Thread(target=lambda: [None for _ in peer.stdout], daemon=True).start()
+
+    http_port = free_port()
+    cfg = [
+        f"""[cabinet]
+id = "bench"
+latitude = 47.322
+longitude = 5.0415
+timezone = "Europe/Paris"
+[storage]
+path = "{work}/state"
+max_bytes = "256MiB"
+[uplink]
+broker = "mqtt://127.0.0.1:{broker.port}"
+keep_alive = "5s"
+[http]
+listen = "127.0.0.1:{http_port}"
+[log]
+filter = "warn"
+"""
+    ]
+    for d in range(args.devices):
+        cfg.append(
+            f'[[modbus]]\nname = "dev{d:02}"\ntransport = "tcp"\naddress = "127.0.0.1:{modbus_port}"\n'
+            f'unit_id = 1\npoll = "1s"\ntimeout = "500ms"\nheartbeat = "1s"\n'
+        )
+        for r in range(args.registers):
+            cfg.append(f'  [[modbus.point]]\n  name = "r{r:03}"\n  table = "holding"\n  address = {r}\n  type = "u16"\n')
+    (work / "bench.toml").write_text("\n".join(cfg))
+
+    daemon = subprocess.Popen([args.binary, "run", "--config", str(work / "bench.toml")])
+    wait_port(http_port)
+    samples: list[tuple[float, int, float]] = []
+
+    def sample() -> None:
+        rss, cpu = proc_stats(daemon.pid)
+        samples.append((time.monotonic(), rss, cpu))
+
+    try:
+        # Warm-up: let every device connect and the first full poll go through.
+        time.sleep(3)
+        sample()
+        with sub.lock:
+            sub.latencies.clear()
+            rec0 = sub.records
+        t_start = time.monotonic()
+        outage_done = args.outage == "none"
+        restart_at = None
+        drained_at = None
+        while time.monotonic() - t_start < args.duration or not outage_done:
+            time.sleep(0.1)
+            if len(samples) < 2 or time.monotonic() - samples[-1][0] >= 0.5:
+                sample()
+            if outage_done and args.outage != "none" and drained_at is None:
+                with sub.lock:
+                    u = set(sub.seqs.get("telemetry", []))
+                if u and max(u) == len(u) and max(u) > 0 and len(sub.latencies) > 0 and sub.first_fresh_after:
+                    drained_at = time.time()
+            elapsed = time.monotonic() - t_start
+            if not outage_done and restart_at is None and elapsed >= 5:
+                print(f"[bench] broker {args.outage} for {args.outage_s:.0f} s", file=sys.stderr)
+                if args.outage == "stop":
+                    broker.stop()
+                else:
+                    broker.signal(signal.SIGSTOP)
+                outage_started = time.monotonic()
+                cpu_outage0 = samples[-1][2]
+                restart_at = outage_started + args.outage_s
+            if restart_at is not None and not outage_done and time.monotonic() >= restart_at:
+                with sub.lock:
+                    sub.watch_fresh_from = time.time()
+                if args.outage == "stop":
+                    broker.start()
+                else:
+                    broker.signal(signal.SIGCONT)
+                restarted = time.monotonic()
+                restarted_wall = time.time()
+                cpu_outage = samples[-1][2] - cpu_outage0
+                outage_done = True
+                print("[bench] broker back", file=sys.stderr)
+        t_end = time.monotonic()
+        # Stop producing: terminate the daemon cleanly, then wait for the subscriber to settle.
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(15)
+        time.sleep(2)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+        peer.terminate()
+        sub.close()
+        broker.stop()
+
+    with sub.lock:
+        tel = sub.seqs.get("telemetry", [])
+        uniq = set(tel)
+        top = max(uniq) if uniq else 0
+        missing = top - len(uniq)
+        dups = len(tel) - len(uniq)
+        lat = sorted(sub.latencies)
+    window = t_end - t_start
+    rss = [s[1] for s in samples]
+    cpu_s = samples[-1][2] - samples[0][2]
+    print()
+    print(f"scenario            {args.devices} devices x {args.registers} registers every 1 s, {window:.0f} s, outage={args.outage}")
+    print(f"records produced    {top}")
+    print(f"records delivered   {len(uniq)} unique, {dups} duplicates, {missing} missing")
+    print(f"throughput          {(sub.records - rec0) / window:.0f} points/s delivered")
+    print(f"daemon RSS          median {statistics.median(rss) / 2**20:.1f} MiB, peak {max(rss) / 2**20:.1f} MiB")
+    print(f"daemon CPU          {cpu_s:.2f} s over {window:.0f} s = {100 * cpu_s / window:.1f} % of one core")
+    if lat:
+        p50 = lat[len(lat) // 2] * 1000
+        p99 = lat[int(len(lat) * 0.99)] * 1000
+        print(f"poll-to-broker      p50 {p50:.1f} ms, p99 {p99:.1f} ms (fresh records)")
+    if args.outage != "none":
+        fresh = sub.first_fresh_after
+        print(f"outage CPU          {cpu_outage:.2f} s during {args.outage_s:.0f} s outage")
+        if fresh:
+            print(f"first fresh record  {fresh - restarted_wall:.2f} s after broker back")
+        if drained_at:
+            print(f"backlog drained     {drained_at - restarted_wall:.2f} s after broker back")
+    sys.exit(0 if missing == 0 else 1)
+
+
+if __name__ == "__main__":
+    main()

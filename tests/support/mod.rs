@@ -1,0 +1,544 @@
+//! Shared test support: real peers (Mosquitto, Python peers, the daemon binary) started per test
+//! on free loopback ports, an MQTT probe that records what reaches the broker, and waits on
+//! conditions with deadlines. Every child process is killed when its guard drops.
+//!
+//! Adapter crates include this file with `#[path = "../../../tests/support/mod.rs"] mod support;`.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The workspace root (the directory holding `tests/run.sh`).
+pub fn root() -> PathBuf {
+    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    while !dir.join("tests/support/mod.rs").exists() {
+        assert!(dir.pop(), "workspace root with tests/support not found");
+    }
+    dir
+}
+
+/// The Python interpreter of the test venv: `$CABINETD_TEST_PYTHON`, else `tests/.venv/bin/python`.
+/// Panics (fails the test) when missing: run `tests/run.sh`, which installs it.
+pub fn python() -> PathBuf {
+    let p = std::env::var_os("CABINETD_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("tests/.venv/bin/python"));
+    assert!(
+        p.exists(),
+        "Python test venv not found at {} — run tests/run.sh (it installs the peers)",
+        p.display()
+    );
+    p
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released; the OS does not reuse it at once).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Poll `f` every 20 ms until it returns `Some`, or panic naming `what` after `timeout`.
+pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A child process killed (SIGKILL) and reaped on drop.
+pub struct ChildGuard {
+    pub child: Child,
+    pub name: String,
+}
+
+impl ChildGuard {
+    pub fn spawn(name: &str, cmd: &mut Command) -> Self {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        ChildGuard {
+            child,
+            name: name.to_owned(),
+        }
+    }
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+    /// Send a signal (`nix::sys::signal::Signal`).
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig);
+    }
+    /// Wait for exit with a deadline; returns the exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let name = self.name.clone();
+        wait_until(&format!("{name} to exit"), timeout, || {
+            self.child.try_wait().unwrap()
+        })
+    }
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start a Python peer script from `tests/peers/` and wait for its `READY <arg>` line; returns the
+/// guard and what followed READY (a port, a pty path…). Its further stdout is discarded.
+pub fn python_peer(script: &str, args: &[&str]) -> (ChildGuard, String) {
+    let mut cmd = Command::new(python());
+    cmd.arg(root().join("tests/peers").join(script))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut guard = ChildGuard::spawn(script, &mut cmd);
+    let stdout = guard.child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        for line in lines.by_ref().map_while(Result::ok) {
+            if let Some(rest) = line.strip_prefix("READY") {
+                let _ = tx.send(rest.trim().to_owned());
+                break;
+            }
+        }
+        for _ in lines {}
+    });
+    let ready = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("{script} did not print READY within 30 s"));
+    (guard, ready)
+}
+
+/// A Mosquitto broker on a free loopback port, with persistence in a temp dir so a subscriber's
+/// persistent session (and its queued QoS 1 messages) survives a broker restart.
+pub struct Mosquitto {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    proc: Option<ChildGuard>,
+}
+
+impl Mosquitto {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nmax_inflight_messages 0\nmax_queued_messages 0\nlog_dest none\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let mut m = Mosquitto {
+            port,
+            dir,
+            proc: None,
+        };
+        m.start_again();
+        m
+    }
+
+    /// `mqtt://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    fn binary() -> &'static str {
+        for p in ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"] {
+            if Path::new(p).exists() {
+                return p;
+            }
+        }
+        panic!("mosquitto not installed — run tests/run.sh (it installs Debian's mosquitto)");
+    }
+
+    /// (Re)start the broker on the same port and wait until it accepts connections.
+    pub fn start_again(&mut self) {
+        let conf = self.dir.path().join("mosquitto.conf");
+        let mut cmd = Command::new(Self::binary());
+        cmd.arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        self.proc = Some(ChildGuard::spawn("mosquitto", &mut cmd));
+        let port = self.port;
+        wait_until("mosquitto to listen", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+    }
+
+    /// Stop cleanly (SIGTERM: persistence is written) and wait for the exit.
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.signal(nix::sys::signal::Signal::SIGTERM);
+            p.wait_exit(Duration::from_secs(10));
+        }
+    }
+
+    /// Freeze the process (SIGSTOP): TCP stays open, nothing answers.
+    pub fn freeze(&self) {
+        self.proc
+            .as_ref()
+            .unwrap()
+            .signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// Resume after [`freeze`](Self::freeze).
+    pub fn thaw(&self) {
+        self.proc
+            .as_ref()
+            .unwrap()
+            .signal(nix::sys::signal::Signal::SIGCONT);
+    }
+}
+
+/// One message seen by the probe.
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+    pub at: Instant,
+}
+
+impl Msg {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.payload).unwrap_or_else(|e| {
+            panic!(
+                "payload on {} is not JSON ({e}): {}",
+                self.topic,
+                String::from_utf8_lossy(&self.payload)
+            )
+        })
+    }
+}
+
+/// A subscriber on the broker recording every message on `filter`, with a persistent session
+/// (re-subscribing after each reconnect) so nothing published while it reconnects is missed.
+pub struct MqttProbe {
+    msgs: Arc<Mutex<Vec<Msg>>>,
+    client: rumqttc::Client,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl MqttProbe {
+    pub fn start(port: u16, filter: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let id = format!(
+            "probe-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
+        opts.set_clean_session(false);
+        opts.set_keep_alive(Duration::from_secs(5));
+        opts.set_max_packet_size(16 * 1024 * 1024, 16 * 1024 * 1024);
+        let (client, mut conn) = rumqttc::Client::new(opts, 64);
+        let msgs = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        {
+            let msgs = msgs.clone();
+            let client = client.clone();
+            let filter = filter.to_owned();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                for ev in conn.iter() {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    match ev {
+                        Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                            let _ = client.try_subscribe(filter.clone(), rumqttc::QoS::AtLeastOnce);
+                        }
+                        Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                            let _ = ready_tx.send(());
+                        }
+                        Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                            msgs.lock().unwrap().push(Msg {
+                                topic: p.topic.clone(),
+                                payload: p.payload.to_vec(),
+                                retain: p.retain,
+                                at: Instant::now(),
+                            });
+                        }
+                        Ok(_) => {}
+                        // Broker away (test stopped it): retry calmly until it is back.
+                        Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                    }
+                }
+            });
+        }
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("probe subscribed within 10 s");
+        MqttProbe { msgs, client, stop }
+    }
+
+    pub fn messages(&self) -> Vec<Msg> {
+        self.msgs.lock().unwrap().clone()
+    }
+
+    /// Messages whose topic ends with `suffix`.
+    pub fn on(&self, suffix: &str) -> Vec<Msg> {
+        self.messages()
+            .into_iter()
+            .filter(|m| m.topic.ends_with(suffix))
+            .collect()
+    }
+
+    /// Every record of every envelope on topics ending with `suffix`, in arrival order,
+    /// with the envelope's `replay` flag.
+    pub fn records(&self, suffix: &str) -> Vec<(serde_json::Value, bool)> {
+        let mut out = Vec::new();
+        for m in self.on(suffix) {
+            let env = m.json();
+            let replay = env["replay"].as_bool().unwrap_or(false);
+            for r in env["records"].as_array().cloned().unwrap_or_default() {
+                out.push((r, replay));
+            }
+        }
+        out
+    }
+
+    /// Publish (e.g. a command) through the probe's own connection.
+    pub fn publish(&self, topic: &str, payload: &[u8], retain: bool) {
+        self.client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, retain, payload.to_vec())
+            .unwrap();
+    }
+}
+
+impl Drop for MqttProbe {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.client.try_disconnect();
+    }
+}
+
+/// Check a sequence of seqs: returns (missing, duplicates) against 1..=max.
+pub fn seq_gaps(seqs: &[u64]) -> (Vec<u64>, Vec<u64>) {
+    let mut seen = std::collections::BTreeMap::<u64, u32>::new();
+    for &s in seqs {
+        *seen.entry(s).or_default() += 1;
+    }
+    let max = seen.keys().next_back().copied().unwrap_or(0);
+    let missing = (1..=max).filter(|s| !seen.contains_key(s)).collect();
+    let dups = seen
+        .iter()
+        .filter(|(_, &n)| n > 1)
+        .map(|(&s, _)| s)
+        .collect();
+    (missing, dups)
+}
+
+/// A plain blocking HTTP GET: (status code, body).
+pub fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((code, body.to_owned()))
+}
+
+/// The `cabinetd` binary under test.
+pub fn cabinetd_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_cabinetd"))
+}
+
+/// A running daemon with its own state directory and config file.
+pub struct Daemon {
+    pub proc: ChildGuard,
+    pub http: String,
+    pub config: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+/// The base config every test daemon shares: cabinet `test-cab`, storage and HTTP in `dir`.
+pub fn base_config(dir: &Path, broker_port: u16, http_port: u16) -> String {
+    format!(
+        r#"[cabinet]
+id = "test-cab"
+latitude = 47.3220
+longitude = 5.0415
+timezone = "Europe/Paris"
+
+[storage]
+path = "{}"
+max_bytes = "64MiB"
+
+[uplink]
+broker = "mqtt://127.0.0.1:{broker_port}"
+topic_prefix = "cabinets/v1"
+keep_alive = "5s"
+
+[http]
+listen = "127.0.0.1:{http_port}"
+
+[log]
+filter = "info,cabinetd=debug"
+"#,
+        dir.join("state").display()
+    )
+}
+
+impl Daemon {
+    /// Start with the base config plus `extra` TOML, and wait until `/readyz` answers 200.
+    pub fn start(broker_port: u16, extra: &str) -> Daemon {
+        Self::start_env(broker_port, extra, &[])
+    }
+
+    pub fn start_env(broker_port: u16, extra: &str, env: &[(&str, &str)]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let http_port = free_port();
+        let config = dir.path().join("cabinetd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "{}\n{extra}",
+                base_config(dir.path(), broker_port, http_port)
+            ),
+        )
+        .unwrap();
+        let mut d = Daemon {
+            proc: Self::spawn(&config, env),
+            http: format!("127.0.0.1:{http_port}"),
+            config,
+            dir,
+        };
+        d.wait_ready();
+        d
+    }
+
+    fn spawn(config: &Path, env: &[(&str, &str)]) -> ChildGuard {
+        let mut cmd = Command::new(cabinetd_bin());
+        cmd.arg("run")
+            .arg("--config")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        ChildGuard::spawn("cabinetd", &mut cmd)
+    }
+
+    /// Start again on the same state directory and config (after a kill or stop).
+    pub fn restart(&mut self) {
+        self.proc = Self::spawn(&self.config, &[]);
+        self.wait_ready();
+    }
+
+    pub fn wait_ready(&mut self) {
+        let http = self.http.clone();
+        let proc = &mut self.proc;
+        wait_until("cabinetd /readyz", Duration::from_secs(30), || {
+            if let Some(status) = proc.child.try_wait().unwrap() {
+                panic!("cabinetd exited during start-up: {status}");
+            }
+            match http_get(&http, "/readyz") {
+                Ok((200, _)) => Some(()),
+                _ => None,
+            }
+        });
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(&self.http, path).unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&self.get("/status").1).unwrap()
+    }
+
+    /// SIGTERM and wait (≤ 15 s) for the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.proc.signal(nix::sys::signal::Signal::SIGTERM);
+        self.proc.wait_exit(Duration::from_secs(15))
+    }
+
+    /// SIGKILL, like a crash or power loss of the process.
+    pub fn kill9(&mut self) {
+        self.proc.signal(nix::sys::signal::Signal::SIGKILL);
+        self.proc.wait_exit(Duration::from_secs(10));
+    }
+}
+
+/// A connected pair of pseudo-terminals made by socat (a null-modem cable in software):
+/// returns the guard and the two `/dev/pts/N` paths.
+pub fn pty_pair() -> (ChildGuard, String, String) {
+    let mut cmd = Command::new("socat");
+    cmd.args(["-d", "-d", "pty,raw,echo=0", "pty,raw,echo=0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut guard = ChildGuard::spawn("socat", &mut cmd);
+    let stderr = guard.child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut paths = Vec::new();
+        let mut lines = BufReader::new(stderr).lines();
+        for line in lines.by_ref().map_while(Result::ok) {
+            // "... N PTY is /dev/pts/7"
+            if let Some(idx) = line.find("PTY is ") {
+                paths.push(line[idx + 7..].trim().to_owned());
+                if paths.len() == 2 {
+                    let _ = tx.send(paths.clone());
+                }
+            }
+        }
+    });
+    let paths = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("socat made two ptys within 10 s");
+    (guard, paths[0].clone(), paths[1].clone())
+}
+
+/// Telemetry records (value, quality, ts) of one point, in arrival order.
+pub fn point_records(probe: &MqttProbe, point: &str) -> Vec<serde_json::Value> {
+    probe
+        .records("/telemetry")
+        .into_iter()
+        .map(|(r, _)| r)
+        .filter(|r| r["point"] == point)
+        .collect()
+}
+
+/// Seqs of every record seen on a stream's topic.
+pub fn seqs(probe: &MqttProbe, suffix: &str) -> Vec<u64> {
+    probe
+        .records(suffix)
+        .iter()
+        .map(|(r, _)| r["seq"].as_u64().expect("seq"))
+        .collect()
+}
