@@ -356,7 +356,7 @@ async fn events_and_results_are_evicted_only_when_no_telemetry_is_left() {
     let stats = ob.stats();
     assert_eq!(stats.streams[0].records, 0, "all telemetry evicted first");
     assert!(stats.streams[2].records < 30, "then the oldest results");
-    assert_eq!(ob.first_stored(Stream::Results).unwrap().unwrap() > 1, true);
+    assert!(ob.first_stored(Stream::Results).unwrap().unwrap() > 1);
 }
 
 #[tokio::test]
