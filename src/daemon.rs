@@ -62,6 +62,8 @@ struct Shared {
     uplink: Mutex<Option<UplinkHandle>>,
     devices: Mutex<Devices>,
     ready: AtomicBool,
+    /// Outcome of the last SIGHUP reload, for `/status`.
+    last_reload: Mutex<Option<serde_json::Value>>,
     /// Bumped by the recorder at least once a second: proves the record path is alive.
     recorder_beats: AtomicU64,
 }
@@ -109,6 +111,7 @@ impl crate::http::Endpoint for Shared {
             "outbox": outbox_view(&stats),
             "devices": devices,
             "rules": [],
+            "last_reload": self.last_reload.lock().unwrap().clone(),
         })
     }
 }
@@ -523,6 +526,7 @@ pub async fn run(files: Vec<PathBuf>, cfg: Config, notifier: Notifier) -> anyhow
         devices: Mutex::new(Devices::default()),
         ready: AtomicBool::new(false),
         recorder_beats: AtomicU64::new(0),
+        last_reload: Mutex::new(None),
     });
 
     let (records, records_rx) = mpsc::channel(RECORD_CHANNEL);
@@ -582,7 +586,7 @@ pub async fn run(files: Vec<PathBuf>, cfg: Config, notifier: Notifier) -> anyhow
         ledger: command::Ledger::default(),
         results_tx,
     };
-    rt.restore_desired(&uplink_handle).await;
+    rt.restore_desired().await;
 
     shared.ready.store(true, Ordering::Relaxed);
     let _ = notifier.notify(&format!(
@@ -610,7 +614,7 @@ pub async fn run(files: Vec<PathBuf>, cfg: Config, notifier: Notifier) -> anyhow
         tokio::select! {
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break; }
-            _ = sighup.recv() => rt.reload_files(&uplink_handle).await,
+            _ = sighup.recv() => rt.reload_files().await,
             msg = incoming.recv() => match msg {
                 Some(msg) => rt.on_incoming(msg, &uplink_handle).await,
                 None => { tracing::error!("uplink task ended unexpectedly"); break; }
@@ -659,26 +663,38 @@ impl Runtime {
         let _ = self.records.send(body).await;
     }
 
-    /// SIGHUP: re-read the files and apply them if valid.
-    async fn reload_files(&mut self, uplink: &UplinkHandle) {
+    /// SIGHUP: re-read the files (plus the stored desired document, if any) and apply them if
+    /// valid; otherwise keep the running configuration. The outcome shows in `/status`.
+    async fn reload_files(&mut self) {
         tracing::info!("SIGHUP: re-reading configuration");
-        match config::load_files(&self.files) {
+        let loaded = match self.load_desired_sources() {
+            Some((version, sources)) => self.files_plus(&sources, &version),
+            None => config::load_files(&self.files),
+        };
+        let outcome = match loaded {
             Ok(new) => {
-                let desired = self.load_desired_sources();
-                let new = match desired {
-                    Some((version, sources)) => self.files_plus(&sources, &version).unwrap_or(new),
-                    None => new,
-                };
-                if let Err(reason) = self.apply(new).await {
-                    tracing::error!(%reason, "configuration not applied; keeping the running one");
-                } else {
-                    let _ = uplink;
-                }
+                let version = new.version.clone();
+                self.apply(new)
+                    .await
+                    .map(|()| version)
+                    .map_err(|reason| vec![reason])
             }
+            Err(errors) => Err(errors.0.iter().map(ToString::to_string).collect()),
+        };
+        let (status, version, errors) = match outcome {
+            Ok(version) => ("applied", version, Vec::new()),
             Err(errors) => {
-                tracing::error!(errors = %errors, "configuration invalid; keeping the running one");
+                tracing::error!(errors = %errors.join("; "), "configuration not applied; keeping the running one");
+                ("rejected", self.cfg.version.clone(), errors)
             }
-        }
+        };
+        *self.shared.last_reload.lock().unwrap() = Some(serde_json::json!({
+            "source": "files",
+            "status": status,
+            "running_version": version,
+            "errors": errors,
+            "ts": crate::record::format_ts(SystemTime::now()),
+        }));
     }
 
     /// Files + a desired document merged last.
@@ -762,7 +778,7 @@ impl Runtime {
     }
 
     /// At start: re-apply the last accepted desired config, so a restart keeps what central set.
-    async fn restore_desired(&mut self, uplink: &UplinkHandle) {
+    async fn restore_desired(&mut self) {
         if let Some((version, sources)) = self.load_desired_sources() {
             match self.files_plus(&sources, &version) {
                 Ok(cfg) => match self.apply(cfg).await {
@@ -776,7 +792,6 @@ impl Runtime {
                 }
             }
         }
-        let _ = uplink;
     }
 
     async fn on_incoming(&mut self, msg: Incoming, uplink: &UplinkHandle) {
