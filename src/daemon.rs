@@ -62,6 +62,8 @@ struct Shared {
     uplink: Mutex<Option<UplinkHandle>>,
     devices: Mutex<Devices>,
     ready: AtomicBool,
+    /// Configured brokers as `mqtt[s]://host:port`, in failover order.
+    brokers: Vec<String>,
     /// Outcome of the last SIGHUP reload, for `/status`.
     last_reload: Mutex<Option<serde_json::Value>>,
     /// Bumped by the recorder at least once a second: proves the record path is alive.
@@ -109,6 +111,7 @@ impl crate::http::Endpoint for Shared {
             "mode": if connected { "connected" } else { "autonomous" },
             "uplink": uplink.map(|u| serde_json::to_value(u).unwrap_or_default()),
             "outbox": outbox_view(&stats),
+            "brokers": self.brokers,
             "devices": devices,
             "rules": [],
             "last_reload": self.last_reload.lock().unwrap().clone(),
@@ -482,6 +485,48 @@ impl Liveness {
     }
 }
 
+/// When to remind the logs that the uplink is down: first after [`OUTAGE_FIRST_NOTICE`] (a
+/// broker that is merely slow to accept is not news), then every [`OUTAGE_REMINDER`].
+struct OutageReminder {
+    down_since: Option<Instant>,
+    last_notice: Option<Instant>,
+}
+
+/// Delay before the first "central post unreachable" line.
+const OUTAGE_FIRST_NOTICE: Duration = Duration::from_secs(5);
+/// Interval of the reminders while the outage lasts.
+const OUTAGE_REMINDER: Duration = Duration::from_secs(60);
+
+impl OutageReminder {
+    fn new(now: Instant) -> Self {
+        // Count from start: a broker never reached is an outage too.
+        OutageReminder {
+            down_since: Some(now),
+            last_notice: None,
+        }
+    }
+
+    /// Returns how long the uplink has been down when a notice is due.
+    fn observe(&mut self, connected: bool, now: Instant) -> Option<Duration> {
+        if connected {
+            self.down_since = None;
+            self.last_notice = None;
+            return None;
+        }
+        let since = *self.down_since.get_or_insert(now);
+        let due = match self.last_notice {
+            None => now.saturating_duration_since(since) >= OUTAGE_FIRST_NOTICE,
+            Some(last) => now.saturating_duration_since(last) >= OUTAGE_REMINDER,
+        };
+        if due {
+            self.last_notice = Some(now);
+            Some(now.saturating_duration_since(since))
+        } else {
+            None
+        }
+    }
+}
+
 /// Mutable runtime state owned by the main loop.
 struct Runtime {
     files: Vec<PathBuf>,
@@ -527,6 +572,19 @@ pub async fn run(files: Vec<PathBuf>, cfg: Config, notifier: Notifier) -> anyhow
         ready: AtomicBool::new(false),
         recorder_beats: AtomicU64::new(0),
         last_reload: Mutex::new(None),
+        brokers: cfg
+            .uplink
+            .brokers
+            .iter()
+            .map(|b| {
+                format!(
+                    "{}://{}:{}",
+                    if b.tls { "mqtts" } else { "mqtt" },
+                    b.host,
+                    b.port
+                )
+            })
+            .collect(),
     });
 
     let (records, records_rx) = mpsc::channel(RECORD_CHANNEL);
@@ -608,6 +666,8 @@ pub async fn run(files: Vec<PathBuf>, cfg: Config, notifier: Notifier) -> anyhow
             .unwrap_or(Duration::from_secs(3600)),
     );
     let mut liveness = Liveness::new(Instant::now());
+    let mut outage = OutageReminder::new(Instant::now());
+    let mut outage_tick = tokio::time::interval(Duration::from_secs(1));
     let mut incoming = incoming;
 
     loop {
@@ -620,6 +680,21 @@ pub async fn run(files: Vec<PathBuf>, cfg: Config, notifier: Notifier) -> anyhow
                 None => { tracing::error!("uplink task ended unexpectedly"); break; }
             },
             Some(result) = results_rx.recv() => rt.finish(result).await,
+            _ = outage_tick.tick() => {
+                let st = uplink_handle.status();
+                if let Some(down_for) = outage.observe(st.connected, Instant::now()) {
+                    let stats = outbox.stats();
+                    let oldest = stats.streams.iter().filter_map(|s| s.oldest_age_seconds).fold(0.0, f64::max);
+                    tracing::warn!(
+                        down_for = %humantime::format_duration(Duration::from_secs(down_for.as_secs())),
+                        last_error = st.last_error.as_deref().unwrap_or("-"),
+                        buffered_records = stats.total_records(),
+                        oldest_record_s = oldest.round(),
+                        budget_used_percent = (100.0 * stats.disk_bytes as f64 / stats.budget_bytes.max(1) as f64).round(),
+                        "central post unreachable: polling goes on, records are buffered in the outbox"
+                    );
+                }
+            }
             _ = watchdog.tick(), if notifier.watchdog_period().is_some() => {
                 // Feed only while every loop makes progress: the recorder beats, and the flusher,
                 // uplink and HTTP tasks are alive. A stuck loop lets systemd restart us.
@@ -1025,6 +1100,20 @@ mod tests {
         assert!(l.check(1, t0 + Duration::from_secs(2)));
         assert!(l.check(2, t0 + Duration::from_secs(3)));
         assert!(!l.check(2, t0 + Duration::from_secs(9)));
+    }
+
+    #[test]
+    fn outage_notices_come_after_5_s_then_every_minute_and_reset_on_connect() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut o = OutageReminder::new(t0);
+        assert_eq!(o.observe(false, at(1)), None);
+        assert_eq!(o.observe(false, at(5)), Some(Duration::from_secs(5)));
+        assert_eq!(o.observe(false, at(30)), None);
+        assert_eq!(o.observe(false, at(65)), Some(Duration::from_secs(65)));
+        assert_eq!(o.observe(true, at(70)), None);
+        assert_eq!(o.observe(false, at(71)), None);
+        assert_eq!(o.observe(false, at(76)), Some(Duration::from_secs(5)));
     }
 
     #[test]
