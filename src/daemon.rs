@@ -256,6 +256,20 @@ impl Equipment {
         {
             let mut devices = shared.devices.lock().unwrap();
             devices.by_name.clear();
+            for cam in &cfg.cameras {
+                // No issue has asked for the ONVIF adapter yet: say so instead of ignoring it.
+                tracing::warn!(camera = %cam.name, "camera configured, but ONVIF supervision is not part of this build; it is not polled");
+                devices.by_name.insert(
+                    cam.name.clone(),
+                    DeviceState {
+                        protocol: "onvif",
+                        up: None,
+                        last_poll: None,
+                        last_error: Some("ONVIF supervision is not part of this build".into()),
+                        points: 0,
+                    },
+                );
+            }
             for dev in &cfg.modbus {
                 devices.by_name.insert(
                     dev.spec.name.clone(),
