@@ -90,10 +90,24 @@ impl Mosquitto {
 
     /// Clean stop (SIGTERM: persistent sessions are saved), then start again on the same port.
     fn restart(&mut self) {
-        nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
-        let status = self.child.take().unwrap().wait().unwrap();
-        assert!(status.success() || status.code().is_none());
+        self.stop();
         self.spawn();
+    }
+
+    /// Clean stop (SIGTERM), waiting for the exit.
+    fn stop(&mut self) {
+        nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
+        self.child.take().unwrap().wait().unwrap();
+    }
+
+    /// Freeze (SIGSTOP): TCP stays open, nothing answers — a black-holed broker.
+    fn freeze(&self) {
+        nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGSTOP).unwrap();
+    }
+
+    /// Resume after [`Mosquitto::freeze`].
+    fn thaw(&self) {
+        nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGCONT).unwrap();
     }
 
     fn broker(&self) -> Broker {
@@ -590,6 +604,145 @@ async fn failover_uses_the_next_broker_when_the_first_is_down() {
     assert_eq!(st.broker, Some(format!("127.0.0.1:{}", broker.port)));
     // Stored before the first session: a replay.
     assert_eq!(obs.seqs(Stream::Results), vec![(1, true)]);
+    shutdown_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(8), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_records_flow_while_the_backlog_drains() {
+    let broker = Mosquitto::start(false);
+    let obs = Observer::connect(&broker, "observer-backlog", false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cab = open_cabinet(dir.path());
+    // An outage's worth of telemetry, stored before the uplink comes up.
+    const BACKLOG: u64 = 1500;
+    for i in 0..BACKLOG {
+        cab.outbox.append(&telemetry(i)).unwrap();
+    }
+    cab.outbox.flush().await.unwrap();
+    let mut config = uplink_config(vec![broker.broker()]);
+    // A thin link: the backlog takes ~5 s.
+    config.replay_rate = Some(300);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (handle, _incoming, task) = uplink::start(
+        params(config),
+        cab.outbox.clone(),
+        cab.metrics.clone(),
+        shutdown_rx,
+    );
+    wait_for("backlog starts", Duration::from_secs(10), || {
+        !obs.seqs(Stream::Telemetry).is_empty()
+    })
+    .await;
+    assert!(handle.status().replaying);
+    // Fresh records while the backlog drains: a command result and a reading.
+    let t0 = Instant::now();
+    assert_eq!(cab.outbox.append(&result(1)).unwrap(), 1);
+    assert_eq!(cab.outbox.append(&telemetry(9999)).unwrap(), BACKLOG + 1);
+    wait_for("fresh records", Duration::from_secs(5), || {
+        !obs.seqs(Stream::Results).is_empty()
+            && obs.seqs(Stream::Telemetry).iter().any(|s| s.0 == BACKLOG + 1)
+    })
+    .await;
+    let latency = t0.elapsed();
+    let received = obs.seqs(Stream::Telemetry);
+    let backlog_seen = received.iter().filter(|s| s.0 <= BACKLOG).count() as u64;
+    assert!(
+        latency < Duration::from_secs(1),
+        "fresh records took {latency:?}"
+    );
+    assert!(
+        backlog_seen < BACKLOG,
+        "backlog still draining when the fresh records arrived ({backlog_seen} of {BACKLOG})"
+    );
+    assert_eq!(obs.seqs(Stream::Results), vec![(1, false)]);
+    assert!(received.contains(&(BACKLOG + 1, false)));
+
+    wait_for("backlog drained", Duration::from_secs(20), || {
+        obs.seqs(Stream::Telemetry).len() as u64 >= BACKLOG + 1
+    })
+    .await;
+    let backlog: Vec<(u64, bool)> = obs
+        .seqs(Stream::Telemetry)
+        .into_iter()
+        .filter(|s| s.0 <= BACKLOG)
+        .collect();
+    // Oldest first, every one flagged replay, nothing missing or doubled.
+    assert_eq!(
+        backlog,
+        (1..=BACKLOG).map(|s| (s, true)).collect::<Vec<_>>()
+    );
+    wait_for("replay over", Duration::from_secs(5), || {
+        !handle.status().replaying
+    })
+    .await;
+    shutdown_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(8), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_broker_is_detected_and_nothing_is_lost() {
+    let broker = Mosquitto::start(false);
+    let obs = Observer::connect(&broker, "observer-blackhole", true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cab = open_cabinet(dir.path());
+    let mut config = uplink_config(vec![broker.broker()]);
+    config.keep_alive = Duration::from_secs(1);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (handle, _incoming, task) = uplink::start(
+        params(config),
+        cab.outbox.clone(),
+        cab.metrics.clone(),
+        shutdown_rx,
+    );
+    wait_for("connected", Duration::from_secs(10), || handle.status().connected).await;
+    for i in 0..100 {
+        cab.outbox.append(&telemetry(i)).unwrap();
+    }
+    wait_for("first records", Duration::from_secs(10), || {
+        obs.seqs(Stream::Telemetry).len() >= 100
+    })
+    .await;
+    broker.freeze();
+    // Published into a socket nobody reads: never acknowledged.
+    for i in 100..200 {
+        cab.outbox.append(&telemetry(i)).unwrap();
+    }
+    wait_for("loss detected by keep-alive", Duration::from_secs(10), || {
+        !handle.status().connected
+    })
+    .await;
+    assert_eq!(cab.metrics.uplink_connected.get(), 0);
+    assert!(handle.status().last_error.is_some());
+    for i in 200..300 {
+        cab.outbox.append(&telemetry(i)).unwrap();
+    }
+    broker.thaw();
+    wait_for("every seq after the thaw", Duration::from_secs(30), || {
+        obs.seqs(Stream::Telemetry)
+            .iter()
+            .map(|s| s.0)
+            .collect::<BTreeSet<_>>()
+            .len()
+            >= 300
+    })
+    .await;
+    assert_complete(&obs.seqs(Stream::Telemetry), 300, "telemetry");
+    wait_for("reconnected", Duration::from_secs(10), || handle.status().connected).await;
+    // The old connection's will may fire after the thaw; the retained status must end online.
+    let late = Observer::connect(&broker, "observer-blackhole-late", false).await;
+    wait_for("retained status", Duration::from_secs(5), || {
+        !late.statuses().is_empty()
+    })
+    .await;
+    let last = late.statuses().last().unwrap().clone();
+    assert_eq!(last.payload["online"], true, "retained status {:?}", last.payload);
     shutdown_tx.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(8), task)
         .await
