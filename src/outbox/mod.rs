@@ -161,11 +161,13 @@ impl OutboxOptions {
     }
 }
 
-/// What happened when the store could not be opened and was replaced by an empty one.
+/// The previous store was lost: it could not be opened (moved aside, replaced by an empty one),
+/// or it is gone while the `seq-marks` file says records were stored. The daemon raises a
+/// critical `store_recovered` event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recovery {
-    /// Where the unreadable store was moved (kept for analysis).
-    pub moved_to: PathBuf,
+    /// Where the unreadable store was moved (kept for analysis); `None` when it was missing.
+    pub moved_to: Option<PathBuf>,
     /// Why it could not be opened.
     pub reason: String,
     /// The first seq each stream will use now, per [`STREAMS`] order.
@@ -396,7 +398,7 @@ impl Outbox {
                     .store_recoveries_total
                     .with_label_values(&["corrupt"])
                     .inc();
-                recovery = Some((moved_to, e.to_string()));
+                recovery = Some((Some(moved_to), e.to_string()));
                 open_db_guarded(&db_path, &opts)?
             }
             Err(e) => return Err(e),
@@ -407,6 +409,14 @@ impl Outbox {
             mut streams,
             fresh,
         } = opened;
+        if fresh && recovery.is_none() && marks_on_disk.is_some() {
+            tracing::error!(path = %db_path.display(), "outbox store missing although seq-marks exist; starting empty");
+            metrics
+                .store_recoveries_total
+                .with_label_values(&["missing"])
+                .inc();
+            recovery = Some((None, "store missing".to_owned()));
+        }
         let marks = marks_on_disk.unwrap_or_default();
         if fresh {
             // A database this code never initialised, next to marks: the previous store was lost.
@@ -696,16 +706,18 @@ impl Outbox {
     /// Returns the number of records evicted.
     ///
     /// Two limits: the live bytes must stay under `max_bytes / SPACE_AMPLIFICATION` (sled's files
-    /// run 3–4× the live data), and when the files themselves exceed `max_bytes` a further tenth
-    /// of the live data goes.
+    /// run 3–4× the live data); and when the files (`size_on_disk`) exceed `max_bytes` *and are
+    /// still growing* since the last measurement, a further tenth of the live data goes. Files
+    /// over budget but not growing are left alone: sled reuses freed segments without shrinking
+    /// its files, so a store that once filled up would otherwise keep evicting forever.
     pub fn enforce_budget(&self) -> Result<u64, OutboxError> {
         let disk = self.db.size_on_disk()?;
-        self.disk_bytes.store(disk, Ordering::Relaxed);
+        let previous = self.disk_bytes.swap(disk, Ordering::Relaxed);
         let live_budget = self.opts.max_bytes / SPACE_AMPLIFICATION;
         let mut st = self.lock();
         let live: u64 = st.streams.iter().map(|s| s.bytes).sum();
         let mut to_free = live.saturating_sub(live_budget);
-        if disk > self.opts.max_bytes {
+        if disk > self.opts.max_bytes && disk > previous {
             to_free = to_free.max(live / 10);
         }
         let mut evicted = 0;

@@ -220,8 +220,18 @@ async fn a_lost_store_resumes_numbering_above_the_marks() {
         ob.flush().await.unwrap();
     }
     std::fs::remove_dir_all(dir.path().join("outbox")).unwrap();
-    let (ob, rec) = open(dir.path());
-    assert!(rec.is_none(), "a missing store is not a corrupt one");
+    let metrics = Metrics::new("t");
+    let (ob, rec) = Outbox::open(dir.path(), OutboxOptions::default(), metrics.clone()).unwrap();
+    let rec = rec.expect("a missing store next to seq-marks is reported");
+    assert_eq!(rec.moved_to, None);
+    assert_eq!(rec.next_seq[0], (Stream::Telemetry, 3 + marks::BLOCK + 1));
+    assert_eq!(
+        metrics
+            .store_recoveries_total
+            .with_label_values(&["missing"])
+            .get(),
+        1
+    );
     assert_eq!(ob.append(&telemetry(5)).unwrap(), 3 + marks::BLOCK + 1);
     assert_eq!(ob.append(&result("b")).unwrap(), 1 + marks::BLOCK + 1);
     assert_eq!(
@@ -257,13 +267,9 @@ async fn a_corrupt_store_is_moved_aside_and_numbering_continues() {
     }
     let (ob, rec) = Outbox::open(dir.path(), OutboxOptions::default(), metrics.clone()).unwrap();
     let rec = rec.expect("recovery reported");
-    assert!(
-        rec.moved_to.exists(),
-        "corrupt store kept at {:?}",
-        rec.moved_to
-    );
-    assert!(rec
-        .moved_to
+    let moved_to = rec.moved_to.expect("moved aside");
+    assert!(moved_to.exists(), "corrupt store kept at {moved_to:?}");
+    assert!(moved_to
         .file_name()
         .unwrap()
         .to_str()
