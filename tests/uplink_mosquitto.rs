@@ -26,22 +26,122 @@ const CABINET: &str = "dijon-017";
 /// A mosquitto process; killed on drop.
 struct Mosquitto {
     port: u16,
+    /// Port of the TLS listener, if any.
+    tls_port: Option<u16>,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
 
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is required for the TLS test");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 impl Mosquitto {
+    /// A broker with a plain listener (for the observer) and a TLS listener whose server
+    /// certificate (for `localhost` and 127.0.0.1) is signed by a fresh CA, `DIR/ca.pem`.
+    fn start_tls() -> Mosquitto {
+        let mut m = Mosquitto::start(false);
+        m.stop();
+        let d = m.dir.path().to_owned();
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut ca = vec!["req", "-x509"];
+        ca.extend(ec);
+        ca.extend([
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test-ca",
+        ]);
+        openssl(&d, &ca);
+        let mut csr = vec!["req"];
+        csr.extend(ec);
+        csr.extend([
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        openssl(&d, &csr);
+        std::fs::write(
+            d.join("ext.cnf"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        openssl(
+            &d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "ext.cnf",
+            ],
+        );
+        for f in ["ca.pem", "server.pem", "server.key"] {
+            std::fs::set_permissions(
+                d.join(f),
+                std::os::unix::fs::PermissionsExt::from_mode(0o644),
+            )
+            .unwrap();
+        }
+        let tls_port = free_port();
+        let mut conf = std::fs::read_to_string(d.join("mosquitto.conf")).unwrap();
+        conf.push_str(&format!(
+            "listener {tls_port} 127.0.0.1\ncafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\n",
+            d.display()
+        ));
+        std::fs::write(d.join("mosquitto.conf"), conf).unwrap();
+        m.tls_port = Some(tls_port);
+        m.spawn();
+        m
+    }
+
     /// Start on a free port. `persistence` keeps sessions across a clean restart (SIGTERM).
     fn start(persistence: bool) -> Mosquitto {
         assert!(
             Path::new(MOSQUITTO).exists(),
             "{MOSQUITTO} is required for these tests (apt install mosquitto)"
         );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         // mosquitto drops root privileges to its own user: let it write its persistence file.
         std::fs::set_permissions(
@@ -57,6 +157,7 @@ impl Mosquitto {
         std::fs::write(dir.path().join("mosquitto.conf"), conf).unwrap();
         let mut m = Mosquitto {
             port,
+            tls_port: None,
             dir,
             child: None,
         };
@@ -757,6 +858,95 @@ async fn a_black_holed_broker_is_detected_and_nothing_is_lost() {
         last.payload["online"], true,
         "retained status {:?}",
         last.payload
+    );
+    shutdown_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(8), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtts_with_the_configured_ca_delivers_and_a_wrong_ca_is_refused() {
+    let broker = Mosquitto::start_tls();
+    let obs = Observer::connect(&broker, "observer-tls", false).await;
+    let tls_broker = Broker {
+        tls: true,
+        host: "localhost".into(),
+        port: broker.tls_port.unwrap(),
+    };
+
+    // A CA that did not sign the server certificate: the handshake fails, nothing is sent.
+    let other = tempfile::tempdir().unwrap();
+    openssl(
+        other.path(),
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=other",
+        ],
+    );
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let cab = open_cabinet(dir.path());
+        let mut config = uplink_config(vec![tls_broker.clone()]);
+        config.ca_file = Some(other.path().join("ca.pem"));
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (handle, _incoming, task) = uplink::start(
+            params(config),
+            cab.outbox.clone(),
+            cab.metrics.clone(),
+            shutdown_rx,
+        );
+        wait_for("a TLS error", Duration::from_secs(10), || {
+            handle.status().last_error.is_some()
+        })
+        .await;
+        let st = handle.status();
+        assert!(!st.connected);
+        let err = st.last_error.unwrap();
+        assert!(err.contains("TLS"), "{err}");
+        shutdown_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(8), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let cab = open_cabinet(dir.path());
+    let mut config = uplink_config(vec![tls_broker]);
+    config.ca_file = Some(broker.dir.path().join("ca.pem"));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (handle, _incoming, task) = uplink::start(
+        params(config),
+        cab.outbox.clone(),
+        cab.metrics.clone(),
+        shutdown_rx,
+    );
+    for i in 0..50 {
+        cab.outbox.append(&telemetry(i)).unwrap();
+    }
+    wait_for("records over TLS", Duration::from_secs(10), || {
+        obs.seqs(Stream::Telemetry).len() >= 50
+    })
+    .await;
+    assert_complete(&obs.seqs(Stream::Telemetry), 50, "telemetry over TLS");
+    assert_eq!(
+        handle.status().broker,
+        Some(format!("localhost:{}", broker.tls_port.unwrap()))
     );
     shutdown_tx.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(8), task)

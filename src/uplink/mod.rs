@@ -28,6 +28,7 @@
 
 pub mod backoff;
 pub mod inflight;
+pub mod tls;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,8 +36,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
-    SubscribeFilter,
+    SubscribeFilter, TlsConfiguration, Transport,
 };
+use rustls::ClientConfig;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -143,18 +145,28 @@ impl UplinkHandle {
     /// Publish `payload` retained on `P/C/config/reported`, now or as soon as a session is up,
     /// and again after every reconnect until the broker acknowledged it. A newer document
     /// replaces an older one not yet acknowledged. Fails only when the uplink has stopped.
-    pub async fn publish_config_reported(&self, payload: Vec<u8>) -> Result<(), UplinkStopped> {
+    pub async fn publish_config_reported(&self, payload: Vec<u8>) -> Result<(), UplinkError> {
         self.reported_tx
             .send(payload)
             .await
-            .map_err(|_| UplinkStopped)
+            .map_err(|_| UplinkError::Stopped)
     }
 }
 
-/// The uplink task has ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the uplink has stopped")]
-pub struct UplinkStopped;
+/// Errors of the uplink. Connection errors are not among them: the uplink retries those itself
+/// and reports the last one in [`UplinkStatus::last_error`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UplinkError {
+    /// The uplink task has ended (permanent).
+    #[error("the uplink has stopped")]
+    Stopped,
+    /// TLS cannot be set up (CA bundle missing or invalid): permanent until the config changes.
+    #[error("TLS setup: {reason}")]
+    TlsSetup {
+        /// What is wrong.
+        reason: String,
+    },
+}
 
 /// Topic names of one cabinet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,6 +239,7 @@ struct OptionsBuilder {
     topics: Topics,
     brokers: Vec<Broker>,
     window: u16,
+    tls: Option<Arc<ClientConfig>>,
 }
 
 impl OptionsBuilder {
@@ -234,6 +247,11 @@ impl OptionsBuilder {
         let b = &self.brokers[broker];
         let cfg = &self.params.config;
         let mut o = MqttOptions::new(cfg.client_id.clone(), b.host.clone(), b.port);
+        if let (true, Some(tls)) = (b.tls, &self.tls) {
+            o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                tls.clone(),
+            )));
+        }
         o.set_clean_session(true);
         // rumqttc panics below 1 s; the config parser validates, this keeps it from ever panicking.
         o.set_keep_alive(cfg.keep_alive.max(Duration::from_secs(1)));
@@ -301,23 +319,33 @@ pub fn start(
     };
     let topics = Topics::new(&params.config.topic_prefix, &params.cabinet_id);
     let window = params.config.inflight.clamp(1, 1000);
+    metrics.uplink_connected.set(0);
+    metrics.set_mode("autonomous");
+    let mut tls = None;
+    if params.config.brokers.iter().any(|b| b.tls) {
+        let loaded = match &params.config.ca_file {
+            Some(path) => tls::load_client_config(path),
+            None => Err(UplinkError::TlsSetup {
+                reason: "mqtts:// needs uplink.ca_file".into(),
+            }),
+        };
+        match loaded {
+            Ok(config) => tls = Some(config),
+            Err(e) => {
+                tracing::error!(error = %e, "uplink: mqtts:// brokers unusable");
+                set_status(&status, |s| s.last_error = Some(e.to_string()));
+            }
+        }
+    }
     let brokers: Vec<Broker> = params
         .config
         .brokers
         .iter()
-        .filter(|b| !b.tls)
+        .filter(|b| !b.tls || tls.is_some())
         .cloned()
         .collect();
-    metrics.uplink_connected.set(0);
-    metrics.set_mode("autonomous");
     if brokers.is_empty() {
-        // mqtts:// needs a TLS build (rumqttc `use-rustls-no-provider` + ring), not included yet.
-        set_status(&status, |s| {
-            s.last_error = Some("no usable broker: mqtts:// is not supported by this build".into())
-        });
-        tracing::error!(
-            "uplink: no usable broker (mqtts:// is not supported by this build); staying offline"
-        );
+        tracing::error!("uplink: no usable broker; staying offline");
         let task = tokio::spawn(async move {
             let mut shutdown = shutdown;
             let mut reported_rx = reported_rx;
@@ -335,6 +363,7 @@ pub fn start(
         topics: topics.clone(),
         brokers: brokers.clone(),
         window,
+        tls,
     };
     let options = builder.build(0);
     // Channel sized so `try_publish` only fails if rumqttc stopped reading (window full).
@@ -976,6 +1005,7 @@ mod tests {
                 port: 1883,
             }],
             window: 4,
+            tls: None,
         };
         let o = b.build(0);
         assert_eq!(o.broker_address(), ("127.0.0.1".to_owned(), 1883));
