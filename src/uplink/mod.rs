@@ -23,8 +23,14 @@
 //! - On every ConnAck: retained online status, then subscriptions to `P/C/cmd`, `P/all/cmd`,
 //!   `P/C/config/desired` (QoS 1; rumqttc does not restore them, pitfall 4).
 //! - Clean stop: no new batches, wait (≤ 3 s) for in-flight acks, publish the retained offline
-//!   status and wait (≤ 1.5 s) for its ack, DISCONNECT. An abrupt end (task aborted, process
-//!   killed) drops the TCP connection without DISCONNECT, so the broker publishes the will.
+//!   status and wait (≤ 1.5 s) for its ack, DISCONNECT, flush the outbox (≤ 1 s) so the
+//!   deletions of the last acks are durable. An abrupt end (task aborted, process killed) drops
+//!   the TCP connection without DISCONNECT, so the broker publishes the will. A will of an older
+//!   connection (half-open, then taken over by the new one with the same client id) is published
+//!   by the broker while it handles the new CONNECT, i.e. before our ConnAck and so before the
+//!   new online status: the retained status ends up right (checked by the SIGSTOP test).
+//! - Incoming messages go to a channel of 64; a consumer that stops reading stalls the poll task
+//!   (and with it keep-alive), so the daemon must drain it promptly or drop the receiver.
 
 pub mod backoff;
 pub mod inflight;
@@ -60,6 +66,8 @@ pub const BACKOFF_CAP: Duration = Duration::from_secs(5);
 pub const STOP_DRAIN: Duration = Duration::from_secs(3);
 /// How long a clean stop waits for the offline status to be acknowledged.
 pub const STOP_STATUS: Duration = Duration::from_millis(1500);
+/// Bound on the outbox flush at the end of a clean stop.
+pub const STOP_FLUSH: Duration = Duration::from_secs(1);
 /// Interval of the "replaying backlog" progress line.
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 /// Incoming messages larger than this are refused by the client (a desired config is TOML text).
@@ -917,6 +925,14 @@ impl Driver {
         }
         // Ends the poll task if it is still running (no session, or a dead link).
         drop(poll);
+        // Deletions of records acked during the drain would otherwise wait for the next flush,
+        // which may never come (the flusher stops at shutdown too): each would be sent again
+        // after the restart.
+        match tokio::time::timeout(STOP_FLUSH, self.outbox.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "outbox flush at uplink stop failed"),
+            Err(_) => tracing::warn!("outbox flush at uplink stop timed out"),
+        }
         self.connected = false;
         self.metrics.uplink_connected.set(0);
         self.metrics.set_mode("autonomous");
