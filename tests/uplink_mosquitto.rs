@@ -446,6 +446,7 @@ async fn records_arrive_in_order_with_contiguous_seqs_and_status_is_retained() {
     assert!(online.payload["mode"] == "connected" && online.payload["config_version"] == "cfg-1");
     assert!(handle.status().connected);
     assert_eq!(cab.metrics.uplink_connected.get(), 1);
+    assert!(handle.heartbeat().elapsed() < Duration::from_secs(5));
 
     for i in 0..600 {
         cab.outbox.append(&telemetry(i)).unwrap();

@@ -278,6 +278,8 @@ pub struct Outbox {
     kick: Notify,
     durable_tx: watch::Sender<u64>,
     disk_bytes: AtomicU64,
+    /// When the flusher last completed a round (for the systemd watchdog).
+    flusher_beat: Mutex<Option<Instant>>,
     metrics: Metrics,
 }
 
@@ -462,6 +464,7 @@ impl Outbox {
             kick: Notify::new(),
             durable_tx,
             disk_bytes: AtomicU64::new(disk),
+            flusher_beat: Mutex::new(None),
             metrics,
         });
         outbox.update_metrics(&outbox.lock());
@@ -579,8 +582,12 @@ impl Outbox {
                 _ = self.kick.notified() => {}
                 r = shutdown.changed() => if r.is_err() { break },
             }
-            if let Err(e) = self.flush().await {
-                tracing::warn!(error = %e, "outbox flush failed; retrying");
+            match self.flush().await {
+                Ok(()) => {
+                    *self.flusher_beat.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(Instant::now());
+                }
+                Err(e) => tracing::warn!(error = %e, "outbox flush failed; retrying"),
             }
             if last_measure.elapsed() >= Duration::from_secs(1) {
                 last_measure = Instant::now();
@@ -592,6 +599,13 @@ impl Outbox {
         if let Err(e) = self.flush().await {
             tracing::error!(error = %e, "final outbox flush failed");
         }
+    }
+
+    /// When [`Outbox::run_flusher`] last completed a flush round (`None` before the first): the
+    /// daemon feeds the systemd watchdog only while this keeps moving. A failing flush (disk
+    /// error) stops it.
+    pub fn flusher_heartbeat(&self) -> Option<Instant> {
+        *self.flusher_beat.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A receiver that changes after every completed flush (the uplink waits on it).

@@ -380,6 +380,8 @@ async fn flusher_makes_records_durable_and_stops_on_shutdown() {
     })
     .await
     .expect("flushed within 5 s");
+    let beat = ob.flusher_heartbeat().expect("a flush round completed");
+    assert!(beat.elapsed() < Duration::from_secs(5));
     ob.append(&telemetry(1)).unwrap();
     stop_tx.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(5), task)

@@ -138,10 +138,17 @@ impl Default for UplinkStatus {
 #[derive(Clone)]
 pub struct UplinkHandle {
     status: Arc<Mutex<UplinkStatus>>,
+    heartbeat: Arc<Mutex<Instant>>,
     reported_tx: mpsc::Sender<Vec<u8>>,
 }
 
 impl UplinkHandle {
+    /// When the uplink's driver loop last ran (at least every [`PROGRESS_EVERY`] while it is
+    /// alive, connected or not): the daemon feeds the systemd watchdog only while this moves.
+    pub fn heartbeat(&self) -> Instant {
+        *self.heartbeat.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Snapshot of the uplink state.
     pub fn status(&self) -> UplinkStatus {
         self.status
@@ -319,10 +326,12 @@ pub fn start(
     shutdown: watch::Receiver<bool>,
 ) -> (UplinkHandle, mpsc::Receiver<Incoming>, JoinHandle<()>) {
     let status = Arc::new(Mutex::new(UplinkStatus::default()));
+    let heartbeat = Arc::new(Mutex::new(Instant::now()));
     let (inbound_tx, inbound_rx) = mpsc::channel(64);
     let (reported_tx, reported_rx) = mpsc::channel(4);
     let handle = UplinkHandle {
         status: status.clone(),
+        heartbeat: heartbeat.clone(),
         reported_tx,
     };
     let topics = Topics::new(&params.config.topic_prefix, &params.cabinet_id);
@@ -402,6 +411,7 @@ pub fn start(
         client,
         metrics,
         status,
+        heartbeat,
         inflight: InFlight::default(),
         cursors: None,
         connected: false,
@@ -538,6 +548,7 @@ struct Driver {
     client: AsyncClient,
     metrics: Metrics,
     status: Arc<Mutex<UplinkStatus>>,
+    heartbeat: Arc<Mutex<Instant>>,
     inflight: InFlight,
     cursors: Option<SendCursors>,
     connected: bool,
@@ -568,6 +579,7 @@ impl Driver {
         let mut progress_at = Instant::now();
         let mut reported_open = true;
         loop {
+            *self.heartbeat.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
             if *shutdown.borrow() {
                 break;
             }
