@@ -641,7 +641,7 @@ impl Outbox {
             (s.tree.clone(), s.durable)
         };
         let end = upto.min(durable);
-        if from > end || from == 0 && end == 0 {
+        if end == 0 || from > end {
             return Ok(None);
         }
         let mut values = Vec::new();
