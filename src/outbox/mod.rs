@@ -363,6 +363,27 @@ fn open_db_guarded(path: &Path, opts: &OutboxOptions) -> Result<Opened, OutboxEr
     }
 }
 
+/// sled's file lock is released when the last reference to a `Db` goes, and its flush threads
+/// may hold one a moment after the previous handle in this process was dropped (tests reopen).
+/// Wait briefly for that; another process holding the store keeps failing with the lock error.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+fn is_lock_busy(e: &OutboxError) -> bool {
+    matches!(e, OutboxError::Store(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock"))
+}
+
+fn open_db_waiting_for_lock(path: &Path, opts: &OutboxOptions) -> Result<Opened, OutboxError> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match open_db_guarded(path, opts) {
+            Err(e) if is_lock_busy(&e) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Whether an open error means the files are unusable (move aside) rather than the system
 /// refusing access (report, do not touch the data).
 fn is_corruption(e: &OutboxError) -> bool {
@@ -389,7 +410,7 @@ impl Outbox {
         let marks_on_disk = marks::read(dir).map_err(dir_err(dir))?;
         let db_path = dir.join("outbox");
         let mut recovery = None;
-        let opened = match open_db_guarded(&db_path, &opts) {
+        let opened = match open_db_waiting_for_lock(&db_path, &opts) {
             Ok(o) => o,
             Err(e) if is_corruption(&e) => {
                 let millis = codec::millis(SystemTime::now());

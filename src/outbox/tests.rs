@@ -394,3 +394,25 @@ async fn flusher_makes_records_durable_and_stops_on_shutdown() {
         "final flush at shutdown"
     );
 }
+
+#[tokio::test]
+async fn a_store_held_by_another_handle_is_refused_not_moved_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ob, _) = open(dir.path());
+    ob.append(&telemetry(0)).unwrap();
+    ob.flush().await.unwrap();
+    let err = match Outbox::open(dir.path(), OutboxOptions::default(), Metrics::new("t")) {
+        Err(e) => e,
+        Ok(_) => panic!("a second handle on the same store must be refused"),
+    };
+    assert!(err.is_transient(), "{err}");
+    let entries: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !entries.iter().any(|e| e.starts_with("outbox.corrupt-")),
+        "{entries:?}"
+    );
+    assert_eq!(ob.stats().streams[0].records, 1);
+}
