@@ -604,15 +604,19 @@ pub async fn run(files: Vec<PathBuf>, cfg: Config, notifier: Notifier) -> anyhow
     let (records, records_rx) = mpsc::channel(RECORD_CHANNEL);
     let recorder_task = tokio::spawn(recorder(records_rx, shared.clone()));
     if let Some(rec) = recovery {
-        tracing::error!(moved_to = %rec.moved_to.display(), reason = %rec.reason, "outbox store could not be opened; moved aside, started fresh");
+        let moved_to = rec.moved_to.as_ref().map(|p| p.display().to_string());
+        tracing::error!(moved_to = ?moved_to, reason = %rec.reason, "outbox store lost (unreadable: moved aside; or missing); started fresh");
         let _ = records
             .send(RecordBody::Event(Event {
                 ts: SystemTime::now(),
                 kind: "store_recovered".into(),
                 severity: Severity::Critical,
                 source: "cabinetd".into(),
-                message: format!("the outbox store could not be opened ({}); it was moved aside and a fresh one started", rec.reason),
-                data: serde_json::json!({"moved_to": rec.moved_to.display().to_string(), "reason": rec.reason}),
+                message: format!(
+                    "the outbox store was lost ({}); a fresh one was started",
+                    rec.reason
+                ),
+                data: serde_json::json!({"moved_to": moved_to, "reason": rec.reason}),
             }))
             .await;
     }

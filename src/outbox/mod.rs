@@ -161,11 +161,13 @@ impl OutboxOptions {
     }
 }
 
-/// What happened when the store could not be opened and was replaced by an empty one.
+/// The previous store was lost: it could not be opened (moved aside, replaced by an empty one),
+/// or it is gone while the `seq-marks` file says records were stored. The daemon raises a
+/// critical `store_recovered` event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recovery {
-    /// Where the unreadable store was moved (kept for analysis).
-    pub moved_to: PathBuf,
+    /// Where the unreadable store was moved (kept for analysis); `None` when it was missing.
+    pub moved_to: Option<PathBuf>,
     /// Why it could not be opened.
     pub reason: String,
     /// The first seq each stream will use now, per [`STREAMS`] order.
@@ -276,6 +278,8 @@ pub struct Outbox {
     kick: Notify,
     durable_tx: watch::Sender<u64>,
     disk_bytes: AtomicU64,
+    /// When the flusher last completed a round (for the systemd watchdog).
+    flusher_beat: Mutex<Option<Instant>>,
     metrics: Metrics,
 }
 
@@ -359,6 +363,27 @@ fn open_db_guarded(path: &Path, opts: &OutboxOptions) -> Result<Opened, OutboxEr
     }
 }
 
+/// sled's file lock is released when the last reference to a `Db` goes, and its flush threads
+/// may hold one a moment after the previous handle in this process was dropped (tests reopen).
+/// Wait briefly for that; another process holding the store keeps failing with the lock error.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+fn is_lock_busy(e: &OutboxError) -> bool {
+    matches!(e, OutboxError::Store(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock"))
+}
+
+fn open_db_waiting_for_lock(path: &Path, opts: &OutboxOptions) -> Result<Opened, OutboxError> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match open_db_guarded(path, opts) {
+            Err(e) if is_lock_busy(&e) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Whether an open error means the files are unusable (move aside) rather than the system
 /// refusing access (report, do not touch the data).
 fn is_corruption(e: &OutboxError) -> bool {
@@ -385,7 +410,7 @@ impl Outbox {
         let marks_on_disk = marks::read(dir).map_err(dir_err(dir))?;
         let db_path = dir.join("outbox");
         let mut recovery = None;
-        let opened = match open_db_guarded(&db_path, &opts) {
+        let opened = match open_db_waiting_for_lock(&db_path, &opts) {
             Ok(o) => o,
             Err(e) if is_corruption(&e) => {
                 let millis = codec::millis(SystemTime::now());
@@ -396,7 +421,7 @@ impl Outbox {
                     .store_recoveries_total
                     .with_label_values(&["corrupt"])
                     .inc();
-                recovery = Some((moved_to, e.to_string()));
+                recovery = Some((Some(moved_to), e.to_string()));
                 open_db_guarded(&db_path, &opts)?
             }
             Err(e) => return Err(e),
@@ -407,6 +432,14 @@ impl Outbox {
             mut streams,
             fresh,
         } = opened;
+        if fresh && recovery.is_none() && marks_on_disk.is_some() {
+            tracing::error!(path = %db_path.display(), "outbox store missing although seq-marks exist; starting empty");
+            metrics
+                .store_recoveries_total
+                .with_label_values(&["missing"])
+                .inc();
+            recovery = Some((None, "store missing".to_owned()));
+        }
         let marks = marks_on_disk.unwrap_or_default();
         if fresh {
             // A database this code never initialised, next to marks: the previous store was lost.
@@ -452,6 +485,7 @@ impl Outbox {
             kick: Notify::new(),
             durable_tx,
             disk_bytes: AtomicU64::new(disk),
+            flusher_beat: Mutex::new(None),
             metrics,
         });
         outbox.update_metrics(&outbox.lock());
@@ -569,8 +603,12 @@ impl Outbox {
                 _ = self.kick.notified() => {}
                 r = shutdown.changed() => if r.is_err() { break },
             }
-            if let Err(e) = self.flush().await {
-                tracing::warn!(error = %e, "outbox flush failed; retrying");
+            match self.flush().await {
+                Ok(()) => {
+                    *self.flusher_beat.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(Instant::now());
+                }
+                Err(e) => tracing::warn!(error = %e, "outbox flush failed; retrying"),
             }
             if last_measure.elapsed() >= Duration::from_secs(1) {
                 last_measure = Instant::now();
@@ -582,6 +620,13 @@ impl Outbox {
         if let Err(e) = self.flush().await {
             tracing::error!(error = %e, "final outbox flush failed");
         }
+    }
+
+    /// When [`Outbox::run_flusher`] last completed a flush round (`None` before the first): the
+    /// daemon feeds the systemd watchdog only while this keeps moving. A failing flush (disk
+    /// error) stops it.
+    pub fn flusher_heartbeat(&self) -> Option<Instant> {
+        *self.flusher_beat.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A receiver that changes after every completed flush (the uplink waits on it).
@@ -617,7 +662,7 @@ impl Outbox {
             (s.tree.clone(), s.durable)
         };
         let end = upto.min(durable);
-        if from > end || from == 0 && end == 0 {
+        if end == 0 || from > end {
             return Ok(None);
         }
         let mut values = Vec::new();
@@ -696,16 +741,18 @@ impl Outbox {
     /// Returns the number of records evicted.
     ///
     /// Two limits: the live bytes must stay under `max_bytes / SPACE_AMPLIFICATION` (sled's files
-    /// run 3–4× the live data), and when the files themselves exceed `max_bytes` a further tenth
-    /// of the live data goes.
+    /// run 3–4× the live data); and when the files (`size_on_disk`) exceed `max_bytes` *and are
+    /// still growing* since the last measurement, a further tenth of the live data goes. Files
+    /// over budget but not growing are left alone: sled reuses freed segments without shrinking
+    /// its files, so a store that once filled up would otherwise keep evicting forever.
     pub fn enforce_budget(&self) -> Result<u64, OutboxError> {
         let disk = self.db.size_on_disk()?;
-        self.disk_bytes.store(disk, Ordering::Relaxed);
+        let previous = self.disk_bytes.swap(disk, Ordering::Relaxed);
         let live_budget = self.opts.max_bytes / SPACE_AMPLIFICATION;
         let mut st = self.lock();
         let live: u64 = st.streams.iter().map(|s| s.bytes).sum();
         let mut to_free = live.saturating_sub(live_budget);
-        if disk > self.opts.max_bytes {
+        if disk > self.opts.max_bytes && disk > previous {
             to_free = to_free.max(live / 10);
         }
         let mut evicted = 0;
