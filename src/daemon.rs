@@ -66,6 +66,8 @@ struct Shared {
     brokers: Vec<String>,
     /// Outcome of the last SIGHUP reload, for `/status`.
     last_reload: Mutex<Option<serde_json::Value>>,
+    /// Bumped by the device bridges on every report of their device task.
+    poll_beats: AtomicU64,
     /// Bumped by the recorder at least once a second: proves the record path is alive.
     recorder_beats: AtomicU64,
 }
@@ -354,6 +356,7 @@ async fn bridge_modbus(
         .poll_duration_seconds
         .with_label_values(&[&name]);
     while let Some(ev) = events.recv().await {
+        shared.poll_beats.fetch_add(1, Ordering::Relaxed);
         let mut out = Vec::new();
         match ev {
             DeviceEvent::Poll(report) => {
@@ -476,17 +479,45 @@ async fn recorder(mut rx: mpsc::Receiver<RecordBody>, shared: Arc<Shared>) {
 /// The record path must show progress within this window for the watchdog to be fed.
 const PROGRESS_WINDOW: Duration = Duration::from_secs(5);
 
-/// Decides whether the record path made progress recently (pure, tested).
+/// Decides whether a counter moved within a window (pure, tested).
 struct Liveness {
     last_beats: u64,
     last_change: Instant,
+    window: Duration,
+}
+
+/// Names of the loops that made no progress within [`PROGRESS_WINDOW`] (pure, tested).
+fn stalled_loops(
+    now: Instant,
+    recorder_ok: bool,
+    flusher_beat: Option<Instant>,
+    uplink_beat: Instant,
+    polling_ok: bool,
+) -> Vec<&'static str> {
+    let recent = |t: Instant| now.saturating_duration_since(t) < PROGRESS_WINDOW;
+    let mut stalled = Vec::new();
+    if !recorder_ok {
+        stalled.push("recorder");
+    }
+    // The first flush round completes within one flush interval of start.
+    if !flusher_beat.is_some_and(recent) {
+        stalled.push("outbox flusher");
+    }
+    if !recent(uplink_beat) {
+        stalled.push("uplink");
+    }
+    if !polling_ok {
+        stalled.push("polling");
+    }
+    stalled
 }
 
 impl Liveness {
-    fn new(now: Instant) -> Self {
+    fn new(now: Instant, window: Duration) -> Self {
         Liveness {
             last_beats: 0,
             last_change: now,
+            window,
         }
     }
 
@@ -495,7 +526,7 @@ impl Liveness {
             self.last_beats = beats;
             self.last_change = now;
         }
-        now.saturating_duration_since(self.last_change) < PROGRESS_WINDOW
+        now.saturating_duration_since(self.last_change) < self.window
     }
 }
 
@@ -585,6 +616,7 @@ pub async fn run(files: Vec<PathBuf>, cfg: Config, notifier: Notifier) -> anyhow
         devices: Mutex::new(Devices::default()),
         ready: AtomicBool::new(false),
         recorder_beats: AtomicU64::new(0),
+        poll_beats: AtomicU64::new(0),
         last_reload: Mutex::new(None),
         brokers: cfg
             .uplink
@@ -683,7 +715,17 @@ pub async fn run(files: Vec<PathBuf>, cfg: Config, notifier: Notifier) -> anyhow
             .watchdog_period()
             .unwrap_or(Duration::from_secs(3600)),
     );
-    let mut liveness = Liveness::new(Instant::now());
+    let mut recorder_live = Liveness::new(Instant::now(), PROGRESS_WINDOW);
+    // A device task reports at least once per poll (a reading or a failure), the slowest within
+    // its poll period plus its timeout.
+    let slowest_poll = rt
+        .cfg
+        .modbus
+        .iter()
+        .map(|d| d.spec.poll + d.spec.timeout)
+        .max()
+        .unwrap_or_default();
+    let mut polling_live = Liveness::new(Instant::now(), PROGRESS_WINDOW.max(slowest_poll * 3));
     let mut outage = OutageReminder::new(Instant::now());
     let mut outage_tick = tokio::time::interval(Duration::from_secs(1));
     let mut incoming = incoming;
@@ -714,14 +756,21 @@ pub async fn run(files: Vec<PathBuf>, cfg: Config, notifier: Notifier) -> anyhow
                 }
             }
             _ = watchdog.tick(), if notifier.watchdog_period().is_some() => {
-                // Feed only while every loop makes progress: the recorder beats, and the flusher,
-                // uplink and HTTP tasks are alive. A stuck loop lets systemd restart us.
-                let beats = shared.recorder_beats.load(Ordering::Relaxed);
-                let tasks_alive = !flusher.is_finished() && !uplink_task.is_finished() && !http_task.is_finished();
-                if liveness.check(beats, Instant::now()) && tasks_alive {
+                // Feed only while every loop makes progress (SPEC §5): the recorder, the outbox
+                // flusher, the uplink driver and the device tasks. A stuck loop lets systemd
+                // restart us.
+                let now = Instant::now();
+                let stalled = stalled_loops(
+                    now,
+                    recorder_live.check(shared.recorder_beats.load(Ordering::Relaxed), now),
+                    outbox.flusher_heartbeat(),
+                    uplink_handle.heartbeat(),
+                    polling_live.check(shared.poll_beats.load(Ordering::Relaxed), now) || rt.cfg.modbus.is_empty(),
+                );
+                if stalled.is_empty() && !http_task.is_finished() {
                     let _ = notifier.notify("WATCHDOG=1");
                 } else {
-                    tracing::error!("a daemon loop stopped making progress; not feeding the watchdog");
+                    tracing::error!(stalled = ?stalled, "a daemon loop stopped making progress; not feeding the watchdog");
                 }
             }
         }
@@ -1113,11 +1162,27 @@ mod tests {
     #[test]
     fn liveness_tolerates_idle_ticks_but_not_a_stalled_recorder() {
         let t0 = Instant::now();
-        let mut l = Liveness::new(t0);
+        let mut l = Liveness::new(t0, PROGRESS_WINDOW);
         assert!(l.check(1, t0 + Duration::from_millis(500)));
         assert!(l.check(1, t0 + Duration::from_secs(2)));
         assert!(l.check(2, t0 + Duration::from_secs(3)));
         assert!(!l.check(2, t0 + Duration::from_secs(9)));
+    }
+
+    #[test]
+    fn watchdog_names_every_stalled_loop() {
+        let now = Instant::now();
+        let fresh = now - Duration::from_secs(1);
+        let old = now - Duration::from_secs(60);
+        assert!(stalled_loops(now, true, Some(fresh), fresh, true).is_empty());
+        assert_eq!(
+            stalled_loops(now, true, None, fresh, true),
+            ["outbox flusher"]
+        );
+        assert_eq!(
+            stalled_loops(now, false, Some(old), old, false),
+            ["recorder", "outbox flusher", "uplink", "polling"]
+        );
     }
 
     #[test]
