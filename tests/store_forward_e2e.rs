@@ -31,6 +31,19 @@ fn busy_device(dir: &Path) -> (ChildGuard, String) {
     (peer, cfg)
 }
 
+/// The oldest telemetry seq still in the outbox (all later ones are unacknowledged too).
+fn first_unacked_telemetry(d: &Daemon) -> u64 {
+    let st = d.status();
+    let t = st["outbox"]["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stream"] == "telemetry")
+        .unwrap()
+        .clone();
+    t["last_seq"].as_u64().unwrap() + 1 - t["records"].as_u64().unwrap()
+}
+
 fn outbox_records(d: &Daemon) -> u64 {
     let st = d.status();
     ["telemetry", "events", "results"]
@@ -83,6 +96,8 @@ fn broker_stopped_30_s_nothing_missing_nothing_doubled_fresh_data_within_1_s() {
 
     broker.stop();
     wait_connected(&daemon, false);
+    let unacked_from = first_unacked_telemetry(&daemon);
+    let delivered_at_stop = seqs(&probe, "/telemetry").into_iter().max().unwrap_or(0);
     outage_for(30);
     let backlog = outbox_records(&daemon);
     broker.start_again();
@@ -109,7 +124,12 @@ fn broker_stopped_30_s_nothing_missing_nothing_doubled_fresh_data_within_1_s() {
     let s = drained(&daemon, &probe);
     let (missing, dups) = seq_gaps(&s);
     assert!(missing.is_empty(), "missing {missing:?}");
-    assert!(dups.is_empty(), "duplicates {dups:?}");
+    // QoS 1 cannot tell a lost PUBACK from a lost PUBLISH: records in flight when the broker
+    // went away may arrive twice (the central post removes them by seq). Nothing else may.
+    assert!(
+        dups.iter().all(|&d| (unacked_from..=delivered_at_stop).contains(&d)),
+        "duplicates {dups:?} outside the records in flight at the outage ({unacked_from}..={delivered_at_stop})"
+    );
     assert!(
         backlog > 30 * 150,
         "the outage produced a backlog ({backlog} records)"
@@ -166,6 +186,8 @@ fn kill_9_during_an_outage_loses_nothing_that_was_stored() {
     });
     broker.stop();
     wait_connected(&daemon, false);
+    let unacked_from = first_unacked_telemetry(&daemon);
+    let delivered_at_stop = seqs(&probe, "/telemetry").into_iter().max().unwrap_or(0);
     wait_until("a backlog", Duration::from_secs(20), || {
         (outbox_records(&daemon) > 1000).then_some(())
     });
@@ -192,8 +214,12 @@ fn kill_9_during_an_outage_loses_nothing_that_was_stored() {
         *s.iter().max().unwrap() > stored_before_kill,
         "numbering continued after the crash"
     );
-    // Nothing was in flight at the kill (the broker was down), so nothing may be doubled.
-    assert!(dups.is_empty(), "duplicates {dups:?}");
+    // QoS 1 cannot tell a lost PUBACK from a lost PUBLISH: records in flight when the broker
+    // went away may arrive twice (the central post removes them by seq). Nothing else may.
+    assert!(
+        dups.iter().all(|&d| (unacked_from..=delivered_at_stop).contains(&d)),
+        "duplicates {dups:?} outside the records in flight at the outage ({unacked_from}..={delivered_at_stop})"
+    );
     assert!(daemon.stop().success());
 }
 
@@ -218,13 +244,9 @@ fn a_tiny_budget_evicts_oldest_telemetry_names_the_range_and_keeps_events() {
     let mut broker = Mosquitto::start();
     let probe = MqttProbe::start(broker.port, "cabinets/v1/test-cab/#");
     let budget: u64 = 2 * 1024 * 1024;
-    let mut daemon = Daemon::start(broker.port, &device);
-    let config = std::fs::read_to_string(&daemon.config)
-        .unwrap()
-        .replace("max_bytes = \"64MiB\"", "max_bytes = \"2MiB\"");
-    std::fs::write(&daemon.config, config).unwrap();
-    assert!(daemon.stop().success());
-    daemon.restart();
+    let mut daemon = Daemon::start_edited(broker.port, &device, |base| {
+        base.replace("max_bytes = \"64MiB\"", "max_bytes = \"2MiB\"")
+    });
     wait_connected(&daemon, true);
 
     broker.stop();
@@ -283,10 +305,15 @@ fn a_tiny_budget_evicts_oldest_telemetry_names_the_range_and_keeps_events() {
     let missing: std::collections::BTreeSet<u64> =
         (1..=top).filter(|s| !delivered.contains(s)).collect();
     assert!(!missing.is_empty(), "the budget forced evictions");
-    assert_eq!(
-        missing,
-        evicted.iter().copied().filter(|&s| s <= top).collect(),
-        "outbox_evicted names exactly the missing range"
+    let named: std::collections::BTreeSet<u64> =
+        evicted.iter().copied().filter(|&s| s <= top).collect();
+    let unnamed: Vec<u64> = missing.difference(&named).take(10).copied().collect();
+    let delivered_anyway: Vec<u64> = named.difference(&missing).take(10).copied().collect();
+    assert!(
+        unnamed.is_empty() && delivered_anyway.is_empty(),
+        "outbox_evicted must name exactly the missing seqs: missing but not named {unnamed:?}…, named but delivered {delivered_anyway:?}… ({} missing, {} named)",
+        missing.len(),
+        named.len()
     );
     // Events were not evicted: their stream has no gap.
     let (ev_missing, _) = seq_gaps(&seqs(&probe, "/events"));

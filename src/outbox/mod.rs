@@ -74,7 +74,7 @@ pub const ENVELOPE_ROOM: usize = 256;
 pub const CACHE_CAPACITY: u64 = 16 * 1024 * 1024;
 /// How far `size_on_disk` may exceed the live data before sled reclaims space (measured 3–4×):
 /// the live bytes are kept under `max_bytes / SPACE_AMPLIFICATION` so the files stay in budget.
-pub const SPACE_AMPLIFICATION: u64 = 3;
+pub const SPACE_AMPLIFICATION: u64 = 4;
 
 /// Errors of the outbox.
 #[derive(Debug, thiserror::Error)]
@@ -301,10 +301,33 @@ struct Opened {
     fresh: bool,
 }
 
+/// sled's log segment size for a store: its files hold several segments beyond the live data, so
+/// with the default 512 KiB a small budget (a few MiB) is exceeded by the segments alone. New
+/// stores get `max_bytes / 32` rounded down to a power of two, between 32 KiB and sled's default.
+/// sled refuses to open a store with another segment size than it was created with, so an
+/// existing store keeps the size written in its `conf` file.
+pub fn segment_size_for(path: &Path, max_bytes: u64) -> usize {
+    const MIN: u64 = 32 * 1024;
+    const MAX: u64 = 512 * 1024;
+    // sled appends a CRC after the text, so the file is not valid UTF-8 as a whole.
+    let existing = fs::read(path.join("conf")).ok().and_then(|conf| {
+        String::from_utf8_lossy(&conf)
+            .lines()
+            .find_map(|l| l.strip_prefix("segment_size: "))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+    });
+    existing.unwrap_or_else(|| {
+        let target = (max_bytes / 32).clamp(MIN, MAX);
+        // Largest power of two not above the target.
+        (1u64 << (63 - target.leading_zeros())) as usize
+    })
+}
+
 fn open_db(path: &Path, opts: &OutboxOptions) -> Result<Opened, OutboxError> {
     let db = sled::Config::new()
         .path(path)
         .cache_capacity(opts.cache_capacity)
+        .segment_size(segment_size_for(path, opts.max_bytes))
         .flush_every_ms(None)
         .open()?;
     let meta = db.open_tree("meta")?;

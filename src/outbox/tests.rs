@@ -416,3 +416,39 @@ async fn a_store_held_by_another_handle_is_refused_not_moved_aside() {
     );
     assert_eq!(ob.stats().streams[0].records, 1);
 }
+
+/// Regression: the segment size follows the budget for new stores only. Reopening a store after
+/// `storage.max_bytes` changed once made sled refuse it ("cannot change the io buffer size"), and
+/// the store was moved aside as if corrupt, its records no longer sent.
+#[tokio::test]
+async fn a_budget_change_keeps_the_store_and_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = OutboxOptions {
+        max_bytes: 256 * 1024 * 1024,
+        ..OutboxOptions::default()
+    };
+    {
+        let (ob, rec) = Outbox::open(dir.path(), big, Metrics::new("t")).unwrap();
+        assert!(rec.is_none());
+        for i in 0..3 {
+            ob.append(&telemetry(i)).unwrap();
+        }
+        ob.flush().await.unwrap();
+    }
+    let small = OutboxOptions {
+        max_bytes: 2 * 1024 * 1024,
+        ..OutboxOptions::default()
+    };
+    let (ob, rec) = Outbox::open(dir.path(), small, Metrics::new("t")).unwrap();
+    assert!(rec.is_none(), "store kept, not recovered: {rec:?}");
+    assert_eq!(ob.stats().total_records(), 3);
+    assert_eq!(ob.append(&telemetry(9)).unwrap(), 4);
+}
+
+#[test]
+fn new_stores_get_a_segment_size_that_fits_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(segment_size_for(dir.path(), 2 * 1024 * 1024), 64 * 1024);
+    assert_eq!(segment_size_for(dir.path(), 256 * 1024 * 1024), 512 * 1024);
+    assert_eq!(segment_size_for(dir.path(), 100 * 1024), 32 * 1024);
+}
