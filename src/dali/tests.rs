@@ -502,14 +502,17 @@ async fn lamp_failure_is_one_event_per_transition() {
     let (mut h, sim) = start_sim(3, vec![]);
     h.point("bus-a/1/level", |_| true).await;
     assert!(sim.set_lamp_failure(1, true));
+    let t0 = Instant::now();
+    // A cycle publishes its readings, then its transitions.
+    h.point("bus-a/1/lamp_failure", |t| t.value == json!(true))
+        .await;
     let e = h.event("lamp_failure", "bus-a/1").await;
+    assert!(t0.elapsed() <= Duration::from_secs(1), "{:?}", t0.elapsed());
     assert_eq!(e.severity, Severity::Major);
     assert_eq!(
         e.data,
         json!({"bus": "bus-a", "address": 1, "active": true})
     );
-    h.point("bus-a/1/lamp_failure", |t| t.value == json!(true))
-        .await;
     h.polls(4).await;
     assert_eq!(h.events("lamp_failure").len(), 1);
     assert_eq!(h.status.borrow().lamp_failures, 1);
@@ -540,11 +543,13 @@ async fn missing_gear_and_a_configured_member_appearing_later() {
     let e = h.event("gear_missing", "bus-a/3").await;
     assert_eq!(e.severity, Severity::Major);
     sim.set_connected(2, false);
-    h.event("gear_missing", "bus-a/2").await;
-    h.point("bus-a/2/present", |t| t.value == json!(false))
-        .await;
+    let t0 = Instant::now();
     h.point("bus-a/2/level", |t| t.quality == Quality::Bad)
         .await;
+    h.point("bus-a/2/present", |t| t.value == json!(false))
+        .await;
+    h.event("gear_missing", "bus-a/2").await;
+    assert!(t0.elapsed() <= Duration::from_secs(1), "{:?}", t0.elapsed());
 
     sim.add_gear(SimGear::new(Some(3), 77));
     h.event("gear_found", "bus-a/3").await;
