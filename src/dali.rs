@@ -980,8 +980,22 @@ impl Runner {
             Some(s) if s.fade_running || s.limit_error => {
                 Ok(Ok(cabinetd_dali::arc_to_percent(actual).unwrap_or(0.0)))
             }
-            _ => Ok(Err(format!(
-                "{source} reads back arc level {actual} after DAPC {arc}"
+            Some(_) => {
+                // Not every gear flags a clamped level (LIMIT ERROR is optional in practice):
+                // compare with its limits directly.
+                let min = bus.query_value(short(a), Query::MinLevel).await?;
+                let max = bus.query_value(short(a), Query::MaxLevel).await?;
+                match (min, max) {
+                    (Some(lo), Some(hi)) if arc > 0 && lo <= hi && actual == arc.clamp(lo, hi) => {
+                        Ok(Ok(cabinetd_dali::arc_to_percent(actual).unwrap_or(0.0)))
+                    }
+                    _ => Ok(Err(format!(
+                        "{source} reads back arc level {actual} after DAPC {arc}"
+                    ))),
+                }
+            }
+            None => Ok(Err(format!(
+                "{source} did not answer QUERY STATUS after DAPC {arc}"
             ))),
         }
     }

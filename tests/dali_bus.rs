@@ -182,7 +182,7 @@ async fn bus_task_against_the_atx_hat_emulator() {
             power_on_level: Some(100.0),
             system_failure_level: Some(80.0),
             fade_time: Some(3),
-            min_level: None,
+            min_level: Some(10.0),
             max_level: None,
         }],
         rated_power_w: None,
@@ -259,6 +259,11 @@ async fn bus_task_against_the_atx_hat_emulator() {
     t.light(g(2), set(50.0)).await.unwrap();
     assert_eq!(emu.state(2)["level"], json!(percent_to_arc(50.0)));
     t.point("bus-e/2/level", |p| p.value == json!(50.53)).await;
+    // Below the gear's MIN LEVEL the gear clamps (the emulator does not flag LIMIT ERROR): applied.
+    t.light(g(0), set(5.0)).await.unwrap();
+    let g0 = emu.state(0);
+    assert_eq!(g0["min_level"], json!(percent_to_arc(10.0)));
+    assert_eq!(g0["level"], g0["min_level"]);
     let e = t.light(g(7), set(50.0)).await.unwrap_err();
     assert!(
         e.is_rejection() && e.to_string().contains("args.target"),
