@@ -545,8 +545,10 @@ impl Runner {
             .with_label_values(&[&self.name])
             .inc();
         self.last_error = Some(error.to_owned());
-        if self.up != Some(false) {
-            self.up = Some(false);
+        let was = self.up.replace(false);
+        // Status first: whoever sees the records finds the status already consistent.
+        self.publish_status();
+        if was != Some(false) {
             let msg = format!("DALI bus {} is down: {error}", self.name);
             self.event(
                 "device_down",
@@ -561,7 +563,6 @@ impl Runner {
                 self.offer(p, None, Quality::Bad).await;
             }
         }
-        self.publish_status();
     }
 
     async fn mark_up(&mut self) {
@@ -569,9 +570,9 @@ impl Runner {
             .device_up
             .with_label_values(&[&self.name, "dali"])
             .set(1);
-        let was_down = self.up == Some(false);
-        self.up = Some(true);
+        let was_down = self.up.replace(true) == Some(false);
         self.last_error = None;
+        self.publish_status();
         if was_down {
             let msg = format!("DALI bus {} answers again", self.name);
             self.event(
@@ -583,7 +584,6 @@ impl Runner {
             .await;
         }
         tracing::info!(bus = %self.name, "DALI bus up");
-        self.publish_status();
     }
 
     /// While the line is down: answer requests (failed) until `until`; true = stop.

@@ -317,3 +317,92 @@ async fn bus_task_against_the_atx_hat_emulator() {
         .expect("the bus task stops on shutdown")
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hat_gone_is_one_device_down_and_back_is_device_up() {
+    // The bus's port is a symlink to the emulator's pty, so a new emulator can take its place.
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("ttyDALI");
+    let emu = Emulator::spawn(&["--gear", "2"]);
+    std::os::unix::fs::symlink(&emu.port, &link).unwrap();
+    let cfg = DaliBus {
+        name: "bus-r".into(),
+        interface: DaliInterface::AtxHat { port: link.clone() },
+        poll: Duration::from_millis(200),
+        energy_poll: Duration::from_secs(600),
+        groups: vec![],
+        rated_power_w: None,
+    };
+    let opts = BusOptions {
+        reply_timeout: Duration::from_secs(2),
+        backoff_min: Duration::from_millis(100),
+        backoff_max: Duration::from_millis(400),
+        ..BusOptions::with_storage(dir.path())
+    };
+    let (rec_tx, records) = mpsc::channel(1024);
+    let (requests, req_rx) = mpsc::channel(4);
+    let (status_tx, status) = watch::channel(BusStatus::default());
+    let (stop, stop_rx) = watch::channel(false);
+    let metrics = Metrics::new("test");
+    let handle = tokio::spawn(run_bus(
+        cfg,
+        opts,
+        rec_tx,
+        metrics.clone(),
+        req_rx,
+        status_tx,
+        stop_rx,
+    ));
+    let mut t = Task {
+        records,
+        seen: Vec::new(),
+        requests,
+        status,
+        stop,
+        handle,
+    };
+    t.point("bus-r/1/level", |_| true).await;
+
+    // The HAT goes away: one device_down, the points turn bad, requests fail. The link goes
+    // first: a freed /dev/pts/N is soon reused by some other process's pty.
+    std::fs::remove_file(&link).unwrap();
+    drop(emu);
+    let down = t.event("device_down", "bus-r").await;
+    assert_eq!(down.severity, Severity::Major);
+    t.point("bus-r/1/level", |p| p.quality == Quality::Bad)
+        .await;
+    let st = t.status.borrow().clone();
+    assert_eq!(st.up, Some(false), "{st:?} {:#?}", t.seen);
+    let e = t.light(LightTarget::All, set(20.0)).await.unwrap_err();
+    assert!(!e.is_rejection(), "{e}");
+
+    // It comes back (retries meanwhile fail to open the dead pty without new events).
+    let emu = Emulator::spawn(&["--gear", "2"]);
+    std::os::unix::fs::symlink(&emu.port, &link).unwrap();
+    t.event("device_up", "bus-r").await;
+    t.point("bus-r/1/level", |p| p.quality == Quality::Good)
+        .await;
+    let downs = t
+        .seen
+        .iter()
+        .filter(|r| matches!(r, RecordBody::Event(e) if e.kind == "device_down"))
+        .count();
+    assert_eq!(downs, 1);
+    // The supervisor's state survived the outage: no second gear_found.
+    let found = t
+        .seen
+        .iter()
+        .filter(|r| matches!(r, RecordBody::Event(e) if e.kind == "gear_found"))
+        .count();
+    assert_eq!(found, 2);
+    let text = metrics.render();
+    assert!(
+        text.contains("cabinetd_device_up{device=\"bus-r\",protocol=\"dali\"} 1"),
+        "{text}"
+    );
+    t.stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), t.handle)
+        .await
+        .expect("the bus task stops on shutdown")
+        .unwrap();
+}
