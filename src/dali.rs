@@ -388,15 +388,11 @@ async fn sleep_until_opt(at: Option<Instant>) {
 impl Runner {
     fn new(
         cfg: DaliBus,
-        mut opts: BusOptions,
+        opts: BusOptions,
         records: mpsc::Sender<RecordBody>,
         metrics: Metrics,
         status: watch::Sender<BusStatus>,
     ) -> Self {
-        if let (DaliInterface::Sim { luminaires }, None) = (&cfg.interface, &opts.sim) {
-            // Built once: the simulated line keeps its state across a (theoretical) reopen.
-            opts.sim = Some(SimBus::with_gear((*luminaires).min(64), 0).0);
-        }
         let mut groups = Groups::new();
         let mut bitmaps: BTreeMap<u8, u16> = BTreeMap::new();
         let mut configured = BTreeSet::new();
@@ -454,14 +450,16 @@ impl Runner {
                 self.lock = Some(try_lock(dir, &self.name).map_err(|e| e.to_string())?);
             }
         }
-        let iface = match (&self.cfg.interface, &self.opts.sim) {
-            (DaliInterface::Sim { .. }, Some(sim)) => Interface::Sim(sim.clone()),
-            (DaliInterface::Sim { luminaires }, None) => {
-                Interface::open("sim", None, *luminaires)
-                    .map_err(|e| e.to_string())?
-                    .0
+        let iface = match &self.cfg.interface {
+            DaliInterface::Sim { luminaires } => {
+                // Built once: the simulated line keeps its state across a (theoretical) reopen.
+                let sim = self
+                    .opts
+                    .sim
+                    .get_or_insert_with(|| SimBus::with_gear((*luminaires).min(64), 0).0);
+                Interface::Sim(sim.clone())
             }
-            (DaliInterface::AtxHat { port }, _) => {
+            DaliInterface::AtxHat { port } => {
                 let port = port
                     .to_str()
                     .ok_or_else(|| format!("port {} is not UTF-8", port.display()))?;
@@ -1036,6 +1034,7 @@ impl Runner {
 }
 
 fn short(a: u8) -> Address {
-    // Addresses come from configuration (validated 0..=63) or from the bus itself.
-    Address::short(a.min(63)).unwrap_or(Address::Broadcast)
+    // Addresses here come from validated configuration (0..=63) or from the bus itself; the mask
+    // makes the conversion total.
+    Address::short(a & 0x3F).expect("a 6-bit value is a short address")
 }
