@@ -7,6 +7,7 @@
 pub mod command;
 pub mod config;
 pub mod daemon;
+pub mod dali;
 pub mod http;
 pub mod logging;
 pub mod metrics;
