@@ -8,6 +8,7 @@ pub mod command;
 pub mod config;
 pub mod daemon;
 pub mod http;
+pub mod lighting;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
