@@ -21,6 +21,8 @@ pub mod astro;
 pub mod energy;
 pub mod plan;
 pub mod programme;
+#[cfg(test)]
+mod tests;
 
 pub use plan::{plan_cli, plan_night, print_plan, Night, Plan, Polar, Step};
 pub use programme::{Luminaire, Programme};
@@ -154,7 +156,7 @@ pub fn parse_step_time(s: &str) -> Result<StepTime, String> {
 }
 
 #[cfg(test)]
-mod tests {
+mod parse_tests {
     use super::*;
 
     #[test]

@@ -229,8 +229,15 @@ impl Programme {
                 },
             ));
         }
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        if let (Some(dawn), false) = (night.dawn.instant(), out.is_empty()) {
+        out.sort_by_key(|a| a.0);
+        // The night ends at dawn, or at solar midnight when the sun stops setting (polar day
+        // begins); only a polar night continues into the next one with the luminaires on.
+        let night_end = match night.dawn {
+            SunEvent::At(t) => Some(t),
+            SunEvent::AlwaysUp => Some(end),
+            SunEvent::AlwaysDown => None,
+        };
+        if let (Some(dawn), false) = (night_end, out.is_empty()) {
             let morning = out.iter().any(|(_, s)| s.at >= dawn);
             let last = &out[out.len() - 1].1;
             let all_off = |s: &Step| s.target == LightTarget::All && s.level_percent == 0.0;
@@ -362,7 +369,7 @@ impl Programme {
                 }
             }
         }
-        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found.sort_by_key(|a| a.0);
         let t = found.first()?.0 .0;
         Some((t, found.into_iter().map(|(_, s)| s).collect()))
     }
