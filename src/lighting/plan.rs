@@ -99,7 +99,7 @@ pub fn plan_night(cfg: &Config, date: Date) -> Result<Plan, PlanError> {
 }
 
 fn ts(t: Timestamp) -> String {
-    // Every instant a plan holds is within SystemTime's range (years 1970..9999 at worst).
+    // SystemTime spans jiff's whole range on Unix; the fallback is only for exotic targets.
     format_ts(SystemTime::try_from(t).unwrap_or(SystemTime::UNIX_EPOCH))
 }
 
