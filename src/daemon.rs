@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 
 use crate::command::{self, Action, Seen};
 use crate::config::{self, Config, Source};
+use crate::lighting::run::LightRouter;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::outbox::{Outbox, OutboxOptions};
@@ -188,7 +189,12 @@ pub fn render_status(doc: &serde_json::Value) -> String {
         } else {
             "DISCONNECTED"
         },
-        s(&u["broker"]),
+        // While never connected the uplink names no broker: show the first one it tries.
+        if u["broker"].is_null() {
+            s(&doc["brokers"][0])
+        } else {
+            s(&u["broker"])
+        },
         s(&u["last_error"])
     );
     let o = &doc["outbox"];
@@ -230,6 +236,7 @@ struct Equipment {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     writers: BTreeMap<String, mpsc::Sender<cabinetd_modbus::WriteRequest>>,
+    lights: LightRouter,
 }
 
 impl Equipment {
@@ -272,6 +279,18 @@ impl Equipment {
                     },
                 );
             }
+            for bus in &cfg.dali {
+                devices.by_name.insert(
+                    bus.name.clone(),
+                    DeviceState {
+                        protocol: "dali",
+                        up: None,
+                        last_poll: None,
+                        last_error: None,
+                        points: 0,
+                    },
+                );
+            }
             for dev in &cfg.modbus {
                 devices.by_name.insert(
                     dev.spec.name.clone(),
@@ -302,10 +321,44 @@ impl Equipment {
                 shared.clone(),
             )));
         }
+        let mut lights = LightRouter::default();
+        for bus in &cfg.dali {
+            let (req_tx, req_rx) = mpsc::channel(16);
+            let (status_tx, status_rx) = watch::channel(crate::dali::BusStatus::default());
+            lights.add(bus, req_tx);
+            tasks.push(tokio::spawn(crate::dali::run_bus(
+                bus.clone(),
+                crate::dali::BusOptions::with_storage(&cfg.storage.path),
+                records.clone(),
+                shared.metrics.clone(),
+                req_rx,
+                status_tx,
+                stop_rx.clone(),
+            )));
+            tasks.push(tokio::spawn(watch_dali(
+                bus.name.clone(),
+                status_rx,
+                shared.clone(),
+                stop_rx.clone(),
+            )));
+        }
+        match crate::lighting::Programme::from_config(cfg) {
+            Ok(programme) if !programme.is_empty() && !cfg.dali.is_empty() => {
+                tasks.push(tokio::spawn(crate::lighting::run::run_programme(
+                    programme,
+                    crate::lighting::run::programmed_targets(cfg),
+                    lights.clone(),
+                    stop_rx.clone(),
+                )));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "lighting programme not started"),
+        }
         Ok(Equipment {
             stop,
             tasks,
             writers,
+            lights,
         })
     }
 
@@ -457,6 +510,34 @@ async fn bridge_modbus(
     }
 }
 
+/// Mirror a DALI bus's status into `/status`; every change proves its task makes progress.
+async fn watch_dali(
+    name: String,
+    mut status: watch::Receiver<crate::dali::BusStatus>,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            changed = status.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let st = status.borrow_and_update().clone();
+                shared.poll_beats.fetch_add(1, Ordering::Relaxed);
+                shared.device(&name, |d| {
+                    d.up = st.up;
+                    d.last_poll = st.last_poll;
+                    d.last_error = st.last_error.clone();
+                    // Each luminaire found carries its points (level, failures, present, …).
+                    d.points = st.gear;
+                });
+            }
+            _ = crate::stopped(&mut stop) => return,
+        }
+    }
+}
+
 /// Append every produced record to the outbox; beats once a second even when idle.
 async fn recorder(mut rx: mpsc::Receiver<RecordBody>, shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -484,6 +565,25 @@ struct Liveness {
     last_beats: u64,
     last_change: Instant,
     window: Duration,
+}
+
+/// Within how long the device tasks must have reported: a Modbus task reports once per poll
+/// (a reading or a failure), within poll + timeout; a DALI bus at the end of every cycle, and
+/// while its interface is down at every retry (at most a minute apart). Three of the slowest.
+fn polling_window(cfg: &Config) -> Duration {
+    let modbus = cfg
+        .modbus
+        .iter()
+        .map(|d| d.spec.poll + d.spec.timeout)
+        .max()
+        .unwrap_or_default();
+    let dali = cfg
+        .dali
+        .iter()
+        .map(|b| b.poll.max(Duration::from_secs(60)))
+        .max()
+        .unwrap_or_default();
+    PROGRESS_WINDOW.max(modbus.max(dali) * 3)
 }
 
 /// Names of the loops that made no progress within [`PROGRESS_WINDOW`] (pure, tested).
@@ -716,16 +816,7 @@ pub async fn run(files: Vec<PathBuf>, cfg: Config, notifier: Notifier) -> anyhow
             .unwrap_or(Duration::from_secs(3600)),
     );
     let mut recorder_live = Liveness::new(Instant::now(), PROGRESS_WINDOW);
-    // A device task reports at least once per poll (a reading or a failure), the slowest within
-    // its poll period plus its timeout.
-    let slowest_poll = rt
-        .cfg
-        .modbus
-        .iter()
-        .map(|d| d.spec.poll + d.spec.timeout)
-        .max()
-        .unwrap_or_default();
-    let mut polling_live = Liveness::new(Instant::now(), PROGRESS_WINDOW.max(slowest_poll * 3));
+    let mut polling_live = Liveness::new(Instant::now(), polling_window(&rt.cfg));
     let mut outage = OutageReminder::new(Instant::now());
     let mut outage_tick = tokio::time::interval(Duration::from_secs(1));
     let mut incoming = incoming;
@@ -765,7 +856,11 @@ pub async fn run(files: Vec<PathBuf>, cfg: Config, notifier: Notifier) -> anyhow
                     recorder_live.check(shared.recorder_beats.load(Ordering::Relaxed), now),
                     outbox.flusher_heartbeat(),
                     uplink_handle.heartbeat(),
-                    polling_live.check(shared.poll_beats.load(Ordering::Relaxed), now) || rt.cfg.modbus.is_empty(),
+                    {
+                        polling_live.window = polling_window(&rt.cfg);
+                        polling_live.check(shared.poll_beats.load(Ordering::Relaxed), now)
+                            || (rt.cfg.modbus.is_empty() && rt.cfg.dali.is_empty())
+                    },
                 );
                 if stalled.is_empty() && !http_task.is_finished() {
                     let _ = notifier.notify("WATCHDOG=1");
@@ -1106,14 +1201,26 @@ impl Runtime {
                     let _ = results.send(r).await;
                 });
             }
-            Action::LightSet { .. } | Action::LightRelease { .. } => {
-                let r = command::result(
-                    &cmd.id,
-                    CommandStatus::Rejected,
-                    "field `args.target`: no DALI bus is configured on this cabinet",
+            Action::LightSet {
+                target,
+                level_percent,
+                fade_s,
+                hold_s,
+            } => {
+                let action = crate::dali::LightAction::Set {
+                    level_percent,
+                    fade_s,
+                    hold_s,
+                };
+                self.spawn_light(cmd.id, "light.set", target, action);
+            }
+            Action::LightRelease { target } => {
+                self.spawn_light(
+                    cmd.id,
+                    "light.release",
+                    target,
+                    crate::dali::LightAction::Release,
                 );
-                self.count(action, r.status);
-                self.finish(r).await;
             }
             Action::CameraGotoPreset { camera, .. }
             | Action::CameraReboot { camera }
@@ -1129,6 +1236,37 @@ impl Runtime {
                 self.finish(r).await;
             }
         }
+    }
+
+    /// Run a light command on the buses it concerns, off the main loop (DALI is slow).
+    fn spawn_light(
+        &self,
+        id: String,
+        action_name: &'static str,
+        target: command::LightTarget,
+        action: crate::dali::LightAction,
+    ) {
+        let router = self
+            .equipment
+            .as_ref()
+            .map(|e| e.lights.clone())
+            .unwrap_or_default();
+        let results = self.results_tx.clone();
+        let metrics = self.shared.metrics.clone();
+        tokio::spawn(async move {
+            let r = match router.send(&target, action).await {
+                Ok(()) => command::result(&id, CommandStatus::Succeeded, ""),
+                Err(e) if e.is_rejection() => {
+                    command::result(&id, CommandStatus::Rejected, e.to_string())
+                }
+                Err(e) => command::result(&id, CommandStatus::Failed, e.to_string()),
+            };
+            metrics
+                .commands_total
+                .with_label_values(&[action_name, status_str(r.status)])
+                .inc();
+            let _ = results.send(r).await;
+        });
     }
 
     fn count(&self, action: &str, status: CommandStatus) {

@@ -105,8 +105,15 @@ pub enum LightAction {
         /// Release automatically after this many seconds.
         hold_s: Option<f64>,
     },
-    /// Back to the level before the first override (there is no programme yet).
+    /// Back to the programme's level (or, where the programme has not spoken yet, to the level
+    /// before the first override).
     Release,
+    /// The lighting programme's level for the target. Gear under a central override keep the
+    /// override; the programme level becomes what a release returns them to.
+    Programme {
+        /// 0..=100 % of full output.
+        level_percent: f64,
+    },
 }
 
 /// Why a light request did not succeed.
@@ -867,6 +874,9 @@ impl Runner {
                 hold_s,
             } => self.set(bus, scope, level_percent, fade_s, hold_s).await,
             LightAction::Release => self.release(bus, scope).await,
+            LightAction::Programme { level_percent } => {
+                self.programme(bus, scope, level_percent).await
+            }
         };
         self.poll_soon = true;
         match outcome {
@@ -948,6 +958,44 @@ impl Runner {
         let hold_until = hold_s.map(|h| Instant::now() + Duration::from_secs_f64(h));
         self.overrides.set(scope, hold_until, &self.groups);
         tracing::info!(bus = %self.name, ?scope, level_percent, arc, ?fade_s, ?hold_s, "light set");
+        Ok(Ok(()))
+    }
+
+    /// A programme step: overridden gear only remember the level for their release; the others
+    /// get it now, in one frame when none of the scope is overridden.
+    async fn programme(
+        &mut self,
+        bus: &mut Line,
+        scope: Scope,
+        level_percent: f64,
+    ) -> Result<Result<(), LightError>, String> {
+        let present: Vec<u8> = self.present.iter().copied().collect();
+        let reached = scope.addresses(&present, &self.groups);
+        let arc = percent_to_arc(level_percent);
+        let (overridden, free): (Vec<u8>, Vec<u8>) = reached
+            .iter()
+            .partition(|a| self.overrides.saved(**a).is_some());
+        for a in &overridden {
+            self.overrides.replace_saved(*a, arc);
+        }
+        let targets: Vec<Address> = if overridden.is_empty() {
+            vec![match scope {
+                Scope::All => Address::Broadcast,
+                Scope::Group(g) => Address::group(g).map_err(|e| e.to_string())?,
+                Scope::Gear(a) => short(a),
+            }]
+        } else {
+            free.iter().map(|a| short(*a)).collect()
+        };
+        for target in targets {
+            if let Err(e) = bus.set_level(target, level_percent, None).await {
+                return match OpError::from(e) {
+                    OpError::Transport(e) => Err(e),
+                    OpError::Other(e) => Ok(Err(LightError::Failed(e))),
+                };
+            }
+        }
+        tracing::info!(bus = %self.name, ?scope, level_percent, kept_overrides = overridden.len(), "programme step");
         Ok(Ok(()))
     }
 

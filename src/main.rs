@@ -52,6 +52,17 @@ enum Command {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Print the lighting plan of the night that starts on DATE, as JSON lines (SPEC §1).
+    Plan {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The date the night starts on, YYYY-MM-DD.
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        date: String,
+    },
+    /// DALI tools for the technician at the cabinet.
+    #[command(subcommand)]
+    Dali(DaliCommand),
     /// Ask the running daemon for its status and print it for a person.
     Status {
         /// Address of the daemon's HTTP endpoint.
@@ -60,6 +71,25 @@ enum Command {
         /// Print the raw JSON document instead.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DaliCommand {
+    /// Give short addresses to the gear of a bus (random-address binary search), with progress.
+    /// Refuses while the daemon holds the bus: stop cabinetd first.
+    Commission {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// The `[[dali]]` bus to commission.
+        #[arg(long)]
+        bus: String,
+        /// Readdress every gear (all short addresses are deleted and given again).
+        #[arg(long, conflicts_with = "unaddressed")]
+        all: bool,
+        /// Only gear without a short address (the default).
+        #[arg(long)]
+        unaddressed: bool,
     },
 }
 
@@ -86,6 +116,13 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => check_config(&config),
         Command::Run { config, log_format } => run(&config, log_format.as_deref()),
         Command::Status { http, json } => status(&http, json),
+        Command::Plan { config, date } => plan(&config, &date),
+        Command::Dali(DaliCommand::Commission {
+            config,
+            bus,
+            all,
+            unaddressed: _,
+        }) => commission(&config, &bus, all),
     }
 }
 
@@ -190,6 +227,62 @@ fn status(http: &str, json: bool) -> ExitCode {
         }
         Err(e) => {
             eprintln!("unexpected /status document ({e}): {body}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn plan(args: &ConfigArgs, date: &str) -> ExitCode {
+    let (_, cfg) = match load(args) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let stdout = std::io::stdout();
+    match cabinetd::lighting::plan_cli(&cfg, date, &mut stdout.lock()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(
+            e @ (cabinetd::lighting::PlanError::Date { .. }
+            | cabinetd::lighting::PlanError::TimeZone { .. }),
+        ) => {
+            eprintln!("cabinetd plan: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Err(e) => {
+            eprintln!("cabinetd plan: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn commission(args: &ConfigArgs, bus: &str, all: bool) -> ExitCode {
+    let (_, cfg) = match load(args) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    if !cfg.dali.iter().any(|b| b.name == bus) {
+        let known: Vec<&str> = cfg.dali.iter().map(|b| b.name.as_str()).collect();
+        eprintln!(
+            "cabinetd dali commission: --bus {bus:?}: no such [[dali]] bus (configured: {known:?})"
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    cabinetd::logging::init(&cfg.log.filter, cfg.log.format);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    match runtime.block_on(cabinetd::dali::commission_cli(&cfg, bus, all, &mut out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cabinetd dali commission: {e:#}");
             ExitCode::FAILURE
         }
     }

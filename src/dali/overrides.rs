@@ -1,7 +1,8 @@
 //! Override bookkeeping of `light.set` / `light.release` on one bus (pure, no I/O).
 //!
-//! There is no lighting programme in the daemon yet, so "back to the programme" means: back to
-//! the level each gear had **before the first override** that touched it. Invariants:
+//! "Back to the programme" means: back to the level each gear had **before the first override**
+//! that touched it, updated by every programme step that reached it while overridden
+//! ([`Overrides::replace_saved`]). Invariants:
 //! - a gear's saved level is taken once, before the first override reaching it, and is kept
 //!   through later overrides until a release covering that gear restores it (then forgotten);
 //! - a hold belongs to the target it was set with; a later `light.set` or `light.release` whose
@@ -75,6 +76,13 @@ impl Overrides {
     /// level is kept.
     pub fn save(&mut self, address: u8, arc: u8) {
         self.saved.entry(address).or_insert(arc);
+    }
+
+    /// Replaces the saved level of an overridden gear (the programme moved on meanwhile).
+    pub fn replace_saved(&mut self, address: u8, arc: u8) {
+        if let Some(level) = self.saved.get_mut(&address) {
+            *level = arc;
+        }
     }
 
     /// The saved level of a gear.

@@ -21,6 +21,7 @@ pub mod astro;
 pub mod energy;
 pub mod plan;
 pub mod programme;
+pub mod run;
 #[cfg(test)]
 mod tests;
 
