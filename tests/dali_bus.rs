@@ -4,9 +4,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{ChildStdin, Command, Stdio};
-use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
 use cabinetd::command::LightTarget;
@@ -16,74 +13,12 @@ use cabinetd::metrics::Metrics;
 use cabinetd::record::{Event, Quality, RecordBody, Severity, Telemetry};
 use cabinetd_dali::percent_to_arc;
 use serde_json::json;
-use support::ChildGuard;
+use support::AtxEmulator as Emulator;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 /// Deadline of every wait: the peer is a Python process on a shared, busy machine.
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// The emulator with its control channel (stdin commands, stdout answers).
-struct Emulator {
-    _child: ChildGuard,
-    stdin: ChildStdin,
-    lines: std_mpsc::Receiver<String>,
-    port: String,
-}
-
-impl Emulator {
-    fn spawn(args: &[&str]) -> Emulator {
-        let mut cmd = Command::new(support::python());
-        cmd.arg(support::root().join("tests/peers/atx_hat_emulator.py"))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = ChildGuard::spawn("atx_hat_emulator.py", &mut cmd);
-        let stdin = child.child.stdin.take().expect("piped stdin");
-        let stdout = child.child.stdout.take().expect("piped stdout");
-        let (tx, lines) = std_mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let ready = lines
-            .recv_timeout(DEADLINE)
-            .expect("emulator prints READY within the deadline");
-        let port = ready
-            .strip_prefix("READY ")
-            .unwrap_or_else(|| panic!("emulator said {ready:?} instead of READY"))
-            .to_owned();
-        Emulator {
-            _child: child,
-            stdin,
-            lines,
-            port,
-        }
-    }
-
-    /// One control command; returns what follows `OK `.
-    fn control(&mut self, line: &str) -> String {
-        writeln!(self.stdin, "{line}").expect("write to the emulator");
-        self.stdin.flush().expect("flush the emulator's stdin");
-        let reply = self
-            .lines
-            .recv_timeout(DEADLINE)
-            .expect("the emulator answers its control channel");
-        match reply.strip_prefix("OK") {
-            Some(rest) => rest.trim_start().to_owned(),
-            None => panic!("emulator refused {line:?}: {reply}"),
-        }
-    }
-
-    /// The emulator's own view of one gear.
-    fn state(&mut self, short: u8) -> serde_json::Value {
-        serde_json::from_str(&self.control(&format!("state {short}"))).expect("state is JSON")
-    }
-}
 
 struct Task {
     records: mpsc::Receiver<RecordBody>,

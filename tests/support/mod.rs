@@ -5,10 +5,10 @@
 //! Adapter crates include this file with `#[path = "../../../tests/support/mod.rs"] mod support;`.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -553,4 +553,66 @@ pub fn seqs(probe: &MqttProbe, suffix: &str) -> Vec<u64> {
         .iter()
         .map(|(r, _)| r["seq"].as_u64().expect("seq"))
         .collect()
+}
+
+/// The ATX DALI HAT emulator (python-dali fake gear on a pty) with its control channel (stdin commands, stdout answers).
+pub struct AtxEmulator {
+    _child: ChildGuard,
+    stdin: ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+    pub port: String,
+}
+
+impl AtxEmulator {
+    pub fn spawn(args: &[&str]) -> AtxEmulator {
+        let mut cmd = Command::new(python());
+        cmd.arg(root().join("tests/peers/atx_hat_emulator.py"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = ChildGuard::spawn("atx_hat_emulator.py", &mut cmd);
+        let stdin = child.child.stdin.take().expect("piped stdin");
+        let stdout = child.child.stdout.take().expect("piped stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let ready = lines
+            .recv_timeout(Duration::from_secs(60))
+            .expect("emulator prints READY within the deadline");
+        let port = ready
+            .strip_prefix("READY ")
+            .unwrap_or_else(|| panic!("emulator said {ready:?} instead of READY"))
+            .to_owned();
+        AtxEmulator {
+            _child: child,
+            stdin,
+            lines,
+            port,
+        }
+    }
+
+    /// One control command; returns what follows `OK `.
+    pub fn control(&mut self, line: &str) -> String {
+        writeln!(self.stdin, "{line}").expect("write to the emulator");
+        self.stdin.flush().expect("flush the emulator's stdin");
+        let reply = self
+            .lines
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the emulator answers its control channel");
+        match reply.strip_prefix("OK") {
+            Some(rest) => rest.trim_start().to_owned(),
+            None => panic!("emulator refused {line:?}: {reply}"),
+        }
+    }
+
+    /// The emulator's own view of one gear.
+    pub fn state(&mut self, short: u8) -> serde_json::Value {
+        serde_json::from_str(&self.control(&format!("state {short}"))).expect("state is JSON")
+    }
 }
