@@ -138,13 +138,35 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub fn start() -> Self {
+        Self::start_conf("")
+    }
+
+    /// A broker that checks `user`'s password (anonymous clients, like the probe, still allowed).
+    pub fn start_with_user(user: &str, password: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let passwd = dir.path().join("passwd");
+        let ok = Command::new("mosquitto_passwd")
+            .arg("-c")
+            .arg("-b")
+            .arg(&passwd)
+            .args([user, password])
+            .status()
+            .expect("mosquitto_passwd (Debian package mosquitto)");
+        assert!(ok.success());
+        let m = Self::start_conf(&format!("password_file {}\n", passwd.display()));
+        // Keep the password file alive as long as the broker.
+        std::mem::forget(dir);
+        m
+    }
+
+    fn start_conf(extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nmax_inflight_messages 0\nmax_queued_messages 0\nlog_dest none\n",
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nautosave_interval 1\nmax_inflight_messages 0\nmax_queued_messages 0\nlog_dest none\n{extra}",
                 dir.path().display()
             ),
         )
@@ -383,6 +405,10 @@ pub struct Daemon {
     pub http: String,
     pub config: PathBuf,
     pub dir: tempfile::TempDir,
+    /// Where stderr (the log) goes; `None` = inherited (shown with the test's output).
+    pub log: Option<PathBuf>,
+    /// Extra arguments of `cabinetd run`.
+    pub args: Vec<String>,
 }
 
 /// The base config every test daemon shares: cabinet `test-cab`, storage and HTTP in `dir`.
@@ -444,22 +470,74 @@ impl Daemon {
         let base = edit(base_config(dir.path(), broker_port, http_port));
         std::fs::write(&config, format!("{base}\n{extra}")).unwrap();
         let mut d = Daemon {
-            proc: Self::spawn(&config, env),
+            proc: Self::spawn(&config, env, None, &[]),
             http: format!("127.0.0.1:{http_port}"),
             config,
             dir,
+            log: None,
+            args: Vec::new(),
         };
         d.wait_ready();
         d
     }
 
-    fn spawn(config: &Path, env: &[(&str, &str)]) -> ChildGuard {
+    /// Start with the log captured in `dir/daemon.log` and extra `run` arguments.
+    pub fn start_logged(broker_port: u16, extra: &str, args: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let http_port = free_port();
+        let config = dir.path().join("cabinetd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "{}\n{extra}",
+                base_config(dir.path(), broker_port, http_port)
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("daemon.log");
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let mut d = Daemon {
+            proc: Self::spawn(&config, &[], Some(&log), &args),
+            http: format!("127.0.0.1:{http_port}"),
+            config,
+            dir,
+            log: Some(log),
+            args,
+        };
+        d.wait_ready();
+        d
+    }
+
+    /// The captured log so far (empty when not captured).
+    pub fn log_text(&self) -> String {
+        self.log
+            .as_ref()
+            .map(|p| std::fs::read_to_string(p).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    fn spawn(
+        config: &Path,
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+        args: &[String],
+    ) -> ChildGuard {
         let mut cmd = Command::new(cabinetd_bin());
         cmd.arg("run")
             .arg("--config")
             .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .args(args)
+            .stdout(Stdio::null());
+        match log {
+            Some(path) => cmd.stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .unwrap(),
+            ),
+            None => cmd.stderr(Stdio::inherit()),
+        };
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -468,7 +546,7 @@ impl Daemon {
 
     /// Start again on the same state directory and config (after a kill or stop).
     pub fn restart(&mut self) {
-        self.proc = Self::spawn(&self.config, &[]);
+        self.proc = Self::spawn(&self.config, &[], self.log.as_deref(), &self.args);
         self.wait_ready();
     }
 
