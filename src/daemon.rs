@@ -65,6 +65,8 @@ struct Shared {
     ready: AtomicBool,
     /// Configured brokers as `mqtt[s]://host:port`, in failover order.
     brokers: Vec<String>,
+    /// The night's energy bookkeeping (`None` without DALI buses).
+    energy: Mutex<Option<crate::lighting::accountant::EnergyAccountant>>,
     /// Outcome of the last SIGHUP reload, for `/status`.
     last_reload: Mutex<Option<serde_json::Value>>,
     /// Bumped by the device bridges on every report of their device task.
@@ -539,12 +541,24 @@ async fn watch_dali(
 }
 
 /// Append every produced record to the outbox; beats once a second even when idle.
+/// Cheap pre-filter before taking the accountant's lock: levels, D4i counters, Modbus meters.
+fn is_energy_input(point: &str) -> bool {
+    point.ends_with("/level") || point.ends_with("/energy_wh") || point.contains("energy")
+}
+
 async fn recorder(mut rx: mpsc::Receiver<RecordBody>, shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tokio::select! {
             r = rx.recv() => match r {
                 Some(body) => {
+                    if let RecordBody::Telemetry(t) = &body {
+                        if t.quality == Quality::Good && is_energy_input(&t.point) {
+                            if let (Some(acc), Ok(at)) = (shared.energy.lock().unwrap().as_mut(), jiff::Timestamp::try_from(t.ts)) {
+                                acc.observe(&t.point, &t.value, at);
+                            }
+                        }
+                    }
                     if let Err(e) = shared.outbox.append(&body) {
                         tracing::error!(error = %e, stream = %body.stream(), "cannot store a record");
                     }
@@ -718,6 +732,7 @@ pub async fn run(files: Vec<PathBuf>, cfg: Config, notifier: Notifier) -> anyhow
         recorder_beats: AtomicU64::new(0),
         poll_beats: AtomicU64::new(0),
         last_reload: Mutex::new(None),
+        energy: Mutex::new(crate::lighting::accountant::EnergyAccountant::new(&cfg)),
         brokers: cfg
             .uplink
             .brokers
@@ -819,6 +834,7 @@ pub async fn run(files: Vec<PathBuf>, cfg: Config, notifier: Notifier) -> anyhow
     let mut polling_live = Liveness::new(Instant::now(), polling_window(&rt.cfg));
     let mut outage = OutageReminder::new(Instant::now());
     let mut outage_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut energy_tick = tokio::time::interval(Duration::from_secs(60));
     let mut incoming = incoming;
 
     loop {
@@ -831,6 +847,31 @@ pub async fn run(files: Vec<PathBuf>, cfg: Config, notifier: Notifier) -> anyhow
                 None => { tracing::error!("uplink task ended unexpectedly"); break; }
             },
             Some(result) = results_rx.recv() => rt.finish(result).await,
+            _ = energy_tick.tick() => {
+                let due = shared.energy.lock().unwrap().as_mut().map(|acc| acc.due(jiff::Timestamp::now()));
+                match due {
+                    Some(crate::lighting::accountant::Due::Report(e)) => {
+                        let data = e.data();
+                        tracing::info!(%data, "energy of the night");
+                        rt.push(RecordBody::Event(Event {
+                            ts: SystemTime::now(),
+                            kind: "energy_daily".into(),
+                            severity: Severity::Info,
+                            source: "cabinetd".into(),
+                            message: format!(
+                                "night of {}: {} kWh against {} kWh at full power ({})",
+                                data["date"].as_str().unwrap_or(""), data["kwh"], data["baseline_kwh"], data["source"].as_str().unwrap_or("")
+                            ),
+                            data,
+                        }))
+                        .await;
+                    }
+                    Some(crate::lighting::accountant::Due::Unaccountable(date, why)) => {
+                        tracing::warn!(%date, %why, "no energy_daily for this night");
+                    }
+                    _ => {}
+                }
+            }
             _ = outage_tick.tick() => {
                 let st = uplink_handle.status();
                 if let Some(down_for) = outage.observe(st.connected, Instant::now()) {
@@ -981,6 +1022,14 @@ impl Runtime {
         match Equipment::start(&new, &self.shared, &self.records).await {
             Ok(eq) => {
                 self.equipment = Some(eq);
+                if new.dali != self.cfg.dali
+                    || new.lighting != self.cfg.lighting
+                    || new.modbus != self.cfg.modbus
+                {
+                    // The luminaires or the meter changed: account from now on with the new set.
+                    *self.shared.energy.lock().unwrap() =
+                        crate::lighting::accountant::EnergyAccountant::new(&new);
+                }
                 *self.shared.config_version.lock().unwrap() = new.version.clone();
                 tracing::info!(config_version = %new.version, "configuration applied");
                 self.cfg = new;

@@ -57,6 +57,11 @@ fn round(x: f64, digits: i32) -> f64 {
 }
 
 impl EnergyDaily {
+    /// The same figure against another baseline (savings recomputed).
+    pub fn with_baseline(self, baseline_kwh: f64) -> EnergyDaily {
+        EnergyDaily::new(self.date, self.kwh, baseline_kwh, self.source)
+    }
+
     fn new(date: Date, kwh: f64, baseline_kwh: f64, source: Source) -> EnergyDaily {
         let savings_percent = (baseline_kwh > 0.0).then(|| 100.0 * (1.0 - kwh / baseline_kwh));
         EnergyDaily {

@@ -17,6 +17,7 @@
 //! zone, so a cabinet with a broken tzdata still keeps local time and tests do not depend on
 //! the host.
 
+pub mod accountant;
 pub mod astro;
 pub mod energy;
 pub mod plan;
