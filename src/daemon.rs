@@ -686,6 +686,90 @@ impl OutageReminder {
     }
 }
 
+/// The first section whose change needs a restart (the store, the uplink session, the HTTP
+/// socket and the cabinet's identity are not swapped while running).
+fn restart_section(old: &Config, new: &Config) -> Option<&'static str> {
+    [
+        ("cabinet", old.cabinet != new.cabinet),
+        ("storage", old.storage != new.storage),
+        ("uplink", old.uplink != new.uplink),
+        ("http", old.http != new.http),
+    ]
+    .into_iter()
+    .find_map(|(section, changed)| changed.then_some(section))
+}
+
+/// Where the last accepted desired configuration is kept, so a restart keeps what central set.
+fn desired_path(storage: &std::path::Path) -> PathBuf {
+    storage.join("desired-config.json")
+}
+
+/// The stored desired document: its version and its TOML as a source named `<desired>`.
+fn load_desired_sources(storage: &std::path::Path) -> Option<(String, Vec<Source>)> {
+    let bytes = std::fs::read(desired_path(storage)).ok()?;
+    let doc: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let version = doc["version"].as_str()?.to_owned();
+    let text = doc["config"].as_str()?.to_owned();
+    Some((
+        version,
+        vec![Source {
+            name: "<desired>".into(),
+            text,
+        }],
+    ))
+}
+
+/// The files merged with a desired document (last), named by the desired version.
+fn files_plus(
+    files: &[PathBuf],
+    desired: &[Source],
+    version: &str,
+) -> Result<Config, config::ConfigErrors> {
+    let mut sources = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).map_err(|e| {
+            config::ConfigErrors(vec![config::ConfigError {
+                file: f.display().to_string(),
+                line: 1,
+                col: 1,
+                message: format!("cannot read: {e}"),
+            }])
+        })?;
+        sources.push(Source {
+            name: f.display().to_string(),
+            text,
+        });
+    }
+    sources.extend_from_slice(desired);
+    let mut cfg = config::load_sources(&sources)?;
+    cfg.version = version.to_owned();
+    Ok(cfg)
+}
+
+/// At start: the files plus the stored desired document, when it is still valid on top of them
+/// and changes nothing that needs a restart; otherwise the files alone, with the reason logged.
+fn with_stored_desired(files: &[PathBuf], cfg: Config) -> Config {
+    let Some((version, sources)) = load_desired_sources(&cfg.storage.path) else {
+        return cfg;
+    };
+    match files_plus(files, &sources, &version) {
+        Ok(merged) => match restart_section(&cfg, &merged) {
+            None => {
+                tracing::info!(%version, "desired configuration restored");
+                merged
+            }
+            Some(section) => {
+                tracing::error!(%version, section, "stored desired configuration changes a section it may not; not applied");
+                cfg
+            }
+        },
+        Err(errors) => {
+            tracing::error!(%version, %errors, "stored desired configuration invalid on top of the files; not applied");
+            cfg
+        }
+    }
+}
+
 /// Mutable runtime state owned by the main loop.
 struct Runtime {
     files: Vec<PathBuf>,
@@ -699,6 +783,7 @@ struct Runtime {
 
 /// Run the daemon until SIGTERM/SIGINT.
 pub async fn run(files: Vec<PathBuf>, cfg: Config, notifier: Notifier) -> anyhow::Result<()> {
+    let cfg = with_stored_desired(&files, cfg);
     let boot_id = uuid::Uuid::new_v4().to_string();
     let metrics = Metrics::new(env!("CARGO_PKG_VERSION"));
     metrics
@@ -809,7 +894,6 @@ pub async fn run(files: Vec<PathBuf>, cfg: Config, notifier: Notifier) -> anyhow
         ledger: command::Ledger::default(),
         results_tx,
     };
-    rt.restore_desired().await;
 
     shared.ready.store(true, Ordering::Relaxed);
     let _ = notifier.notify(&format!(
@@ -945,8 +1029,8 @@ impl Runtime {
     /// valid; otherwise keep the running configuration. The outcome shows in `/status`.
     async fn reload_files(&mut self) {
         tracing::info!("SIGHUP: re-reading configuration");
-        let loaded = match self.load_desired_sources() {
-            Some((version, sources)) => self.files_plus(&sources, &version),
+        let loaded = match load_desired_sources(&self.cfg.storage.path) {
+            Some((version, sources)) => files_plus(&self.files, &sources, &version),
             None => config::load_files(&self.files),
         };
         let outcome = match loaded {
@@ -975,43 +1059,10 @@ impl Runtime {
         }));
     }
 
-    /// Files + a desired document merged last.
-    fn files_plus(
-        &self,
-        desired: &[Source],
-        version: &str,
-    ) -> Result<Config, config::ConfigErrors> {
-        let mut sources = Vec::new();
-        for f in &self.files {
-            let text = std::fs::read_to_string(f).map_err(|e| {
-                config::ConfigErrors(vec![config::ConfigError {
-                    file: f.display().to_string(),
-                    line: 1,
-                    col: 1,
-                    message: format!("cannot read: {e}"),
-                }])
-            })?;
-            sources.push(Source {
-                name: f.display().to_string(),
-                text,
-            });
-        }
-        sources.extend_from_slice(desired);
-        let mut cfg = config::load_sources(&sources)?;
-        cfg.version = version.to_owned();
-        Ok(cfg)
-    }
-
     /// Apply a validated config atomically: refused whole if it changes what needs a restart.
     async fn apply(&mut self, new: Config) -> Result<(), String> {
         let old = &self.cfg;
-        let restart_needed = [
-            ("cabinet", old.cabinet != new.cabinet),
-            ("storage", old.storage != new.storage),
-            ("uplink", old.uplink != new.uplink),
-            ("http", old.http != new.http),
-        ];
-        if let Some((section, _)) = restart_needed.iter().find(|(_, changed)| *changed) {
+        if let Some(section) = restart_section(old, &new) {
             return Err(format!(
                 "[{section}] changed: it takes effect only after a restart"
             ));
@@ -1031,6 +1082,9 @@ impl Runtime {
                         crate::lighting::accountant::EnergyAccountant::new(&new);
                 }
                 *self.shared.config_version.lock().unwrap() = new.version.clone();
+                if let Some(u) = self.shared.uplink.lock().unwrap().as_ref() {
+                    u.set_config_version(&new.version);
+                }
                 tracing::info!(config_version = %new.version, "configuration applied");
                 self.cfg = new;
                 Ok(())
@@ -1041,41 +1095,6 @@ impl Runtime {
                     .await
                     .ok();
                 Err(format!("{e:#}"))
-            }
-        }
-    }
-
-    fn desired_path(&self) -> PathBuf {
-        self.cfg.storage.path.join("desired-config.json")
-    }
-
-    fn load_desired_sources(&self) -> Option<(String, Vec<Source>)> {
-        let bytes = std::fs::read(self.desired_path()).ok()?;
-        let doc: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-        let version = doc["version"].as_str()?.to_owned();
-        let text = doc["config"].as_str()?.to_owned();
-        Some((
-            version,
-            vec![Source {
-                name: "<desired>".into(),
-                text,
-            }],
-        ))
-    }
-
-    /// At start: re-apply the last accepted desired config, so a restart keeps what central set.
-    async fn restore_desired(&mut self) {
-        if let Some((version, sources)) = self.load_desired_sources() {
-            match self.files_plus(&sources, &version) {
-                Ok(cfg) => match self.apply(cfg).await {
-                    Ok(()) => tracing::info!(%version, "desired configuration restored"),
-                    Err(reason) => {
-                        tracing::error!(%version, %reason, "stored desired configuration not applied")
-                    }
-                },
-                Err(errors) => {
-                    tracing::error!(%version, %errors, "stored desired configuration invalid")
-                }
             }
         }
     }
@@ -1112,12 +1131,12 @@ impl Runtime {
                     name: "<desired>".into(),
                     text: text.to_owned(),
                 }];
-                match self.files_plus(&sources, &version) {
+                match files_plus(&self.files, &sources, &version) {
                     Err(errs) => ("rejected", errs.0.iter().map(ToString::to_string).collect()),
                     Ok(cfg) => match self.apply(cfg).await {
                         Ok(()) => {
                             let stored = serde_json::json!({"version": version, "config": text});
-                            let path = self.desired_path();
+                            let path = desired_path(&self.cfg.storage.path);
                             let tmp = path.with_extension("json.tmp");
                             let written = std::fs::write(&tmp, stored.to_string())
                                 .and_then(|_| std::fs::rename(&tmp, &path));

@@ -174,8 +174,22 @@ fn desired_config_is_applied_or_rejected_whole_and_reported() {
 
     // It survives a restart (persisted), and the online status names it.
     assert!(daemon.stop().success());
+    let statuses_before = probe.on("/status").len();
     daemon.restart();
     assert_eq!(device_names(&daemon), ["remote"]);
     assert_eq!(daemon.status()["config_version"], "v2");
+    let online = wait_until(
+        "online status after the restart",
+        Duration::from_secs(20),
+        || {
+            probe
+                .on("/status")
+                .into_iter()
+                .skip(statuses_before)
+                .map(|m| m.json())
+                .find(|j| j["online"] == true)
+        },
+    );
+    assert_eq!(online["config_version"], "v2", "{online}");
     assert!(daemon.stop().success());
 }

@@ -143,9 +143,19 @@ pub struct UplinkHandle {
     status: Arc<Mutex<UplinkStatus>>,
     heartbeat: Arc<Mutex<Instant>>,
     reported_tx: mpsc::Sender<Vec<u8>>,
+    config_version: Arc<Mutex<String>>,
 }
 
 impl UplinkHandle {
+    /// The configuration version the next online status names (after a reload or a desired
+    /// configuration was applied).
+    pub fn set_config_version(&self, version: &str) {
+        *self
+            .config_version
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = version.to_owned();
+    }
+
     /// When the uplink's driver loop last ran (at least every [`PROGRESS_EVERY`] while it is
     /// alive, connected or not): the daemon feeds the systemd watchdog only while this moves.
     pub fn heartbeat(&self) -> Instant {
@@ -332,10 +342,12 @@ pub fn start(
     let heartbeat = Arc::new(Mutex::new(Instant::now()));
     let (inbound_tx, inbound_rx) = mpsc::channel(64);
     let (reported_tx, reported_rx) = mpsc::channel(4);
+    let config_version = Arc::new(Mutex::new(params.config_version.clone()));
     let handle = UplinkHandle {
         status: status.clone(),
         heartbeat: heartbeat.clone(),
         reported_tx,
+        config_version: config_version.clone(),
     };
     let topics = Topics::new(&params.config.topic_prefix, &params.cabinet_id);
     let window = params.config.inflight.clamp(1, 1000);
@@ -403,6 +415,7 @@ pub fn start(
         .saturating_sub(ENVELOPE_ROOM)
         .max(1);
     let driver = Driver {
+        config_version,
         replay: params
             .config
             .replay_rate
@@ -545,6 +558,7 @@ impl TokenBucket {
 
 struct Driver {
     params: UplinkParams,
+    config_version: Arc<Mutex<String>>,
     topics: Topics,
     brokers: Vec<Broker>,
     outbox: Arc<Outbox>,
@@ -699,6 +713,11 @@ impl Driver {
         if self.stopping {
             return;
         }
+        self.params.config_version = self
+            .config_version
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let online = online_payload(&self.params, SystemTime::now());
         match self
             .client
