@@ -83,12 +83,13 @@ fn demo_cabinet_matches_the_simulator_map() {
             ("energy", Input, 8, U32, 1.0, false),
             ("frequency", Input, 10, U16, 0.01, false),
             ("power_factor", Input, 11, I16, 0.001, false),
-            ("setpoint", Holding, 0, U16, 1.0, true),
+            ("power_limit", Holding, 0, U16, 1.0, true),
             ("relay", Coil, 0, Bool, 1.0, true),
+            ("door_open", Discrete, 0, Bool, 1.0, false),
         ]
     );
-    let setpoint = &m.points[10];
-    assert_eq!((setpoint.min, setpoint.max), (Some(0.0), Some(100.0)));
+    let power_limit = &m.points[10];
+    assert_eq!((power_limit.min, power_limit.max), (Some(0.0), Some(10000.0)));
 
     assert_eq!(c.dali[0].interface, DaliInterface::Sim { luminaires: 6 });
     assert_eq!(c.dali[0].groups.len(), 2);

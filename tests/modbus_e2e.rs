@@ -202,13 +202,13 @@ fn rtu_over_a_pty_pair_gives_the_same_values() {
     let (_peer, _) = python_peer(
         "modbus_server.py",
         &[
-            "--rtu", &peer_side, "--baud", "19200", "--parity", "E", "--unit", "7", "--json", &json,
+            "--rtu", &peer_side, "--baud", "19200", "--parity", "N", "--unit", "7", "--json", &json,
         ],
     );
     let broker = Mosquitto::start();
     let probe = MqttProbe::start(broker.port, "cabinets/v1/test-cab/#");
     let extra = format!(
-        "[[modbus]]\nname = \"rtu-meter\"\ntransport = \"rtu\"\naddress = \"{dev_side}\"\nbaud = 19200\nparity = \"even\"\ndata_bits = 8\nstop_bits = 1\nunit_id = 7\npoll = \"300ms\"\ntimeout = \"1s\"\n{POINTS}"
+        "[[modbus]]\nname = \"rtu-meter\"\ntransport = \"rtu\"\naddress = \"{dev_side}\"\nbaud = 19200\nparity = \"none\"\ndata_bits = 8\nstop_bits = 1\nunit_id = 7\npoll = \"300ms\"\ntimeout = \"1s\"\n{POINTS}"
     );
     let mut daemon = Daemon::start(broker.port, &extra);
     assert_values(&probe, "rtu-meter");

@@ -4,10 +4,59 @@
 //! points into as few reads as the protocol allows) → decoding raw registers/bits into scaled
 //! values → a per-device session that owns one connection, wraps every request in a timeout and
 //! reconnects with backoff after any timeout or protocol error.
+//!
+//! Wiring: for each [`DeviceSpec`] spawn [`run_device`] with an event channel, a write channel
+//! and a shutdown watch. Devices are independent tasks, so a dead device never delays another.
+//!
+//! ```no_run
+//! # async fn wire(spec: cabinetd_modbus::DeviceSpec) {
+//! use cabinetd_modbus::{run_device, DeviceEvent, Value, WriteRequest};
+//! use tokio::sync::{mpsc, oneshot, watch};
+//!
+//! let (events_tx, mut events) = mpsc::channel(64);
+//! let (writes, writes_rx) = mpsc::channel(8);
+//! let (stop, stop_rx) = watch::channel(false);
+//! let points = spec.points.clone();
+//! tokio::spawn(run_device(spec, events_tx, writes_rx, stop_rx));
+//!
+//! let (reply, answer) = oneshot::channel();
+//! let req = WriteRequest { point: "setpoint".into(), value: Value::Float(21.5), reply };
+//! writes.send(req).await.unwrap();
+//! let _outcome = answer.await; // Ok(()) | Err(Error::Rejected { field, reason }) | …
+//!
+//! while let Some(ev) = events.recv().await {
+//!     match ev {
+//!         DeviceEvent::Poll(report) => {
+//!             for (i, reading) in report.readings {
+//!                 let _name = &points[i].name; // Ok(value) → good, Err(_) → bad quality
+//!                 let _ = reading;
+//!             }
+//!         }
+//!         DeviceEvent::PollFailed { .. } => { /* cabinetd_poll_errors_total += 1 */ }
+//!         DeviceEvent::Down { .. } => { /* points bad, one device_down event */ }
+//!         DeviceEvent::Up => { /* device_up = 1 */ }
+//!     }
+//! }
+//! stop.send(true).unwrap();
+//! # }
+//! ```
 #![warn(missing_docs)]
 
 use std::path::PathBuf;
 use std::time::Duration;
+
+pub mod decode;
+pub mod device;
+pub mod error;
+pub mod plan;
+pub mod session;
+pub mod sim;
+
+pub use decode::{Value, WriteOp};
+pub use device::{run_device, run_device_with, DeviceEvent, PollReport, WriteRequest};
+pub use error::{Error, ErrorKind, PointError};
+pub use plan::{plan, ReadRequest};
+pub use session::{Connector, RtuConnector, TcpConnector};
 
 /// The four Modbus data tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -147,4 +196,111 @@ pub struct DeviceSpec {
     pub timeout: Duration,
     /// Points, in configuration order.
     pub points: Vec<PointSpec>,
+}
+
+/// Checks a device's points for what the planner, decoder and encoder cannot handle.
+///
+/// Returns one message per problem, each naming the point, so configuration checking can report
+/// them all at once. (Name syntax and uniqueness across devices are the daemon's business.)
+pub fn validate_device(spec: &DeviceSpec) -> Vec<String> {
+    let mut problems = Vec::new();
+    if spec.timeout.is_zero() {
+        problems.push("timeout must be greater than zero".to_string());
+    }
+    if spec.poll.is_zero() {
+        problems.push("poll must be greater than zero".to_string());
+    }
+    for (i, p) in spec.points.iter().enumerate() {
+        let at = format!("point `{}`", p.name);
+        if spec.points[..i].iter().any(|q| q.name == p.name) {
+            problems.push(format!("{at}: duplicate point name"));
+        }
+        if !plan::type_fits_table(p.table, p.data_type) {
+            problems.push(format!(
+                "{at}: coil and discrete points must have type bool"
+            ));
+        }
+        if u32::from(p.address) + u32::from(plan::point_width(p)) > 65536 {
+            problems.push(format!("{at}: extends past address 65535"));
+        }
+        if p.writable && matches!(p.table, Table::Input | Table::Discrete) {
+            problems.push(format!(
+                "{at}: only coil and holding points can be writable"
+            ));
+        }
+        if !p.scale.is_finite() || p.scale == 0.0 {
+            problems.push(format!("{at}: scale must be a finite non-zero number"));
+        }
+        if !p.offset.is_finite() {
+            problems.push(format!("{at}: offset must be finite"));
+        }
+        if let (Some(min), Some(max)) = (p.min, p.max) {
+            if min > max {
+                problems.push(format!("{at}: min is greater than max"));
+            }
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_each_problem() {
+        let point = |name: &str, table, address, data_type| PointSpec {
+            name: name.into(),
+            table,
+            address,
+            data_type,
+            word_order: WordOrder::Big,
+            scale: 1.0,
+            offset: 0.0,
+            unit: None,
+            writable: false,
+            min: None,
+            max: None,
+        };
+        let mut bad_scale = point("s", Table::Holding, 0, DataType::U16);
+        bad_scale.scale = 0.0;
+        let mut ro_write = point("w", Table::Input, 0, DataType::U16);
+        ro_write.writable = true;
+        let mut range = point("r", Table::Holding, 1, DataType::U16);
+        range.min = Some(5.0);
+        range.max = Some(1.0);
+        let spec = DeviceSpec {
+            name: "d".into(),
+            transport: Transport::Tcp {
+                address: "127.0.0.1:502".into(),
+            },
+            unit_id: 1,
+            poll: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            points: vec![
+                point("ok", Table::Holding, 0, DataType::F32),
+                point("ok", Table::Holding, 2, DataType::U16),
+                point("c", Table::Coil, 0, DataType::U16),
+                point("top", Table::Input, 65535, DataType::U32),
+                bad_scale,
+                ro_write,
+                range,
+            ],
+        };
+        let problems = validate_device(&spec);
+        assert_eq!(problems.len(), 6, "{problems:#?}");
+        for needle in [
+            "`ok`: duplicate",
+            "`c`: coil",
+            "`top`: extends",
+            "`s`: scale",
+            "`w`: only",
+            "`r`: min",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.contains(needle)),
+                "{needle} missing in {problems:#?}"
+            );
+        }
+    }
 }
