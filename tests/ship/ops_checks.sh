@@ -14,6 +14,10 @@ promtool check rules config/prometheus/alerts.yml || die "alerts.yml does not pa
 say "promtool test rules config/prometheus/alerts.test.yml"
 promtool test rules config/prometheus/alerts.test.yml || die "alert unit tests failed"
 
+say "promtool check config config/prometheus/prometheus.example.yml"
+(cd config/prometheus && promtool check config prometheus.example.yml) ||
+  die "prometheus.example.yml is not a valid Prometheus config"
+
 say "dashboards: schema"
 "$PY" tests/ship/ops_metrics.py validate config/grafana/*.json || die "dashboard schema check"
 say "dashboards: PromQL of every panel parsed by promtool"
