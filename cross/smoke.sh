@@ -102,6 +102,13 @@ if [ ! -f config/demo.toml ]; then
   fail "demo" "config/demo.toml is missing"
 else
   PORT="$(free_port)"
+  # The demo's simulators listen on fixed ports (e.g. the meter on 127.0.0.1:15020): a second
+  # demo or smoke run on the machine would make this one fail obscurely, so say it up front.
+  busy=""
+  for p in $(sed -n 's/^ *listen *= *"[0-9.]*:\([0-9]*\)".*/\1/p' config/demo.toml); do
+    if ss -Htln "sport = :$p" 2>/dev/null | grep -q .; then busy="$busy $p"; fi
+  done
+  [ -z "$busy" ] || echo "  note: ports used by config/demo.toml already in use:$busy (another demo running?)"
   mkdir -p "$TMP/state"
   cat >"$TMP/override.toml" <<EOF
 # smoke test: keep state in a temp dir and the HTTP endpoint on a free loopback port
