@@ -18,6 +18,14 @@ say "promtool check config config/prometheus/prometheus.example.yml"
 (cd config/prometheus && promtool check config prometheus.example.yml) ||
   die "prometheus.example.yml is not a valid Prometheus config"
 
+say "dashboards: committed JSON is what config/grafana/generate.py produces"
+mkdir -p "$SHIP_OUT/grafana"
+"$PY" config/grafana/generate.py "$SHIP_OUT/grafana" || die "config/grafana/generate.py"
+for f in cabinet fleet; do
+  diff -u "config/grafana/$f.json" "$SHIP_OUT/grafana/$f.json" >/dev/null ||
+    die "config/grafana/$f.json differs from the generator's output: edit generate.py and run python3 config/grafana/generate.py config/grafana"
+done
+
 say "dashboards: schema"
 "$PY" tests/ship/ops_metrics.py validate config/grafana/*.json || die "dashboard schema check"
 say "dashboards: PromQL of every panel parsed by promtool"
