@@ -38,8 +38,8 @@ pub enum Action {
     PointWrite {
         /// `DEVICE/POINT`.
         point: String,
-        /// Value in engineering units (bools as 0/1).
-        value: f64,
+        /// Value in engineering units, as sent: booleans for coils, exact integers kept exact.
+        value: cabinetd_modbus::Value,
     },
     /// `light.set {target, level_percent, fade_s?, hold_s?}`.
     LightSet {
@@ -203,11 +203,14 @@ fn parse_action(name: &str, args: &serde_json::Map<String, Value>) -> Result<Act
                 return Err("field `args.point`: must be DEVICE/POINT".into());
             }
             let value = match args.get("value") {
-                Some(Value::Bool(b)) => f64::from(u8::from(*b)),
-                Some(v) => v
-                    .as_f64()
-                    .filter(|f| f.is_finite())
-                    .ok_or("field `args.value`: must be a number or a boolean")?,
+                Some(Value::Bool(b)) => cabinetd_modbus::Value::Bool(*b),
+                Some(Value::Number(n)) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+                    (Some(i), _, _) => cabinetd_modbus::Value::Int(i),
+                    (_, Some(u), _) => cabinetd_modbus::Value::UInt(u),
+                    (_, _, Some(f)) if f.is_finite() => cabinetd_modbus::Value::Float(f),
+                    _ => return Err("field `args.value`: not a finite number".into()),
+                },
+                Some(_) => return Err("field `args.value`: must be a number or a boolean".into()),
                 None => return Err("field `args.value`: missing".into()),
             };
             Action::PointWrite { point, value }
@@ -343,7 +346,7 @@ mod tests {
             c.action,
             Action::PointWrite {
                 point: "meter-main/setpoint".into(),
-                value: 42.0
+                value: cabinetd_modbus::Value::Int(42)
             }
         );
         assert!(c.expires_at.is_some());

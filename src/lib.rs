@@ -6,6 +6,7 @@
 
 pub mod command;
 pub mod config;
+pub mod daemon;
 pub mod http;
 pub mod logging;
 pub mod metrics;

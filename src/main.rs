@@ -1,5 +1,196 @@
-//! The `cabinetd` binary: command-line edge of the daemon.
+//! The `cabinetd` binary: the command-line edge of the daemon (SPEC §1).
+//!
+//! Exit codes: 0 clean stop, 78 (EX_CONFIG) invalid configuration, 1 any other fatal error.
 
-fn main() {
-    println!("cabinetd {}", env!("CARGO_PKG_VERSION"));
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use cabinetd::config;
+
+/// EX_CONFIG from sysexits.h: systemd's unit must not restart on it.
+const EXIT_CONFIG: u8 = 78;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cabinetd",
+    about = "Edge gateway daemon of a smart-city street cabinet",
+    version = cabinetd::LONG_VERSION,
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Config files: `--config FILE` (repeatable, merged in order) and `--config-dir DIR`
+/// (every `*.toml` in it, in name order, merged after the files).
+#[derive(clap::Args, Debug, Clone)]
+struct ConfigArgs {
+    /// Configuration file; several merge in order, later keys win.
+    #[arg(long = "config", value_name = "FILE", required = true)]
+    config: Vec<PathBuf>,
+    /// Directory of drop-in files (`*.toml`, in name order) merged after the files.
+    #[arg(long = "config-dir", value_name = "DIR")]
+    config_dir: Vec<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the daemon.
+    Run {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Log line format (overrides `[log] format`).
+        #[arg(long, value_parser = ["plain", "json"])]
+        log_format: Option<String>,
+    },
+    /// Validate the configuration without starting anything; prints every error as FILE:LINE:COL.
+    CheckConfig {
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Ask the running daemon for its status and print it for a person.
+    Status {
+        /// Address of the daemon's HTTP endpoint.
+        #[arg(long, default_value = config::DEFAULT_HTTP_LISTEN)]
+        http: String,
+        /// Print the raw JSON document instead.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl ConfigArgs {
+    /// Files in merge order: `--config` files, then each `--config-dir`'s `*.toml` by name.
+    fn files(&self) -> Result<Vec<PathBuf>, String> {
+        let mut files = self.config.clone();
+        for dir in &self.config_dir {
+            let mut dropins: Vec<PathBuf> = std::fs::read_dir(dir)
+                .map_err(|e| format!("{}: cannot read config directory: {e}", dir.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect();
+            dropins.sort();
+            files.extend(dropins);
+        }
+        Ok(files)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => check_config(&config),
+        Command::Run { config, log_format } => run(&config, log_format.as_deref()),
+        Command::Status { http, json } => status(&http, json),
+    }
+}
+
+fn load(args: &ConfigArgs) -> Result<(Vec<PathBuf>, config::Config), ExitCode> {
+    let files = args.files().map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(EXIT_CONFIG)
+    })?;
+    match config::load_files(&files) {
+        Ok(cfg) => Ok((files, cfg)),
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!("{} error(s) in the configuration", errors.0.len());
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
+}
+
+fn check_config(args: &ConfigArgs) -> ExitCode {
+    match load(args) {
+        Ok((files, cfg)) => {
+            println!(
+                "configuration OK: cabinet {} ({} file(s), version {}): {} Modbus device(s), {} DALI bus(es), {} camera(s)",
+                cfg.cabinet.id,
+                files.len(),
+                cfg.version,
+                cfg.modbus.len(),
+                cfg.dali.len(),
+                cfg.cameras.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(code) => code,
+    }
+}
+
+fn run(args: &ConfigArgs, log_format: Option<&str>) -> ExitCode {
+    // Read NOTIFY_SOCKET before any thread exists (it is removed from the environment).
+    let notifier = cabinetd::notify::Notifier::from_env();
+    let (files, cfg) = match load(args) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let format = match log_format {
+        Some("json") => config::LogFormat::Json,
+        Some(_) => config::LogFormat::Plain,
+        None => cfg.log.format,
+    };
+    cabinetd::logging::init(&cfg.log.filter, format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("cabinetd")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(cabinetd::daemon::run(files, cfg, notifier));
+    // Do not wait for stuck blocking tasks (a serial port read) past the SPEC's 10 s stop budget.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "fatal error");
+            eprintln!("cabinetd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn status(http: &str, json: bool) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let answer = runtime.map_err(|e| e.to_string()).and_then(|rt| {
+        rt.block_on(cabinetd::http::get(http, "/status", Duration::from_secs(5)))
+            .map_err(|e| e.to_string())
+    });
+    let body = match answer {
+        Ok((200, body)) => body,
+        Ok((code, body)) => {
+            eprintln!("cabinetd at {http} answered HTTP {code}: {body}");
+            return ExitCode::FAILURE;
+        }
+        Err(e) => {
+            eprintln!("cannot reach cabinetd at http://{http}/status: {e} (is it running? see `systemctl status cabinetd`)");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        println!("{body}");
+        return ExitCode::SUCCESS;
+    }
+    match serde_json::from_str::<serde_json::Value>(&body) {
+        Ok(doc) => {
+            print!("{}", cabinetd::daemon::render_status(&doc));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("unexpected /status document ({e}): {body}");
+            ExitCode::FAILURE
+        }
+    }
 }

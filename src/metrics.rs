@@ -8,6 +8,16 @@ use prometheus::{
 
 use crate::record::Stream;
 
+/// The v1 command actions (SPEC §3).
+pub const SPEC_ACTIONS: [&str; 6] = [
+    "point.write",
+    "light.set",
+    "light.release",
+    "camera.goto_preset",
+    "camera.reboot",
+    "camera.sync_time",
+];
+
 /// Every series the daemon exports.
 #[derive(Clone)]
 pub struct Metrics {
@@ -163,6 +173,13 @@ impl Metrics {
         }
         for m in ["connected", "autonomous"] {
             mode.with_label_values(&[m]).set(0);
+        }
+        // Every SPEC action × status exists from the start, so `rate()` and alerts see a 0, not
+        // an absent series, before the first command.
+        for action in SPEC_ACTIONS {
+            for status in ["succeeded", "failed", "rejected", "expired"] {
+                commands_total.with_label_values(&[action, status]);
+            }
         }
 
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![

@@ -106,9 +106,8 @@ fn commands_execute_once_and_every_one_gets_a_final_result() {
     });
     let both = result_for(&probe, "w1");
     assert_eq!(both[1]["status"], "succeeded");
-    assert_eq!(
-        both[0]["seq"] != both[1]["seq"],
-        true,
+    assert_ne!(
+        both[0]["seq"], both[1]["seq"],
         "a republished result is a new record"
     );
 

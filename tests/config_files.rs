@@ -89,7 +89,10 @@ fn demo_cabinet_matches_the_simulator_map() {
         ]
     );
     let power_limit = &m.points[10];
-    assert_eq!((power_limit.min, power_limit.max), (Some(0.0), Some(10000.0)));
+    assert_eq!(
+        (power_limit.min, power_limit.max),
+        (Some(0.0), Some(10000.0))
+    );
 
     assert_eq!(c.dali[0].interface, DaliInterface::Sim { luminaires: 6 });
     assert_eq!(c.dali[0].groups.len(), 2);

@@ -106,7 +106,8 @@ const DAY: Duration = Duration::from_secs(24 * 3600);
 const WEEK: Duration = Duration::from_secs(7 * 24 * 3600);
 const TIMEOUT_MIN: Duration = Duration::from_millis(1);
 const TIMEOUT_MAX: Duration = Duration::from_secs(3600);
-const HEARTBEAT_MIN: Duration = Duration::from_secs(1);
+/// A heartbeat may equal the fastest poll (every reading published, e.g. for benchmarks).
+const HEARTBEAT_MIN: Duration = POLL_MIN;
 const FLUSH_MIN: Duration = Duration::from_millis(1);
 const FLUSH_MAX: Duration = Duration::from_secs(10);
 /// rumqttc refuses keep-alives under a second; MQTT encodes it in 16 bits of seconds.
