@@ -95,6 +95,18 @@ check "/etc/cabinetd/conf.d exists, root 0755" \
 check "/etc/cabinetd/secrets exists, root:cabinetd 0750" \
   bash -c '[ "$(stat -c %U:%G:%a /etc/cabinetd/secrets)" = root:cabinetd:750 ]'
 check "state dir not created by the package (systemd StateDirectory= owns it)" test ! -e /var/lib/cabinetd
+# The unit's own command line, with `run` → `check-config`, as the service user: the CLI accepts
+# its flags (--config-dir) and the shipped config is readable by cabinetd and valid.
+EXEC="$(sed -n 's/^ExecStart=//p' "$UNIT")"
+read -r -a EXEC_ARGS <<<"$EXEC"
+[ "${EXEC_ARGS[1]:-}" = run ] || die "ExecStart of $UNIT is not '/usr/bin/cabinetd run …': $EXEC"
+EXEC_ARGS[1]=check-config
+if out="$(runuser -u cabinetd -- "${EXEC_ARGS[@]}" 2>&1)"; then
+  echo "  ok   unit's ExecStart as check-config, user cabinetd: $out"
+else
+  echo "  FAIL unit's ExecStart as check-config, user cabinetd: ${EXEC_ARGS[*]}: $out"
+  FAILS=$((FAILS + 1))
+fi
 
 # ---- reinstall over itself: local config edits and admin state survive --------------------
 echo "# local edit" >>"$CONF"
