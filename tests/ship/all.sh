@@ -9,7 +9,9 @@
 #   4. armv7             cross/build.sh armv7-unknown-linux-gnueabihf (same)
 #   5. arm packages      cross/deb.sh for both (arm64, armhf .deb from the binaries above)
 #   6. amd64 package     tests/ship/deb_install.sh (build, dpkg -i, checks, upgrade, purge) — root
-#   7. metric names      tests/ship/dashboard_metrics_check.sh on the aarch64 smoke scrape
+#   7. sandbox           tests/ship/sandbox_check.sh (host binary under strace vs the unit's
+#                        filters; READY=1 / WATCHDOG=1 / SIGTERM contract)
+#   8. metric names      tests/ship/dashboard_metrics_check.sh on the aarch64 smoke scrape
 #
 # Needs root (apt-get for missing tools, dpkg -i). Runs on a Debian 12 x86_64 host.
 set -uo pipefail
@@ -39,6 +41,7 @@ step armv7 cross/build.sh armv7-unknown-linux-gnueabihf
 step deb-arm64 cross/deb.sh aarch64-unknown-linux-gnu
 step deb-armhf cross/deb.sh armv7-unknown-linux-gnueabihf
 step deb-amd64 tests/ship/deb_install.sh
+step sandbox tests/ship/sandbox_check.sh
 step metrics tests/ship/dashboard_metrics_check.sh target-ship/smoke-aarch64-unknown-linux-gnu/scrape.txt
 
 echo
