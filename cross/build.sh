@@ -77,8 +77,9 @@ if ! rustup target list --installed | grep -qx "$TARGET"; then
 fi
 missing=()
 if [ -n "$GCC" ] && [ "$ROUTE" = gcc ]; then
-  command -v "$GCC" >/dev/null || missing+=($APT_PKGS)
-  [ -e "$SYSROOT/lib/libc.so.6" ] || [ -e "$SYSROOT/lib/libc.so" ] || missing+=($APT_PKGS)
+  read -r -a pkgs <<<"$APT_PKGS"
+  command -v "$GCC" >/dev/null || missing+=("${pkgs[@]}")
+  [ -e "$SYSROOT/lib/libc.so.6" ] || [ -e "$SYSROOT/lib/libc.so" ] || missing+=("${pkgs[@]}")
 fi
 if [ -n "$QEMU" ] && [ "${SMOKE:-1}" != 0 ]; then
   command -v "$QEMU" >/dev/null || missing+=(qemu-user-static)

@@ -16,7 +16,7 @@
 # Needs root (apt-get for missing tools, dpkg -i). Runs on a Debian 12 x86_64 host.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-cd "$ROOT"
+cd "$ROOT" || exit 1
 mkdir -p target-ship
 LOG_DIR="$ROOT/target-ship/logs"
 mkdir -p "$LOG_DIR"
@@ -53,7 +53,7 @@ for i in "${!NAMES[@]}"; do
 done
 for f in target-cross/*/release/ship-summary.txt; do
   [ -f "$f" ] || continue
-  # shellcheck disable=SC1090
+  # shellcheck disable=SC1090,SC2154 # the summary file defines target, build_seconds, …
   (source "$f" && printf '   %-32s build %4ds  %8s bytes  GLIBC_%s (floor %s)\n' \
     "$target" "$build_seconds" "$size_bytes" "$glibc_max" "$glibc_floor")
 done

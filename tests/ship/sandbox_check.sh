@@ -94,7 +94,7 @@ if kill -0 "$DAEMON_PID" 2>/dev/null; then
   fail "still running 15 s after SIGTERM"
 else
   wait "$STRACE_PID" || rc=$? # strace exits with the tracee's status
-  [ "$rc" = 0 ] && echo "  ok   SIGTERM → exit 0" || fail "exit $rc after SIGTERM (want 0)"
+  if [ "$rc" = 0 ]; then echo "  ok   SIGTERM → exit 0"; else fail "exit $rc after SIGTERM (want 0)"; fi
 fi
 DAEMON_PID="" STRACE_PID=""
 
