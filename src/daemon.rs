@@ -62,8 +62,12 @@ struct Shared {
     uplink: Mutex<Option<UplinkHandle>>,
     devices: Mutex<Devices>,
     ready: AtomicBool,
+    /// Configured brokers as `mqtt[s]://host:port`, in failover order.
+    brokers: Vec<String>,
     /// Outcome of the last SIGHUP reload, for `/status`.
     last_reload: Mutex<Option<serde_json::Value>>,
+    /// Bumped by the device bridges on every report of their device task.
+    poll_beats: AtomicU64,
     /// Bumped by the recorder at least once a second: proves the record path is alive.
     recorder_beats: AtomicU64,
 }
@@ -109,6 +113,7 @@ impl crate::http::Endpoint for Shared {
             "mode": if connected { "connected" } else { "autonomous" },
             "uplink": uplink.map(|u| serde_json::to_value(u).unwrap_or_default()),
             "outbox": outbox_view(&stats),
+            "brokers": self.brokers,
             "devices": devices,
             "rules": [],
             "last_reload": self.last_reload.lock().unwrap().clone(),
@@ -253,6 +258,20 @@ impl Equipment {
         {
             let mut devices = shared.devices.lock().unwrap();
             devices.by_name.clear();
+            for cam in &cfg.cameras {
+                // No issue has asked for the ONVIF adapter yet: say so instead of ignoring it.
+                tracing::warn!(camera = %cam.name, "camera configured, but ONVIF supervision is not part of this build; it is not polled");
+                devices.by_name.insert(
+                    cam.name.clone(),
+                    DeviceState {
+                        protocol: "onvif",
+                        up: None,
+                        last_poll: None,
+                        last_error: Some("ONVIF supervision is not part of this build".into()),
+                        points: 0,
+                    },
+                );
+            }
             for dev in &cfg.modbus {
                 devices.by_name.insert(
                     dev.spec.name.clone(),
@@ -337,6 +356,7 @@ async fn bridge_modbus(
         .poll_duration_seconds
         .with_label_values(&[&name]);
     while let Some(ev) = events.recv().await {
+        shared.poll_beats.fetch_add(1, Ordering::Relaxed);
         let mut out = Vec::new();
         match ev {
             DeviceEvent::Poll(report) => {
@@ -459,17 +479,45 @@ async fn recorder(mut rx: mpsc::Receiver<RecordBody>, shared: Arc<Shared>) {
 /// The record path must show progress within this window for the watchdog to be fed.
 const PROGRESS_WINDOW: Duration = Duration::from_secs(5);
 
-/// Decides whether the record path made progress recently (pure, tested).
+/// Decides whether a counter moved within a window (pure, tested).
 struct Liveness {
     last_beats: u64,
     last_change: Instant,
+    window: Duration,
+}
+
+/// Names of the loops that made no progress within [`PROGRESS_WINDOW`] (pure, tested).
+fn stalled_loops(
+    now: Instant,
+    recorder_ok: bool,
+    flusher_beat: Option<Instant>,
+    uplink_beat: Instant,
+    polling_ok: bool,
+) -> Vec<&'static str> {
+    let recent = |t: Instant| now.saturating_duration_since(t) < PROGRESS_WINDOW;
+    let mut stalled = Vec::new();
+    if !recorder_ok {
+        stalled.push("recorder");
+    }
+    // The first flush round completes within one flush interval of start.
+    if !flusher_beat.is_some_and(recent) {
+        stalled.push("outbox flusher");
+    }
+    if !recent(uplink_beat) {
+        stalled.push("uplink");
+    }
+    if !polling_ok {
+        stalled.push("polling");
+    }
+    stalled
 }
 
 impl Liveness {
-    fn new(now: Instant) -> Self {
+    fn new(now: Instant, window: Duration) -> Self {
         Liveness {
             last_beats: 0,
             last_change: now,
+            window,
         }
     }
 
@@ -478,7 +526,49 @@ impl Liveness {
             self.last_beats = beats;
             self.last_change = now;
         }
-        now.saturating_duration_since(self.last_change) < PROGRESS_WINDOW
+        now.saturating_duration_since(self.last_change) < self.window
+    }
+}
+
+/// When to remind the logs that the uplink is down: first after [`OUTAGE_FIRST_NOTICE`] (a
+/// broker that is merely slow to accept is not news), then every [`OUTAGE_REMINDER`].
+struct OutageReminder {
+    down_since: Option<Instant>,
+    last_notice: Option<Instant>,
+}
+
+/// Delay before the first "central post unreachable" line.
+const OUTAGE_FIRST_NOTICE: Duration = Duration::from_secs(5);
+/// Interval of the reminders while the outage lasts.
+const OUTAGE_REMINDER: Duration = Duration::from_secs(60);
+
+impl OutageReminder {
+    fn new(now: Instant) -> Self {
+        // Count from start: a broker never reached is an outage too.
+        OutageReminder {
+            down_since: Some(now),
+            last_notice: None,
+        }
+    }
+
+    /// Returns how long the uplink has been down when a notice is due.
+    fn observe(&mut self, connected: bool, now: Instant) -> Option<Duration> {
+        if connected {
+            self.down_since = None;
+            self.last_notice = None;
+            return None;
+        }
+        let since = *self.down_since.get_or_insert(now);
+        let due = match self.last_notice {
+            None => now.saturating_duration_since(since) >= OUTAGE_FIRST_NOTICE,
+            Some(last) => now.saturating_duration_since(last) >= OUTAGE_REMINDER,
+        };
+        if due {
+            self.last_notice = Some(now);
+            Some(now.saturating_duration_since(since))
+        } else {
+            None
+        }
     }
 }
 
@@ -526,21 +616,39 @@ pub async fn run(files: Vec<PathBuf>, cfg: Config, notifier: Notifier) -> anyhow
         devices: Mutex::new(Devices::default()),
         ready: AtomicBool::new(false),
         recorder_beats: AtomicU64::new(0),
+        poll_beats: AtomicU64::new(0),
         last_reload: Mutex::new(None),
+        brokers: cfg
+            .uplink
+            .brokers
+            .iter()
+            .map(|b| {
+                format!(
+                    "{}://{}:{}",
+                    if b.tls { "mqtts" } else { "mqtt" },
+                    b.host,
+                    b.port
+                )
+            })
+            .collect(),
     });
 
     let (records, records_rx) = mpsc::channel(RECORD_CHANNEL);
     let recorder_task = tokio::spawn(recorder(records_rx, shared.clone()));
     if let Some(rec) = recovery {
-        tracing::error!(moved_to = %rec.moved_to.display(), reason = %rec.reason, "outbox store could not be opened; moved aside, started fresh");
+        let moved_to = rec.moved_to.as_ref().map(|p| p.display().to_string());
+        tracing::error!(moved_to = ?moved_to, reason = %rec.reason, "outbox store lost (unreadable: moved aside; or missing); started fresh");
         let _ = records
             .send(RecordBody::Event(Event {
                 ts: SystemTime::now(),
                 kind: "store_recovered".into(),
                 severity: Severity::Critical,
                 source: "cabinetd".into(),
-                message: format!("the outbox store could not be opened ({}); it was moved aside and a fresh one started", rec.reason),
-                data: serde_json::json!({"moved_to": rec.moved_to.display().to_string(), "reason": rec.reason}),
+                message: format!(
+                    "the outbox store was lost ({}); a fresh one was started",
+                    rec.reason
+                ),
+                data: serde_json::json!({"moved_to": moved_to, "reason": rec.reason}),
             }))
             .await;
     }
@@ -607,7 +715,19 @@ pub async fn run(files: Vec<PathBuf>, cfg: Config, notifier: Notifier) -> anyhow
             .watchdog_period()
             .unwrap_or(Duration::from_secs(3600)),
     );
-    let mut liveness = Liveness::new(Instant::now());
+    let mut recorder_live = Liveness::new(Instant::now(), PROGRESS_WINDOW);
+    // A device task reports at least once per poll (a reading or a failure), the slowest within
+    // its poll period plus its timeout.
+    let slowest_poll = rt
+        .cfg
+        .modbus
+        .iter()
+        .map(|d| d.spec.poll + d.spec.timeout)
+        .max()
+        .unwrap_or_default();
+    let mut polling_live = Liveness::new(Instant::now(), PROGRESS_WINDOW.max(slowest_poll * 3));
+    let mut outage = OutageReminder::new(Instant::now());
+    let mut outage_tick = tokio::time::interval(Duration::from_secs(1));
     let mut incoming = incoming;
 
     loop {
@@ -620,15 +740,37 @@ pub async fn run(files: Vec<PathBuf>, cfg: Config, notifier: Notifier) -> anyhow
                 None => { tracing::error!("uplink task ended unexpectedly"); break; }
             },
             Some(result) = results_rx.recv() => rt.finish(result).await,
+            _ = outage_tick.tick() => {
+                let st = uplink_handle.status();
+                if let Some(down_for) = outage.observe(st.connected, Instant::now()) {
+                    let stats = outbox.stats();
+                    let oldest = stats.streams.iter().filter_map(|s| s.oldest_age_seconds).fold(0.0, f64::max);
+                    tracing::warn!(
+                        down_for = %humantime::format_duration(Duration::from_secs(down_for.as_secs())),
+                        last_error = st.last_error.as_deref().unwrap_or("-"),
+                        buffered_records = stats.total_records(),
+                        oldest_record_s = oldest.round(),
+                        budget_used_percent = (100.0 * stats.disk_bytes as f64 / stats.budget_bytes.max(1) as f64).round(),
+                        "central post unreachable: polling goes on, records are buffered in the outbox"
+                    );
+                }
+            }
             _ = watchdog.tick(), if notifier.watchdog_period().is_some() => {
-                // Feed only while every loop makes progress: the recorder beats, and the flusher,
-                // uplink and HTTP tasks are alive. A stuck loop lets systemd restart us.
-                let beats = shared.recorder_beats.load(Ordering::Relaxed);
-                let tasks_alive = !flusher.is_finished() && !uplink_task.is_finished() && !http_task.is_finished();
-                if liveness.check(beats, Instant::now()) && tasks_alive {
+                // Feed only while every loop makes progress (SPEC §5): the recorder, the outbox
+                // flusher, the uplink driver and the device tasks. A stuck loop lets systemd
+                // restart us.
+                let now = Instant::now();
+                let stalled = stalled_loops(
+                    now,
+                    recorder_live.check(shared.recorder_beats.load(Ordering::Relaxed), now),
+                    outbox.flusher_heartbeat(),
+                    uplink_handle.heartbeat(),
+                    polling_live.check(shared.poll_beats.load(Ordering::Relaxed), now) || rt.cfg.modbus.is_empty(),
+                );
+                if stalled.is_empty() && !http_task.is_finished() {
                     let _ = notifier.notify("WATCHDOG=1");
                 } else {
-                    tracing::error!("a daemon loop stopped making progress; not feeding the watchdog");
+                    tracing::error!(stalled = ?stalled, "a daemon loop stopped making progress; not feeding the watchdog");
                 }
             }
         }
@@ -1020,11 +1162,41 @@ mod tests {
     #[test]
     fn liveness_tolerates_idle_ticks_but_not_a_stalled_recorder() {
         let t0 = Instant::now();
-        let mut l = Liveness::new(t0);
+        let mut l = Liveness::new(t0, PROGRESS_WINDOW);
         assert!(l.check(1, t0 + Duration::from_millis(500)));
         assert!(l.check(1, t0 + Duration::from_secs(2)));
         assert!(l.check(2, t0 + Duration::from_secs(3)));
         assert!(!l.check(2, t0 + Duration::from_secs(9)));
+    }
+
+    #[test]
+    fn watchdog_names_every_stalled_loop() {
+        let now = Instant::now();
+        let fresh = now - Duration::from_secs(1);
+        let old = now - Duration::from_secs(60);
+        assert!(stalled_loops(now, true, Some(fresh), fresh, true).is_empty());
+        assert_eq!(
+            stalled_loops(now, true, None, fresh, true),
+            ["outbox flusher"]
+        );
+        assert_eq!(
+            stalled_loops(now, false, Some(old), old, false),
+            ["recorder", "outbox flusher", "uplink", "polling"]
+        );
+    }
+
+    #[test]
+    fn outage_notices_come_after_5_s_then_every_minute_and_reset_on_connect() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut o = OutageReminder::new(t0);
+        assert_eq!(o.observe(false, at(1)), None);
+        assert_eq!(o.observe(false, at(5)), Some(Duration::from_secs(5)));
+        assert_eq!(o.observe(false, at(30)), None);
+        assert_eq!(o.observe(false, at(65)), Some(Duration::from_secs(65)));
+        assert_eq!(o.observe(true, at(70)), None);
+        assert_eq!(o.observe(false, at(71)), None);
+        assert_eq!(o.observe(false, at(76)), Some(Duration::from_secs(5)));
     }
 
     #[test]

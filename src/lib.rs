@@ -7,7 +7,9 @@
 pub mod command;
 pub mod config;
 pub mod daemon;
+pub mod dali;
 pub mod http;
+pub mod lighting;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

@@ -2,8 +2,8 @@
 //! its own series and `/metrics` renders the registry. Names are fixed by the SPEC: do not rename.
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::record::Stream;
@@ -52,6 +52,12 @@ pub struct Metrics {
     pub uplink_reconnects_total: IntCounterVec,
     /// `cabinetd_store_recoveries_total`: corrupt stores moved aside at start.
     pub store_recoveries_total: IntCounterVec,
+    /// `cabinetd_dali_lamp_failures{bus}`: gear reporting a lamp failure now.
+    pub dali_lamp_failures: IntGaugeVec,
+    /// `cabinetd_dali_gear_present{bus}`: gear answering on the bus.
+    pub dali_gear_present: IntGaugeVec,
+    /// `cabinetd_energy_wh_total{device}`: last metered cumulative energy, summed over the device.
+    pub energy_wh_total: GaugeVec,
 }
 
 impl Metrics {
@@ -165,6 +171,30 @@ impl Metrics {
             &["reason"],
         )
         .expect("valid metric");
+        let dali_lamp_failures = IntGaugeVec::new(
+            Opts::new(
+                "cabinetd_dali_lamp_failures",
+                "DALI gear reporting a lamp failure now.",
+            ),
+            &["bus"],
+        )
+        .expect("valid metric");
+        let dali_gear_present = IntGaugeVec::new(
+            Opts::new(
+                "cabinetd_dali_gear_present",
+                "DALI gear answering on the bus.",
+            ),
+            &["bus"],
+        )
+        .expect("valid metric");
+        let energy_wh_total = GaugeVec::new(
+            Opts::new(
+                "cabinetd_energy_wh_total",
+                "Last metered cumulative active energy (Wh), summed over the device's meters.",
+            ),
+            &["device"],
+        )
+        .expect("valid metric");
 
         for stream in Stream::BY_PRIORITY {
             outbox_records.with_label_values(&[stream.as_str()]).set(0);
@@ -198,6 +228,9 @@ impl Metrics {
             Box::new(commands_total.clone()),
             Box::new(uplink_reconnects_total.clone()),
             Box::new(store_recoveries_total.clone()),
+            Box::new(dali_lamp_failures.clone()),
+            Box::new(dali_gear_present.clone()),
+            Box::new(energy_wh_total.clone()),
         ];
         for c in collectors {
             registry.register(c).expect("metric names are unique");
@@ -219,6 +252,9 @@ impl Metrics {
             commands_total,
             uplink_reconnects_total,
             store_recoveries_total,
+            dali_lamp_failures,
+            dali_gear_present,
+            energy_wh_total,
         }
     }
 
@@ -259,6 +295,9 @@ mod tests {
         m.commands_total
             .with_label_values(&["point.write", "succeeded"])
             .inc();
+        m.dali_lamp_failures.with_label_values(&["bus-a"]).set(2);
+        m.dali_gear_present.with_label_values(&["bus-a"]).set(6);
+        m.energy_wh_total.with_label_values(&["bus-a"]).set(1500.0);
         let text = m.render();
         for name in [
             "cabinetd_build_info{version=\"0.1.0\"} 1",
@@ -274,6 +313,9 @@ mod tests {
             "cabinetd_poll_duration_seconds_bucket{device=\"meter-main\"",
             "cabinetd_poll_errors_total{device=\"meter-main\"} 1",
             "cabinetd_commands_total{action=\"point.write\",status=\"succeeded\"} 1",
+            "cabinetd_dali_lamp_failures{bus=\"bus-a\"} 2",
+            "cabinetd_dali_gear_present{bus=\"bus-a\"} 6",
+            "cabinetd_energy_wh_total{device=\"bus-a\"} 1500",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }

@@ -148,3 +148,45 @@ fn every_broken_config_fails_at_the_announced_positions() {
     }
     assert!(mismatches.is_empty(), "{}", mismatches.join("\n\n"));
 }
+
+#[test]
+fn demo_cabinet_plans_a_night() {
+    let c = load_files(&[root().join("config/demo.toml")]).unwrap();
+    assert_eq!(
+        c.lighting.energy_meter.as_deref(),
+        Some("meter-main/energy")
+    );
+    let mut out = Vec::new();
+    cabinetd::lighting::plan_cli(&c, "2026-12-21", &mut out).unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary: Vec<(String, i64)> = lines[1..]
+        .iter()
+        .map(|l| {
+            (
+                format!(
+                    "{} {}",
+                    l["at"].as_str().unwrap(),
+                    l["target"].as_str().unwrap()
+                ),
+                l["level_percent"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(lines[0]["date"], "2026-12-21");
+    let dusk = lines[0]["dusk"].as_str().unwrap();
+    let dawn = lines[0]["dawn"].as_str().unwrap();
+    assert_eq!(
+        summary,
+        [
+            (format!("{dusk} all"), 100),
+            ("2026-12-21T21:00:00.000Z all".to_string(), 70),
+            ("2026-12-21T21:00:00.000Z group:1".to_string(), 90),
+            ("2026-12-22T04:00:00.000Z all".to_string(), 100),
+            (format!("{dawn} all"), 0),
+        ]
+    );
+}

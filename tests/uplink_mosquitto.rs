@@ -26,22 +26,122 @@ const CABINET: &str = "dijon-017";
 /// A mosquitto process; killed on drop.
 struct Mosquitto {
     port: u16,
+    /// Port of the TLS listener, if any.
+    tls_port: Option<u16>,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
 
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is required for the TLS test");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 impl Mosquitto {
+    /// A broker with a plain listener (for the observer) and a TLS listener whose server
+    /// certificate (for `localhost` and 127.0.0.1) is signed by a fresh CA, `DIR/ca.pem`.
+    fn start_tls() -> Mosquitto {
+        let mut m = Mosquitto::start(false);
+        m.stop();
+        let d = m.dir.path().to_owned();
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        let mut ca = vec!["req", "-x509"];
+        ca.extend(ec);
+        ca.extend([
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=test-ca",
+        ]);
+        openssl(&d, &ca);
+        let mut csr = vec!["req"];
+        csr.extend(ec);
+        csr.extend([
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        openssl(&d, &csr);
+        std::fs::write(
+            d.join("ext.cnf"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        openssl(
+            &d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "ext.cnf",
+            ],
+        );
+        for f in ["ca.pem", "server.pem", "server.key"] {
+            std::fs::set_permissions(
+                d.join(f),
+                std::os::unix::fs::PermissionsExt::from_mode(0o644),
+            )
+            .unwrap();
+        }
+        let tls_port = free_port();
+        let mut conf = std::fs::read_to_string(d.join("mosquitto.conf")).unwrap();
+        conf.push_str(&format!(
+            "listener {tls_port} 127.0.0.1\ncafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\n",
+            d.display()
+        ));
+        std::fs::write(d.join("mosquitto.conf"), conf).unwrap();
+        m.tls_port = Some(tls_port);
+        m.spawn();
+        m
+    }
+
     /// Start on a free port. `persistence` keeps sessions across a clean restart (SIGTERM).
     fn start(persistence: bool) -> Mosquitto {
         assert!(
             Path::new(MOSQUITTO).exists(),
             "{MOSQUITTO} is required for these tests (apt install mosquitto)"
         );
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let dir = tempfile::tempdir().unwrap();
         // mosquitto drops root privileges to its own user: let it write its persistence file.
         std::fs::set_permissions(
@@ -57,6 +157,7 @@ impl Mosquitto {
         std::fs::write(dir.path().join("mosquitto.conf"), conf).unwrap();
         let mut m = Mosquitto {
             port,
+            tls_port: None,
             dir,
             child: None,
         };
@@ -90,10 +191,24 @@ impl Mosquitto {
 
     /// Clean stop (SIGTERM: persistent sessions are saved), then start again on the same port.
     fn restart(&mut self) {
-        nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
-        let status = self.child.take().unwrap().wait().unwrap();
-        assert!(status.success() || status.code().is_none());
+        self.stop();
         self.spawn();
+    }
+
+    /// Clean stop (SIGTERM), waiting for the exit.
+    fn stop(&mut self) {
+        nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
+        self.child.take().unwrap().wait().unwrap();
+    }
+
+    /// Freeze (SIGSTOP): TCP stays open, nothing answers — a black-holed broker.
+    fn freeze(&self) {
+        nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGSTOP).unwrap();
+    }
+
+    /// Resume after [`Mosquitto::freeze`].
+    fn thaw(&self) {
+        nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGCONT).unwrap();
     }
 
     fn broker(&self) -> Broker {
@@ -331,6 +446,7 @@ async fn records_arrive_in_order_with_contiguous_seqs_and_status_is_retained() {
     assert!(online.payload["mode"] == "connected" && online.payload["config_version"] == "cfg-1");
     assert!(handle.status().connected);
     assert_eq!(cab.metrics.uplink_connected.get(), 1);
+    assert!(handle.heartbeat().elapsed() < Duration::from_secs(5));
 
     for i in 0..600 {
         cab.outbox.append(&telemetry(i)).unwrap();
@@ -437,6 +553,13 @@ async fn records_arrive_in_order_with_contiguous_seqs_and_status_is_retained() {
     .await;
     cab.stop_tx.send(true).unwrap();
     cab.flusher.await.unwrap();
+    // After the clean stop nothing acknowledged is left to send again, and numbering goes on.
+    drop(cab.outbox);
+    let (outbox, recovery) =
+        Outbox::open(dir.path(), OutboxOptions::default(), Metrics::new("t")).unwrap();
+    assert!(recovery.is_none());
+    assert_eq!(outbox.stats().total_records(), 0);
+    assert_eq!(outbox.append(&telemetry(0)).unwrap(), 601);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -590,6 +713,249 @@ async fn failover_uses_the_next_broker_when_the_first_is_down() {
     assert_eq!(st.broker, Some(format!("127.0.0.1:{}", broker.port)));
     // Stored before the first session: a replay.
     assert_eq!(obs.seqs(Stream::Results), vec![(1, true)]);
+    shutdown_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(8), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fresh_records_flow_while_the_backlog_drains() {
+    let broker = Mosquitto::start(false);
+    let obs = Observer::connect(&broker, "observer-backlog", false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cab = open_cabinet(dir.path());
+    // An outage's worth of telemetry, stored before the uplink comes up.
+    const BACKLOG: u64 = 1500;
+    for i in 0..BACKLOG {
+        cab.outbox.append(&telemetry(i)).unwrap();
+    }
+    cab.outbox.flush().await.unwrap();
+    let mut config = uplink_config(vec![broker.broker()]);
+    // A thin link: the backlog takes ~5 s.
+    config.replay_rate = Some(300);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (handle, _incoming, task) = uplink::start(
+        params(config),
+        cab.outbox.clone(),
+        cab.metrics.clone(),
+        shutdown_rx,
+    );
+    wait_for("backlog starts", Duration::from_secs(10), || {
+        !obs.seqs(Stream::Telemetry).is_empty()
+    })
+    .await;
+    assert!(handle.status().replaying);
+    // Fresh records while the backlog drains: a command result and a reading.
+    let t0 = Instant::now();
+    assert_eq!(cab.outbox.append(&result(1)).unwrap(), 1);
+    assert_eq!(cab.outbox.append(&telemetry(9999)).unwrap(), BACKLOG + 1);
+    wait_for("fresh records", Duration::from_secs(5), || {
+        !obs.seqs(Stream::Results).is_empty()
+            && obs
+                .seqs(Stream::Telemetry)
+                .iter()
+                .any(|s| s.0 == BACKLOG + 1)
+    })
+    .await;
+    let latency = t0.elapsed();
+    let received = obs.seqs(Stream::Telemetry);
+    let backlog_seen = received.iter().filter(|s| s.0 <= BACKLOG).count() as u64;
+    assert!(
+        latency < Duration::from_secs(1),
+        "fresh records took {latency:?}"
+    );
+    assert!(
+        backlog_seen < BACKLOG,
+        "backlog still draining when the fresh records arrived ({backlog_seen} of {BACKLOG})"
+    );
+    assert_eq!(obs.seqs(Stream::Results), vec![(1, false)]);
+    assert!(received.contains(&(BACKLOG + 1, false)));
+
+    wait_for("backlog drained", Duration::from_secs(20), || {
+        obs.seqs(Stream::Telemetry).len() as u64 > BACKLOG
+    })
+    .await;
+    let backlog: Vec<(u64, bool)> = obs
+        .seqs(Stream::Telemetry)
+        .into_iter()
+        .filter(|s| s.0 <= BACKLOG)
+        .collect();
+    // Oldest first, every one flagged replay, nothing missing or doubled.
+    assert_eq!(
+        backlog,
+        (1..=BACKLOG).map(|s| (s, true)).collect::<Vec<_>>()
+    );
+    wait_for("replay over", Duration::from_secs(5), || {
+        !handle.status().replaying
+    })
+    .await;
+    shutdown_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(8), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_black_holed_broker_is_detected_and_nothing_is_lost() {
+    let broker = Mosquitto::start(false);
+    let obs = Observer::connect(&broker, "observer-blackhole", true).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cab = open_cabinet(dir.path());
+    let mut config = uplink_config(vec![broker.broker()]);
+    config.keep_alive = Duration::from_secs(1);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (handle, _incoming, task) = uplink::start(
+        params(config),
+        cab.outbox.clone(),
+        cab.metrics.clone(),
+        shutdown_rx,
+    );
+    wait_for("connected", Duration::from_secs(10), || {
+        handle.status().connected
+    })
+    .await;
+    for i in 0..100 {
+        cab.outbox.append(&telemetry(i)).unwrap();
+    }
+    wait_for("first records", Duration::from_secs(10), || {
+        obs.seqs(Stream::Telemetry).len() >= 100
+    })
+    .await;
+    broker.freeze();
+    // Published into a socket nobody reads: never acknowledged.
+    for i in 100..200 {
+        cab.outbox.append(&telemetry(i)).unwrap();
+    }
+    wait_for(
+        "loss detected by keep-alive",
+        Duration::from_secs(10),
+        || !handle.status().connected,
+    )
+    .await;
+    assert_eq!(cab.metrics.uplink_connected.get(), 0);
+    assert!(handle.status().last_error.is_some());
+    for i in 200..300 {
+        cab.outbox.append(&telemetry(i)).unwrap();
+    }
+    broker.thaw();
+    wait_for("every seq after the thaw", Duration::from_secs(30), || {
+        obs.seqs(Stream::Telemetry)
+            .iter()
+            .map(|s| s.0)
+            .collect::<BTreeSet<_>>()
+            .len()
+            >= 300
+    })
+    .await;
+    assert_complete(&obs.seqs(Stream::Telemetry), 300, "telemetry");
+    wait_for("reconnected", Duration::from_secs(10), || {
+        handle.status().connected
+    })
+    .await;
+    // The old connection's will may fire after the thaw; the retained status must end online.
+    let late = Observer::connect(&broker, "observer-blackhole-late", false).await;
+    wait_for("retained status", Duration::from_secs(5), || {
+        !late.statuses().is_empty()
+    })
+    .await;
+    let last = late.statuses().last().unwrap().clone();
+    assert_eq!(
+        last.payload["online"], true,
+        "retained status {:?}",
+        last.payload
+    );
+    shutdown_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(8), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtts_with_the_configured_ca_delivers_and_a_wrong_ca_is_refused() {
+    let broker = Mosquitto::start_tls();
+    let obs = Observer::connect(&broker, "observer-tls", false).await;
+    let tls_broker = Broker {
+        tls: true,
+        host: "localhost".into(),
+        port: broker.tls_port.unwrap(),
+    };
+
+    // A CA that did not sign the server certificate: the handshake fails, nothing is sent.
+    let other = tempfile::tempdir().unwrap();
+    openssl(
+        other.path(),
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=other",
+        ],
+    );
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let cab = open_cabinet(dir.path());
+        let mut config = uplink_config(vec![tls_broker.clone()]);
+        config.ca_file = Some(other.path().join("ca.pem"));
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (handle, _incoming, task) = uplink::start(
+            params(config),
+            cab.outbox.clone(),
+            cab.metrics.clone(),
+            shutdown_rx,
+        );
+        wait_for("a TLS error", Duration::from_secs(10), || {
+            handle.status().last_error.is_some()
+        })
+        .await;
+        let st = handle.status();
+        assert!(!st.connected);
+        let err = st.last_error.unwrap();
+        assert!(err.contains("TLS"), "{err}");
+        shutdown_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(8), task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let cab = open_cabinet(dir.path());
+    let mut config = uplink_config(vec![tls_broker]);
+    config.ca_file = Some(broker.dir.path().join("ca.pem"));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (handle, _incoming, task) = uplink::start(
+        params(config),
+        cab.outbox.clone(),
+        cab.metrics.clone(),
+        shutdown_rx,
+    );
+    for i in 0..50 {
+        cab.outbox.append(&telemetry(i)).unwrap();
+    }
+    wait_for("records over TLS", Duration::from_secs(10), || {
+        obs.seqs(Stream::Telemetry).len() >= 50
+    })
+    .await;
+    assert_complete(&obs.seqs(Stream::Telemetry), 50, "telemetry over TLS");
+    assert_eq!(
+        handle.status().broker,
+        Some(format!("localhost:{}", broker.tls_port.unwrap()))
+    );
     shutdown_tx.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(8), task)
         .await

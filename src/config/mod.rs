@@ -78,6 +78,8 @@ pub struct Config {
     pub cameras: Vec<Camera>,
     /// `[[simulator]]`: built-in simulated equipment (demo cabinet, tests).
     pub simulators: Vec<Simulator>,
+    /// `[lighting]`: the night's programme (empty when the section is absent).
+    pub lighting: LightingConfig,
 }
 
 /// `[cabinet]`.
@@ -264,6 +266,58 @@ pub struct Simulator {
     pub kind: SimulatorKind,
     /// Loopback address to serve on.
     pub listen: SocketAddr,
+}
+
+pub use crate::command::LightTarget;
+
+/// Which sun depression below the horizon defines dusk and dawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Twilight {
+    /// Sunset/sunrise: centre of the sun 0.833° below the horizon (zenith 90.833°).
+    #[default]
+    Official,
+    /// Civil twilight: centre of the sun 6° below the horizon (zenith 96°).
+    Civil,
+}
+
+/// When a lighting step happens, relative to the night it belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepTime {
+    /// Dusk of the night, plus this many seconds (negative: before).
+    Dusk(i64),
+    /// Dawn ending the night, plus this many seconds (negative: before).
+    Dawn(i64),
+    /// A local clock time in `cabinet.timezone`, its occurrence between dusk and dawn.
+    Clock {
+        /// 0..=23.
+        hour: u8,
+        /// 0..=59.
+        minute: u8,
+    },
+}
+
+/// One `[[lighting.step]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LightingStep {
+    /// What it sets (same syntax as `light.set`).
+    pub target: LightTarget,
+    /// When.
+    pub at: StepTime,
+    /// 0..=100.
+    pub level_percent: f64,
+    /// Shown in the plan and in logs (default: the `at` text).
+    pub reason: String,
+}
+
+/// `[lighting]`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LightingConfig {
+    /// Dusk/dawn definition.
+    pub twilight: Twilight,
+    /// `DEVICE/POINT` of a Modbus Wh counter metering the lighting circuit.
+    pub energy_meter: Option<String>,
+    /// The night's programme, in configuration order.
+    pub steps: Vec<LightingStep>,
 }
 
 /// One problem in a config file, with its position (1-based line and column).

@@ -1069,3 +1069,165 @@ mod robustness {
         }
     }
 }
+
+const LIGHTING: &str = r#"[[dali]]
+name = "bus-a"
+interface = "sim"
+luminaires = 4
+
+[lighting]
+twilight = "civil"
+[[lighting.step]]
+target = "all"
+at = "dusk"
+level_percent = 100
+[[lighting.step]]
+target = "bus-a/3"
+at = "dawn-30min"
+level_percent = 42.5
+reason = "early buses"
+[[lighting.step]]
+target = "group:2"
+at = "22:00"
+level_percent = 70
+"#;
+
+#[test]
+fn lighting_programme() {
+    let c = ok(LIGHTING);
+    let l = &c.lighting;
+    assert_eq!(l.twilight, Twilight::Civil);
+    assert_eq!(l.energy_meter, None);
+    assert_eq!(
+        l.steps,
+        [
+            LightingStep {
+                target: LightTarget::All,
+                at: StepTime::Dusk(0),
+                level_percent: 100.0,
+                reason: "dusk".into(),
+            },
+            LightingStep {
+                target: LightTarget::Gear {
+                    bus: "bus-a".into(),
+                    address: 3
+                },
+                at: StepTime::Dawn(-1800),
+                level_percent: 42.5,
+                reason: "early buses".into(),
+            },
+            LightingStep {
+                target: LightTarget::Group(2),
+                at: StepTime::Clock {
+                    hour: 22,
+                    minute: 0
+                },
+                level_percent: 70.0,
+                reason: "22:00".into(),
+            },
+        ]
+    );
+    // Absent section: no programme, official sunset/sunrise.
+    assert_eq!(ok("").lighting, LightingConfig::default());
+    assert_eq!(LightingConfig::default().twilight, Twilight::Official);
+    let m = ok(&format!(
+        "{METER}  [[modbus.point]]\n  name = \"energy\"\n  table = \"input\"\n  address = 8\n  type = \"u32\"\n[lighting]\nenergy_meter = \"m/energy\"\n"
+    ));
+    assert_eq!(m.lighting.energy_meter.as_deref(), Some("m/energy"));
+}
+
+#[test]
+fn lighting_errors() {
+    let step = |k: &str| {
+        format!("[[lighting.step]]\ntarget = \"all\"\nat = \"dusk\"\nlevel_percent = 100\n{k}\n")
+    };
+    one(
+        &step("levle = 3"),
+        "b.toml:5:1",
+        "unknown key lighting.step[0].levle",
+    );
+    one(
+        "[[lighting.step]]\ntarget = \"all\"\nat = \"dusk\"\nlevel_percent = 101\n",
+        "b.toml:4:17",
+        "lighting.step[0].level_percent must be between 0 and 100, found 101",
+    );
+    one(
+        "[[lighting.step]]\ntarget = \"group:16\"\nat = \"dusk\"\nlevel_percent = 1\n",
+        "b.toml:2:10",
+        "lighting.step[0].target: group \"16\"",
+    );
+    one(
+        "[[lighting.step]]\ntarget = \"bus-z/1\"\nat = \"dusk\"\nlevel_percent = 1\n",
+        "b.toml:2:10",
+        "no [[dali]] bus is named \"bus-z\"",
+    );
+    one(
+        "[[lighting.step]]\ntarget = \"all\"\nat = \"sunset\"\nlevel_percent = 1\n",
+        "b.toml:3:6",
+        "lighting.step[0].at: must be \"dusk\"",
+    );
+    one(
+        "[[lighting.step]]\ntarget = \"all\"\nlevel_percent = 1\n",
+        "b.toml:1:1",
+        "missing required key lighting.step[0].at",
+    );
+    one(
+        "[lighting]\ntwilight = \"nautical\"\n",
+        "b.toml:2:12",
+        "lighting.twilight must be one of \"official\", \"civil\"",
+    );
+    one(
+        "[lighting]\nenergy_meter = \"m/nope\"\n",
+        "b.toml:2:16",
+        "lighting.energy_meter must name a configured Modbus point",
+    );
+    one(
+        "[lighting]\ntwilght = \"civil\"\n",
+        "b.toml:2:1",
+        "unknown key lighting.twilght, did you mean \"twilight\"?",
+    );
+    // Same target, same instant: the second is reported, naming the first.
+    one(
+        &format!("{}{}", step(""), step("").replace("\"dusk\"", "\"dusk+0min\"")),
+        "b.toml:8:6",
+        "lighting.step[1] conflicts with lighting.step[0] (first defined at b.toml:3): same target \"all\" at the same instant \"dusk+0min\"",
+    );
+    // Same instant, other target: fine; same target, other instant: fine.
+    ok(&format!(
+        "{}{}{}",
+        step(""),
+        step("").replace("\"all\"", "\"group:1\""),
+        step("").replace("\"dusk\"", "\"dusk+1m\"")
+    ));
+    // Every error at once.
+    assert_eq!(
+        errs("[[lighting.step]]\ntarget = \"x\"\nat = \"y\"\nlevel_percent = -1\n").len(),
+        3
+    );
+}
+
+#[test]
+fn timezone_must_exist() {
+    one(
+        "[cabinet]\ntimezone = \"Europe/Dijon\"\n",
+        "b.toml:2:12",
+        "cabinet.timezone: unknown IANA time zone \"Europe/Dijon\"",
+    );
+}
+
+#[test]
+fn a_later_file_replaces_the_whole_programme() {
+    let a = "[lighting]\ntwilight = \"civil\"\n[[lighting.step]]\ntarget = \"all\"\nat = \"dusk\"\nlevel_percent = 100\n[[lighting.step]]\ntarget = \"all\"\nat = \"22:00\"\nlevel_percent = 70\n";
+    let c = load_sources(&[
+        src("a.toml", BASE),
+        src("b.toml", a),
+        src(
+            "c.toml",
+            "[[lighting.step]]\ntarget = \"all\"\nat = \"dusk\"\nlevel_percent = 80\n",
+        ),
+    ])
+    .unwrap();
+    assert_eq!(c.lighting.twilight, Twilight::Civil);
+    assert_eq!(c.lighting.steps.len(), 1);
+    assert_eq!(c.lighting.steps[0].level_percent, 80.0);
+}

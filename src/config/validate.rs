@@ -30,6 +30,7 @@ const TOP_KEYS: &[&str] = &[
     "dali",
     "camera",
     "simulator",
+    "lighting",
 ];
 const CABINET_KEYS: &[&str] = &["id", "latitude", "longitude", "timezone"];
 const STORAGE_KEYS: &[&str] = &["path", "max_bytes", "flush_interval"];
@@ -99,6 +100,8 @@ const GROUP_KEYS: &[&str] = &[
 ];
 const CAMERA_KEYS: &[&str] = &["name", "address", "username", "password_file"];
 const SIMULATOR_KEYS: &[&str] = &["name", "kind", "listen"];
+const LIGHTING_KEYS: &[&str] = &["twilight", "energy_meter", "step"];
+const STEP_KEYS: &[&str] = &["target", "at", "level_percent", "reason"];
 
 /// Bounds of the durations, chosen to catch typos (`"1ms"` for `"1s"`) rather than to limit use.
 const POLL_MIN: Duration = Duration::from_millis(10);
@@ -499,13 +502,13 @@ pub(crate) fn validate(root: &Tbl, names: &[String], version: String) -> Result<
     let log = log(&mut cx, root);
 
     let mut devices = Unique::new("device name");
-    let modbus = cx
+    let modbus: Vec<ModbusDevice> = cx
         .tables(root, "modbus", "modbus")
         .into_iter()
         .enumerate()
         .filter_map(|(i, t)| modbus_device(&mut cx, t, i, &mut devices, names))
         .collect();
-    let dali = cx
+    let dali: Vec<DaliBus> = cx
         .tables(root, "dali", "dali")
         .into_iter()
         .enumerate()
@@ -526,6 +529,7 @@ pub(crate) fn validate(root: &Tbl, names: &[String], version: String) -> Result<
         .filter_map(|(i, t)| simulator(&mut cx, t, i, &mut sims))
         .collect();
     sims.report(&mut cx, names);
+    let lighting = lighting(&mut cx, root, &modbus, &dali, names);
 
     if !cx.errs.is_empty() {
         return Err(cx);
@@ -541,6 +545,7 @@ pub(crate) fn validate(root: &Tbl, names: &[String], version: String) -> Result<
         dali,
         cameras,
         simulators,
+        lighting,
     })
 }
 
@@ -570,17 +575,19 @@ fn cabinet(cx: &mut Cx, root: &Tbl) -> CabinetConfig {
         c.longitude = x;
     }
     if let Some((tz, loc)) = cx.opt_str(t, p, "timezone") {
-        // No time zone database is linked in; check the IANA name's shape only.
-        let ok = !tz.is_empty()
+        let shape = !tz.is_empty()
             && !tz.starts_with('/')
             && !tz.ends_with('/')
             && tz
                 .chars()
                 .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '/' | '_' | '-' | '+'));
-        if ok {
-            c.timezone = tz.to_string();
-        } else {
+        if !shape {
             cx.err(loc, format!("cabinet.timezone must be an IANA time zone name like \"Europe/Paris\", found {tz:?}"));
+        } else if let Err(e) = crate::lighting::time_zone(tz) {
+            // The lighting programme's clock times are local: an unknown zone would move them.
+            cx.err(loc, format!("cabinet.timezone: {e}"));
+        } else {
+            c.timezone = tz.to_string();
         }
     }
     c
@@ -1298,4 +1305,116 @@ fn simulator(cx: &mut Cx, t: &Tbl, i: usize, sims: &mut Unique) -> Option<Simula
         kind: kind?.0,
         listen: listen?,
     })
+}
+
+/// `[lighting]`: the programme. `modbus` and `dali` are the devices already validated, for the
+/// references a step or the meter makes (a bus typo would silently leave luminaires unlit).
+fn lighting(
+    cx: &mut Cx,
+    root: &Tbl,
+    modbus: &[ModbusDevice],
+    dali: &[DaliBus],
+    names: &[String],
+) -> LightingConfig {
+    let mut l = LightingConfig::default();
+    let Some(t) = cx.opt_table(root, "lighting", "lighting") else {
+        return l;
+    };
+    let p = "lighting";
+    cx.check_keys(t, p, LIGHTING_KEYS);
+    if let Some((tw, _)) = cx.opt_enum(
+        t,
+        p,
+        "twilight",
+        &[("official", Twilight::Official), ("civil", Twilight::Civil)],
+    ) {
+        l.twilight = tw;
+    }
+    if let Some((m, loc)) = cx.opt_str(t, p, "energy_meter") {
+        let known = m.split_once('/').is_some_and(|(dev, point)| {
+            modbus
+                .iter()
+                .any(|d| d.spec.name == dev && d.spec.points.iter().any(|pt| pt.name == point))
+        });
+        if known {
+            l.energy_meter = Some(m.to_string());
+        } else {
+            cx.err(loc, format!("lighting.energy_meter must name a configured Modbus point \"DEVICE/POINT\" (a Wh counter), found {m:?}"));
+        }
+    }
+    // Two steps for the same target at the same `at` would leave the level to chance.
+    let mut seen: Vec<(LightTarget, StepTime, Loc, usize)> = Vec::new();
+    for (j, st) in cx
+        .tables(t, "step", "lighting.step")
+        .into_iter()
+        .enumerate()
+    {
+        let sp = format!("lighting.step[{j}]");
+        let sp = sp.as_str();
+        cx.check_keys(st, sp, STEP_KEYS);
+        let target = cx.req_str(st, sp, "target").and_then(|(s, loc)| {
+            match crate::lighting::parse_target(s) {
+                Ok(LightTarget::Gear { bus, .. }) if !dali.iter().any(|b| b.name == bus) => {
+                    cx.err(
+                        loc,
+                        format!("{sp}.target {s:?}: no [[dali]] bus is named {bus:?}"),
+                    );
+                    None
+                }
+                Ok(tg) => Some(tg),
+                Err(m) => {
+                    cx.err(loc, format!("{sp}.target: {m}"));
+                    None
+                }
+            }
+        });
+        let at =
+            cx.req_str(st, sp, "at").and_then(|(s, loc)| {
+                match crate::lighting::parse_step_time(s) {
+                    Ok(at) => Some((at, s.trim().to_string(), loc)),
+                    Err(m) => {
+                        cx.err(loc, format!("{sp}.at: {m}"));
+                        None
+                    }
+                }
+            });
+        let level = cx.req_num(st, sp, "level_percent", 0.0, 100.0);
+        let reason = cx.opt_str(st, sp, "reason").and_then(|(r, loc)| {
+            if (1..=64).contains(&r.chars().count()) && !r.contains(char::is_control) {
+                Some(r.to_string())
+            } else {
+                cx.err(
+                    loc,
+                    format!("{sp}.reason must be 1 to 64 printable characters"),
+                );
+                None
+            }
+        });
+        let (Some(target), Some((at, at_text, at_loc)), Some((level_percent, _))) =
+            (target, at, level)
+        else {
+            continue;
+        };
+        if let Some((_, _, first, i)) = seen.iter().find(|(tg, a, _, _)| *tg == target && *a == at)
+        {
+            cx.err(
+                at_loc,
+                format!(
+                    "{sp} conflicts with lighting.step[{i}] (first defined at {}:{}): same target {:?} at the same instant {at_text:?}",
+                    names[first.src],
+                    first.line,
+                    crate::lighting::target_name(&target)
+                ),
+            );
+            continue;
+        }
+        seen.push((target.clone(), at, at_loc, j));
+        l.steps.push(LightingStep {
+            target,
+            at,
+            level_percent,
+            reason: reason.unwrap_or(at_text),
+        });
+    }
+    l
 }

@@ -74,7 +74,7 @@ pub const ENVELOPE_ROOM: usize = 256;
 pub const CACHE_CAPACITY: u64 = 16 * 1024 * 1024;
 /// How far `size_on_disk` may exceed the live data before sled reclaims space (measured 3–4×):
 /// the live bytes are kept under `max_bytes / SPACE_AMPLIFICATION` so the files stay in budget.
-pub const SPACE_AMPLIFICATION: u64 = 3;
+pub const SPACE_AMPLIFICATION: u64 = 4;
 
 /// Errors of the outbox.
 #[derive(Debug, thiserror::Error)]
@@ -161,11 +161,13 @@ impl OutboxOptions {
     }
 }
 
-/// What happened when the store could not be opened and was replaced by an empty one.
+/// The previous store was lost: it could not be opened (moved aside, replaced by an empty one),
+/// or it is gone while the `seq-marks` file says records were stored. The daemon raises a
+/// critical `store_recovered` event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recovery {
-    /// Where the unreadable store was moved (kept for analysis).
-    pub moved_to: PathBuf,
+    /// Where the unreadable store was moved (kept for analysis); `None` when it was missing.
+    pub moved_to: Option<PathBuf>,
     /// Why it could not be opened.
     pub reason: String,
     /// The first seq each stream will use now, per [`STREAMS`] order.
@@ -276,6 +278,8 @@ pub struct Outbox {
     kick: Notify,
     durable_tx: watch::Sender<u64>,
     disk_bytes: AtomicU64,
+    /// When the flusher last completed a round (for the systemd watchdog).
+    flusher_beat: Mutex<Option<Instant>>,
     metrics: Metrics,
 }
 
@@ -297,10 +301,33 @@ struct Opened {
     fresh: bool,
 }
 
+/// sled's log segment size for a store: its files hold several segments beyond the live data, so
+/// with the default 512 KiB a small budget (a few MiB) is exceeded by the segments alone. New
+/// stores get `max_bytes / 32` rounded down to a power of two, between 32 KiB and sled's default.
+/// sled refuses to open a store with another segment size than it was created with, so an
+/// existing store keeps the size written in its `conf` file.
+pub fn segment_size_for(path: &Path, max_bytes: u64) -> usize {
+    const MIN: u64 = 32 * 1024;
+    const MAX: u64 = 512 * 1024;
+    // sled appends a CRC after the text, so the file is not valid UTF-8 as a whole.
+    let existing = fs::read(path.join("conf")).ok().and_then(|conf| {
+        String::from_utf8_lossy(&conf)
+            .lines()
+            .find_map(|l| l.strip_prefix("segment_size: "))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+    });
+    existing.unwrap_or_else(|| {
+        let target = (max_bytes / 32).clamp(MIN, MAX);
+        // Largest power of two not above the target.
+        (1u64 << (63 - target.leading_zeros())) as usize
+    })
+}
+
 fn open_db(path: &Path, opts: &OutboxOptions) -> Result<Opened, OutboxError> {
     let db = sled::Config::new()
         .path(path)
         .cache_capacity(opts.cache_capacity)
+        .segment_size(segment_size_for(path, opts.max_bytes))
         .flush_every_ms(None)
         .open()?;
     let meta = db.open_tree("meta")?;
@@ -359,6 +386,27 @@ fn open_db_guarded(path: &Path, opts: &OutboxOptions) -> Result<Opened, OutboxEr
     }
 }
 
+/// sled's file lock is released when the last reference to a `Db` goes, and its flush threads
+/// may hold one a moment after the previous handle in this process was dropped (tests reopen).
+/// Wait briefly for that; another process holding the store keeps failing with the lock error.
+const LOCK_WAIT: Duration = Duration::from_secs(2);
+
+fn is_lock_busy(e: &OutboxError) -> bool {
+    matches!(e, OutboxError::Store(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock"))
+}
+
+fn open_db_waiting_for_lock(path: &Path, opts: &OutboxOptions) -> Result<Opened, OutboxError> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match open_db_guarded(path, opts) {
+            Err(e) if is_lock_busy(&e) && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Whether an open error means the files are unusable (move aside) rather than the system
 /// refusing access (report, do not touch the data).
 fn is_corruption(e: &OutboxError) -> bool {
@@ -385,7 +433,7 @@ impl Outbox {
         let marks_on_disk = marks::read(dir).map_err(dir_err(dir))?;
         let db_path = dir.join("outbox");
         let mut recovery = None;
-        let opened = match open_db_guarded(&db_path, &opts) {
+        let opened = match open_db_waiting_for_lock(&db_path, &opts) {
             Ok(o) => o,
             Err(e) if is_corruption(&e) => {
                 let millis = codec::millis(SystemTime::now());
@@ -396,7 +444,7 @@ impl Outbox {
                     .store_recoveries_total
                     .with_label_values(&["corrupt"])
                     .inc();
-                recovery = Some((moved_to, e.to_string()));
+                recovery = Some((Some(moved_to), e.to_string()));
                 open_db_guarded(&db_path, &opts)?
             }
             Err(e) => return Err(e),
@@ -407,6 +455,14 @@ impl Outbox {
             mut streams,
             fresh,
         } = opened;
+        if fresh && recovery.is_none() && marks_on_disk.is_some() {
+            tracing::error!(path = %db_path.display(), "outbox store missing although seq-marks exist; starting empty");
+            metrics
+                .store_recoveries_total
+                .with_label_values(&["missing"])
+                .inc();
+            recovery = Some((None, "store missing".to_owned()));
+        }
         let marks = marks_on_disk.unwrap_or_default();
         if fresh {
             // A database this code never initialised, next to marks: the previous store was lost.
@@ -452,6 +508,7 @@ impl Outbox {
             kick: Notify::new(),
             durable_tx,
             disk_bytes: AtomicU64::new(disk),
+            flusher_beat: Mutex::new(None),
             metrics,
         });
         outbox.update_metrics(&outbox.lock());
@@ -569,8 +626,12 @@ impl Outbox {
                 _ = self.kick.notified() => {}
                 r = shutdown.changed() => if r.is_err() { break },
             }
-            if let Err(e) = self.flush().await {
-                tracing::warn!(error = %e, "outbox flush failed; retrying");
+            match self.flush().await {
+                Ok(()) => {
+                    *self.flusher_beat.lock().unwrap_or_else(|p| p.into_inner()) =
+                        Some(Instant::now());
+                }
+                Err(e) => tracing::warn!(error = %e, "outbox flush failed; retrying"),
             }
             if last_measure.elapsed() >= Duration::from_secs(1) {
                 last_measure = Instant::now();
@@ -582,6 +643,13 @@ impl Outbox {
         if let Err(e) = self.flush().await {
             tracing::error!(error = %e, "final outbox flush failed");
         }
+    }
+
+    /// When [`Outbox::run_flusher`] last completed a flush round (`None` before the first): the
+    /// daemon feeds the systemd watchdog only while this keeps moving. A failing flush (disk
+    /// error) stops it.
+    pub fn flusher_heartbeat(&self) -> Option<Instant> {
+        *self.flusher_beat.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A receiver that changes after every completed flush (the uplink waits on it).
@@ -617,7 +685,7 @@ impl Outbox {
             (s.tree.clone(), s.durable)
         };
         let end = upto.min(durable);
-        if from > end || from == 0 && end == 0 {
+        if end == 0 || from > end {
             return Ok(None);
         }
         let mut values = Vec::new();
@@ -696,16 +764,18 @@ impl Outbox {
     /// Returns the number of records evicted.
     ///
     /// Two limits: the live bytes must stay under `max_bytes / SPACE_AMPLIFICATION` (sled's files
-    /// run 3–4× the live data), and when the files themselves exceed `max_bytes` a further tenth
-    /// of the live data goes.
+    /// run 3–4× the live data); and when the files (`size_on_disk`) exceed `max_bytes` *and are
+    /// still growing* since the last measurement, a further tenth of the live data goes. Files
+    /// over budget but not growing are left alone: sled reuses freed segments without shrinking
+    /// its files, so a store that once filled up would otherwise keep evicting forever.
     pub fn enforce_budget(&self) -> Result<u64, OutboxError> {
         let disk = self.db.size_on_disk()?;
-        self.disk_bytes.store(disk, Ordering::Relaxed);
+        let previous = self.disk_bytes.swap(disk, Ordering::Relaxed);
         let live_budget = self.opts.max_bytes / SPACE_AMPLIFICATION;
         let mut st = self.lock();
         let live: u64 = st.streams.iter().map(|s| s.bytes).sum();
         let mut to_free = live.saturating_sub(live_budget);
-        if disk > self.opts.max_bytes {
+        if disk > self.opts.max_bytes && disk > previous {
             to_free = to_free.max(live / 10);
         }
         let mut evicted = 0;

@@ -220,8 +220,18 @@ async fn a_lost_store_resumes_numbering_above_the_marks() {
         ob.flush().await.unwrap();
     }
     std::fs::remove_dir_all(dir.path().join("outbox")).unwrap();
-    let (ob, rec) = open(dir.path());
-    assert!(rec.is_none(), "a missing store is not a corrupt one");
+    let metrics = Metrics::new("t");
+    let (ob, rec) = Outbox::open(dir.path(), OutboxOptions::default(), metrics.clone()).unwrap();
+    let rec = rec.expect("a missing store next to seq-marks is reported");
+    assert_eq!(rec.moved_to, None);
+    assert_eq!(rec.next_seq[0], (Stream::Telemetry, 3 + marks::BLOCK + 1));
+    assert_eq!(
+        metrics
+            .store_recoveries_total
+            .with_label_values(&["missing"])
+            .get(),
+        1
+    );
     assert_eq!(ob.append(&telemetry(5)).unwrap(), 3 + marks::BLOCK + 1);
     assert_eq!(ob.append(&result("b")).unwrap(), 1 + marks::BLOCK + 1);
     assert_eq!(
@@ -257,13 +267,9 @@ async fn a_corrupt_store_is_moved_aside_and_numbering_continues() {
     }
     let (ob, rec) = Outbox::open(dir.path(), OutboxOptions::default(), metrics.clone()).unwrap();
     let rec = rec.expect("recovery reported");
-    assert!(
-        rec.moved_to.exists(),
-        "corrupt store kept at {:?}",
-        rec.moved_to
-    );
-    assert!(rec
-        .moved_to
+    let moved_to = rec.moved_to.expect("moved aside");
+    assert!(moved_to.exists(), "corrupt store kept at {moved_to:?}");
+    assert!(moved_to
         .file_name()
         .unwrap()
         .to_str()
@@ -374,6 +380,8 @@ async fn flusher_makes_records_durable_and_stops_on_shutdown() {
     })
     .await
     .expect("flushed within 5 s");
+    let beat = ob.flusher_heartbeat().expect("a flush round completed");
+    assert!(beat.elapsed() < Duration::from_secs(5));
     ob.append(&telemetry(1)).unwrap();
     stop_tx.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(5), task)
@@ -385,4 +393,62 @@ async fn flusher_makes_records_durable_and_stops_on_shutdown() {
         2,
         "final flush at shutdown"
     );
+}
+
+#[tokio::test]
+async fn a_store_held_by_another_handle_is_refused_not_moved_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ob, _) = open(dir.path());
+    ob.append(&telemetry(0)).unwrap();
+    ob.flush().await.unwrap();
+    let err = match Outbox::open(dir.path(), OutboxOptions::default(), Metrics::new("t")) {
+        Err(e) => e,
+        Ok(_) => panic!("a second handle on the same store must be refused"),
+    };
+    assert!(err.is_transient(), "{err}");
+    let entries: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !entries.iter().any(|e| e.starts_with("outbox.corrupt-")),
+        "{entries:?}"
+    );
+    assert_eq!(ob.stats().streams[0].records, 1);
+}
+
+/// Regression: the segment size follows the budget for new stores only. Reopening a store after
+/// `storage.max_bytes` changed once made sled refuse it ("cannot change the io buffer size"), and
+/// the store was moved aside as if corrupt, its records no longer sent.
+#[tokio::test]
+async fn a_budget_change_keeps_the_store_and_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = OutboxOptions {
+        max_bytes: 256 * 1024 * 1024,
+        ..OutboxOptions::default()
+    };
+    {
+        let (ob, rec) = Outbox::open(dir.path(), big, Metrics::new("t")).unwrap();
+        assert!(rec.is_none());
+        for i in 0..3 {
+            ob.append(&telemetry(i)).unwrap();
+        }
+        ob.flush().await.unwrap();
+    }
+    let small = OutboxOptions {
+        max_bytes: 2 * 1024 * 1024,
+        ..OutboxOptions::default()
+    };
+    let (ob, rec) = Outbox::open(dir.path(), small, Metrics::new("t")).unwrap();
+    assert!(rec.is_none(), "store kept, not recovered: {rec:?}");
+    assert_eq!(ob.stats().total_records(), 3);
+    assert_eq!(ob.append(&telemetry(9)).unwrap(), 4);
+}
+
+#[test]
+fn new_stores_get_a_segment_size_that_fits_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(segment_size_for(dir.path(), 2 * 1024 * 1024), 64 * 1024);
+    assert_eq!(segment_size_for(dir.path(), 256 * 1024 * 1024), 512 * 1024);
+    assert_eq!(segment_size_for(dir.path(), 100 * 1024), 32 * 1024);
 }

@@ -23,11 +23,18 @@
 //! - On every ConnAck: retained online status, then subscriptions to `P/C/cmd`, `P/all/cmd`,
 //!   `P/C/config/desired` (QoS 1; rumqttc does not restore them, pitfall 4).
 //! - Clean stop: no new batches, wait (≤ 3 s) for in-flight acks, publish the retained offline
-//!   status and wait (≤ 1.5 s) for its ack, DISCONNECT. An abrupt end (task aborted, process
-//!   killed) drops the TCP connection without DISCONNECT, so the broker publishes the will.
+//!   status and wait (≤ 1.5 s) for its ack, DISCONNECT, flush the outbox (≤ 1 s) so the
+//!   deletions of the last acks are durable. An abrupt end (task aborted, process killed) drops
+//!   the TCP connection without DISCONNECT, so the broker publishes the will. A will of an older
+//!   connection (half-open, then taken over by the new one with the same client id) is published
+//!   by the broker while it handles the new CONNECT, i.e. before our ConnAck and so before the
+//!   new online status: the retained status ends up right (checked by the SIGSTOP test).
+//! - Incoming messages go to a channel of 64; a consumer that stops reading stalls the poll task
+//!   (and with it keep-alive), so the daemon must drain it promptly or drop the receiver.
 
 pub mod backoff;
 pub mod inflight;
+pub mod tls;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,8 +42,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use rumqttc::{
     AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
-    SubscribeFilter,
+    SubscribeFilter, TlsConfiguration, Transport,
 };
+use rustls::ClientConfig;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -52,12 +60,17 @@ pub use inflight::{InFlight, Tag};
 
 /// First reconnect delay: a broker restart is usually over quickly.
 pub const BACKOFF_FIRST: Duration = Duration::from_millis(100);
-/// Longest reconnect delay.
-pub const BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// Longest reconnect delay. Fresh data must reach the central post within 1 s of the broker
+/// being reachable again, so the retry step never exceeds 800 ms (each delay is 50–100 % of the
+/// step, jittered). A refused attempt costs one SYN: ~2 per second per cabinet while the broker is
+/// down is nothing for a broker, even for a whole city's cabinets reconnecting at once.
+pub const BACKOFF_CAP: Duration = Duration::from_millis(800);
 /// How long a clean stop waits for in-flight batches to be acknowledged.
 pub const STOP_DRAIN: Duration = Duration::from_secs(3);
 /// How long a clean stop waits for the offline status to be acknowledged.
 pub const STOP_STATUS: Duration = Duration::from_millis(1500);
+/// Bound on the outbox flush at the end of a clean stop.
+pub const STOP_FLUSH: Duration = Duration::from_secs(1);
 /// Interval of the "replaying backlog" progress line.
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 /// Incoming messages larger than this are refused by the client (a desired config is TOML text).
@@ -128,10 +141,17 @@ impl Default for UplinkStatus {
 #[derive(Clone)]
 pub struct UplinkHandle {
     status: Arc<Mutex<UplinkStatus>>,
+    heartbeat: Arc<Mutex<Instant>>,
     reported_tx: mpsc::Sender<Vec<u8>>,
 }
 
 impl UplinkHandle {
+    /// When the uplink's driver loop last ran (at least every [`PROGRESS_EVERY`] while it is
+    /// alive, connected or not): the daemon feeds the systemd watchdog only while this moves.
+    pub fn heartbeat(&self) -> Instant {
+        *self.heartbeat.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Snapshot of the uplink state.
     pub fn status(&self) -> UplinkStatus {
         self.status
@@ -143,18 +163,28 @@ impl UplinkHandle {
     /// Publish `payload` retained on `P/C/config/reported`, now or as soon as a session is up,
     /// and again after every reconnect until the broker acknowledged it. A newer document
     /// replaces an older one not yet acknowledged. Fails only when the uplink has stopped.
-    pub async fn publish_config_reported(&self, payload: Vec<u8>) -> Result<(), UplinkStopped> {
+    pub async fn publish_config_reported(&self, payload: Vec<u8>) -> Result<(), UplinkError> {
         self.reported_tx
             .send(payload)
             .await
-            .map_err(|_| UplinkStopped)
+            .map_err(|_| UplinkError::Stopped)
     }
 }
 
-/// The uplink task has ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the uplink has stopped")]
-pub struct UplinkStopped;
+/// Errors of the uplink. Connection errors are not among them: the uplink retries those itself
+/// and reports the last one in [`UplinkStatus::last_error`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UplinkError {
+    /// The uplink task has ended (permanent).
+    #[error("the uplink has stopped")]
+    Stopped,
+    /// TLS cannot be set up (CA bundle missing or invalid): permanent until the config changes.
+    #[error("TLS setup: {reason}")]
+    TlsSetup {
+        /// What is wrong.
+        reason: String,
+    },
+}
 
 /// Topic names of one cabinet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -227,6 +257,7 @@ struct OptionsBuilder {
     topics: Topics,
     brokers: Vec<Broker>,
     window: u16,
+    tls: Option<Arc<ClientConfig>>,
 }
 
 impl OptionsBuilder {
@@ -234,6 +265,11 @@ impl OptionsBuilder {
         let b = &self.brokers[broker];
         let cfg = &self.params.config;
         let mut o = MqttOptions::new(cfg.client_id.clone(), b.host.clone(), b.port);
+        if let (true, Some(tls)) = (b.tls, &self.tls) {
+            o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+                tls.clone(),
+            )));
+        }
         o.set_clean_session(true);
         // rumqttc panics below 1 s; the config parser validates, this keeps it from ever panicking.
         o.set_keep_alive(cfg.keep_alive.max(Duration::from_secs(1)));
@@ -293,31 +329,43 @@ pub fn start(
     shutdown: watch::Receiver<bool>,
 ) -> (UplinkHandle, mpsc::Receiver<Incoming>, JoinHandle<()>) {
     let status = Arc::new(Mutex::new(UplinkStatus::default()));
+    let heartbeat = Arc::new(Mutex::new(Instant::now()));
     let (inbound_tx, inbound_rx) = mpsc::channel(64);
     let (reported_tx, reported_rx) = mpsc::channel(4);
     let handle = UplinkHandle {
         status: status.clone(),
+        heartbeat: heartbeat.clone(),
         reported_tx,
     };
     let topics = Topics::new(&params.config.topic_prefix, &params.cabinet_id);
     let window = params.config.inflight.clamp(1, 1000);
+    metrics.uplink_connected.set(0);
+    metrics.set_mode("autonomous");
+    let mut tls = None;
+    if params.config.brokers.iter().any(|b| b.tls) {
+        let loaded = match &params.config.ca_file {
+            Some(path) => tls::load_client_config(path),
+            None => Err(UplinkError::TlsSetup {
+                reason: "mqtts:// needs uplink.ca_file".into(),
+            }),
+        };
+        match loaded {
+            Ok(config) => tls = Some(config),
+            Err(e) => {
+                tracing::error!(error = %e, "uplink: mqtts:// brokers unusable");
+                set_status(&status, |s| s.last_error = Some(e.to_string()));
+            }
+        }
+    }
     let brokers: Vec<Broker> = params
         .config
         .brokers
         .iter()
-        .filter(|b| !b.tls)
+        .filter(|b| !b.tls || tls.is_some())
         .cloned()
         .collect();
-    metrics.uplink_connected.set(0);
-    metrics.set_mode("autonomous");
     if brokers.is_empty() {
-        // mqtts:// needs a TLS build (rumqttc `use-rustls-no-provider` + ring), not included yet.
-        set_status(&status, |s| {
-            s.last_error = Some("no usable broker: mqtts:// is not supported by this build".into())
-        });
-        tracing::error!(
-            "uplink: no usable broker (mqtts:// is not supported by this build); staying offline"
-        );
+        tracing::error!("uplink: no usable broker; staying offline");
         let task = tokio::spawn(async move {
             let mut shutdown = shutdown;
             let mut reported_rx = reported_rx;
@@ -335,6 +383,7 @@ pub fn start(
         topics: topics.clone(),
         brokers: brokers.clone(),
         window,
+        tls,
     };
     let options = builder.build(0);
     // Channel sized so `try_publish` only fails if rumqttc stopped reading (window full).
@@ -365,6 +414,7 @@ pub fn start(
         client,
         metrics,
         status,
+        heartbeat,
         inflight: InFlight::default(),
         cursors: None,
         connected: false,
@@ -501,6 +551,7 @@ struct Driver {
     client: AsyncClient,
     metrics: Metrics,
     status: Arc<Mutex<UplinkStatus>>,
+    heartbeat: Arc<Mutex<Instant>>,
     inflight: InFlight,
     cursors: Option<SendCursors>,
     connected: bool,
@@ -531,6 +582,7 @@ impl Driver {
         let mut progress_at = Instant::now();
         let mut reported_open = true;
         loop {
+            *self.heartbeat.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
             if *shutdown.borrow() {
                 break;
             }
@@ -888,6 +940,14 @@ impl Driver {
         }
         // Ends the poll task if it is still running (no session, or a dead link).
         drop(poll);
+        // Deletions of records acked during the drain would otherwise wait for the next flush,
+        // which may never come (the flusher stops at shutdown too): each would be sent again
+        // after the restart.
+        match tokio::time::timeout(STOP_FLUSH, self.outbox.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "outbox flush at uplink stop failed"),
+            Err(_) => tracing::warn!("outbox flush at uplink stop timed out"),
+        }
         self.connected = false;
         self.metrics.uplink_connected.set(0);
         self.metrics.set_mode("autonomous");
@@ -976,6 +1036,7 @@ mod tests {
                 port: 1883,
             }],
             window: 4,
+            tls: None,
         };
         let o = b.build(0);
         assert_eq!(o.broker_address(), ("127.0.0.1".to_owned(), 1883));

@@ -420,17 +420,29 @@ impl Daemon {
     }
 
     pub fn start_env(broker_port: u16, extra: &str, env: &[(&str, &str)]) -> Daemon {
+        Self::start_full(broker_port, extra, env, |base| base)
+    }
+
+    /// Start with the base config edited by `edit` (e.g. another budget), plus `extra`.
+    pub fn start_edited(
+        broker_port: u16,
+        extra: &str,
+        edit: impl FnOnce(String) -> String,
+    ) -> Daemon {
+        Self::start_full(broker_port, extra, &[], edit)
+    }
+
+    fn start_full(
+        broker_port: u16,
+        extra: &str,
+        env: &[(&str, &str)],
+        edit: impl FnOnce(String) -> String,
+    ) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let http_port = free_port();
         let config = dir.path().join("cabinetd.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "{}\n{extra}",
-                base_config(dir.path(), broker_port, http_port)
-            ),
-        )
-        .unwrap();
+        let base = edit(base_config(dir.path(), broker_port, http_port));
+        std::fs::write(&config, format!("{base}\n{extra}")).unwrap();
         let mut d = Daemon {
             proc: Self::spawn(&config, env),
             http: format!("127.0.0.1:{http_port}"),

@@ -1,0 +1,376 @@
+//! The programme evaluator: which level the programme wants, and when it next changes.
+//!
+//! Resolution of a night's steps (see [`Programme::plan`]):
+//! - `dusk±X` / `dawn±X`: that night's dusk / dawn plus the offset;
+//! - `HH:MM`: the local clock time in `cabinet.timezone` that falls within `[dusk, dawn)`, on the
+//!   night's date or the next; a time outside the night is skipped with a note. DST: a time in
+//!   the spring gap moves forward by the gap (02:30 → 03:30 CEST), a time in the autumn overlap
+//!   takes its first occurrence (jiff's "compatible" disambiguation, as cron does);
+//! - end of night: when the programme has steps, an implicit `all → 0 %` (reason `dawn`) is added
+//!   at dawn, unless a step already happens at or after dawn (the programme then owns the morning;
+//!   a note says so if none of those switches everything off) or the night's last step already
+//!   switches `all` off.
+//!
+//! Precedence: the most recent step wins. For a luminaire, the level is that of the latest step
+//! at or before the instant whose target covers it: `all` covers everything, `group:N` covers the
+//! group's members (membership from `[[dali.group]]`), `BUS/ADDR` covers that gear. Steps at the
+//! same instant apply in order all → group → gear, then configuration order, so the most
+//! specific one wins a tie. A group target's own level follows only `all` and that group's steps.
+//! Day time is off: before any step, the level is 0 %. An empty programme wants nothing (`None`).
+
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
+
+use super::astro::{self, SunEvent};
+use super::plan::{Night, Plan, Step};
+use super::{target_name, time_zone, PlanError};
+use crate::config::{Config, LightTarget, LightingStep, StepTime, Twilight};
+
+/// How far [`Programme::level_at`] and [`Programme::next_change_after`] look for a step: a year
+/// covers the longest polar day or night.
+const HORIZON_DAYS: i32 = 400;
+
+/// One luminaire and the groups it belongs to (for callers that know membership themselves).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Luminaire {
+    /// Bus (device) name.
+    pub bus: String,
+    /// Short address.
+    pub address: u8,
+    /// DALI groups it is a member of.
+    pub groups: Vec<u8>,
+}
+
+/// A step with the key that orders it: (instant, specificity, config index).
+type Keyed = ((Timestamp, u8, usize), Step);
+
+/// The cabinet's programme, ready to evaluate any night.
+#[derive(Debug, Clone)]
+pub struct Programme {
+    latitude: f64,
+    longitude: f64,
+    twilight: Twilight,
+    tz: TimeZone,
+    steps: Vec<LightingStep>,
+    /// (bus, group, members) from `[[dali.group]]`.
+    groups: Vec<(String, u8, Vec<u8>)>,
+}
+
+fn specificity(t: &LightTarget) -> u8 {
+    match t {
+        LightTarget::All => 0,
+        LightTarget::Group(_) => 1,
+        LightTarget::Gear { .. } => 2,
+    }
+}
+
+fn at_text(at: StepTime) -> String {
+    let off = |name: &str, s: i64| {
+        if s == 0 {
+            return name.to_string();
+        }
+        let sign = if s < 0 { '-' } else { '+' };
+        let d = std::time::Duration::from_secs(s.unsigned_abs());
+        format!("{name}{sign}{}", humantime::format_duration(d))
+    };
+    match at {
+        StepTime::Dusk(s) => off("dusk", s),
+        StepTime::Dawn(s) => off("dawn", s),
+        StepTime::Clock { hour, minute } => format!("{hour:02}:{minute:02}"),
+    }
+}
+
+impl Programme {
+    /// The programme of `cfg`: its `[lighting]`, location, time zone and DALI groups.
+    pub fn from_config(cfg: &Config) -> Result<Programme, PlanError> {
+        let tz = time_zone(&cfg.cabinet.timezone).map_err(|reason| PlanError::TimeZone {
+            name: cfg.cabinet.timezone.clone(),
+            reason,
+        })?;
+        let groups = cfg
+            .dali
+            .iter()
+            .flat_map(|b| {
+                b.groups
+                    .iter()
+                    .map(|g| (b.name.clone(), g.number, g.members.clone()))
+            })
+            .collect();
+        Ok(Programme {
+            latitude: cfg.cabinet.latitude,
+            longitude: cfg.cabinet.longitude,
+            twilight: cfg.lighting.twilight,
+            tz,
+            steps: cfg.lighting.steps.clone(),
+            groups,
+        })
+    }
+
+    /// True when there is no `[[lighting.step]]`: the programme drives nothing.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// The luminaire `bus/address` with its groups from the configuration.
+    pub fn luminaire(&self, bus: &str, address: u8) -> Luminaire {
+        let groups = self
+            .groups
+            .iter()
+            .filter(|(b, _, m)| b == bus && m.contains(&address))
+            .map(|(_, g, _)| *g)
+            .collect();
+        Luminaire {
+            bus: bus.to_string(),
+            address,
+            groups,
+        }
+    }
+
+    /// Dusk on `date`, dawn on the next date, and the dark span between them.
+    pub fn night(&self, date: Date) -> Night {
+        let z = self.twilight.zenith();
+        let (lat, lon) = (self.latitude, self.longitude);
+        let next = date.tomorrow().unwrap_or(date);
+        let dusk = astro::sunset(date, lat, lon, z);
+        let dawn = astro::sunrise(next, lat, lon, z);
+        let start = match dusk {
+            SunEvent::At(t) => Some(t),
+            SunEvent::AlwaysDown => Some(astro::solar_noon(date, lon)),
+            SunEvent::AlwaysUp => None,
+        };
+        let end = match dawn {
+            SunEvent::At(t) => t,
+            SunEvent::AlwaysDown => astro::solar_noon(next, lon),
+            SunEvent::AlwaysUp => astro::solar_noon(date, lon) + SignedDuration::from_hours(12),
+        };
+        Night {
+            date,
+            dusk,
+            dawn,
+            span: start.filter(|s| *s < end).map(|s| (s, end)),
+        }
+    }
+
+    fn clock(&self, date: Date, hour: u8, minute: u8) -> Option<Timestamp> {
+        let dt = date.at(hour as i8, minute as i8, 0, 0);
+        dt.to_zoned_datetime(self.tz.clone())
+            .ok()
+            .map(|z| z.timestamp())
+    }
+
+    /// Every step of the night starting on `date`, ordered, with notes.
+    fn resolve(&self, date: Date) -> (Night, Vec<Keyed>, Vec<String>) {
+        let night = self.night(date);
+        let mut notes = Vec::new();
+        let mut out: Vec<Keyed> = Vec::new();
+        let Some((start, end)) = night.span else {
+            if night.polar() == Some(super::Polar::Day) {
+                notes.push(format!(
+                    "polar day: the sun does not set on {date} at latitude {}; no night, the luminaires stay off",
+                    self.latitude
+                ));
+            } else {
+                notes.push(format!("no dark period in the night of {date}"));
+            }
+            return (night, out, notes);
+        };
+        match (night.dusk, night.dawn) {
+            (SunEvent::AlwaysDown, _) => notes.push(format!(
+                "polar night: the sun does not set on {date} because it does not rise; the night runs from solar noon and dusk steps happen then"
+            )),
+            (_, SunEvent::AlwaysDown) => notes.push(
+                "polar night: the sun does not rise the next day; the night runs to solar noon and dawn steps are skipped".to_string(),
+            ),
+            (_, SunEvent::AlwaysUp) => notes.push(
+                "the sun does not set the next day; the night ends at solar midnight and dawn steps are skipped".to_string(),
+            ),
+            _ => {}
+        }
+        for (i, s) in self.steps.iter().enumerate() {
+            let at = match s.at {
+                StepTime::Dusk(off) => match night.dusk {
+                    SunEvent::At(t) => Some(t + SignedDuration::from_secs(off)),
+                    _ => Some(start),
+                },
+                StepTime::Dawn(off) => night
+                    .dawn
+                    .instant()
+                    .map(|t| t + SignedDuration::from_secs(off)),
+                StepTime::Clock { hour, minute } => [Some(date), date.tomorrow().ok()]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|d| self.clock(d, hour, minute))
+                    .find(|t| (start..end).contains(t)),
+            };
+            let Some(at) = at else {
+                let why = match s.at {
+                    StepTime::Clock { .. } => format!(
+                        "{} {} is not between dusk and dawn",
+                        at_text(s.at),
+                        self.tz.iana_name().unwrap_or("local")
+                    ),
+                    _ => "there is no dawn".to_string(),
+                };
+                notes.push(format!(
+                    "lighting.step[{i}] ({} {}) skipped: {why}",
+                    at_text(s.at),
+                    target_name(&s.target)
+                ));
+                continue;
+            };
+            out.push((
+                (at, specificity(&s.target), i),
+                Step {
+                    at,
+                    target: s.target.clone(),
+                    level_percent: s.level_percent,
+                    reason: s.reason.clone(),
+                },
+            ));
+        }
+        out.sort_by_key(|a| a.0);
+        // The night ends at dawn, or at solar midnight when the sun stops setting (polar day
+        // begins); only a polar night continues into the next one with the luminaires on.
+        let night_end = match night.dawn {
+            SunEvent::At(t) => Some(t),
+            SunEvent::AlwaysUp => Some(end),
+            SunEvent::AlwaysDown => None,
+        };
+        if let (Some(dawn), false) = (night_end, out.is_empty()) {
+            let morning = out.iter().any(|(_, s)| s.at >= dawn);
+            let last = &out[out.len() - 1].1;
+            let all_off = |s: &Step| s.target == LightTarget::All && s.level_percent == 0.0;
+            if !morning && !all_off(last) {
+                out.push((
+                    (dawn, 0, usize::MAX),
+                    Step {
+                        at: dawn,
+                        target: LightTarget::All,
+                        level_percent: 0.0,
+                        reason: "dawn".into(),
+                    },
+                ));
+            } else if morning && !out.iter().any(|(_, s)| s.at >= dawn && all_off(s)) {
+                notes.push(
+                    "steps after dawn: no implicit switch-off at dawn, and no step after dawn switches all luminaires off".to_string(),
+                );
+            }
+        }
+        (night, out, notes)
+    }
+
+    /// The plan of the night that starts on `date`.
+    pub fn plan(&self, date: Date) -> Plan {
+        let (night, steps, notes) = self.resolve(date);
+        Plan {
+            date,
+            dusk: night.dusk.instant(),
+            dawn: night.dawn.instant(),
+            polar: night.polar(),
+            steps: steps.into_iter().map(|(_, s)| s).collect(),
+            notes,
+        }
+    }
+
+    /// Whether a step for `step` applies to `target`.
+    fn covers(&self, step: &LightTarget, target: &LightTarget) -> bool {
+        match (step, target) {
+            (LightTarget::All, _) => true,
+            (LightTarget::Group(g), LightTarget::Group(h)) => g == h,
+            (LightTarget::Group(g), LightTarget::Gear { bus, address }) => self
+                .groups
+                .iter()
+                .any(|(b, n, m)| b == bus && n == g && m.contains(address)),
+            (a @ LightTarget::Gear { .. }, b) => a == b,
+            _ => false,
+        }
+    }
+
+    fn utc_date(at: Timestamp) -> Date {
+        at.to_zoned_datetime(TimeZone::UTC).date()
+    }
+
+    fn nth(d: Date, days: i32) -> Option<Date> {
+        d.checked_add(jiff::Span::new().days(days)).ok()
+    }
+
+    /// The level the programme wants for `target` at `at` (see the module docs for precedence);
+    /// `None` when the programme is empty.
+    pub fn level_at(&self, target: &LightTarget, at: Timestamp) -> Option<f64> {
+        self.latest(at, |s| self.covers(s, target))
+    }
+
+    /// [`Programme::level_at`] for a luminaire whose groups the caller knows (e.g. read from the
+    /// gear rather than the configuration).
+    pub fn level_of(&self, lum: &Luminaire, at: Timestamp) -> Option<f64> {
+        let gear = LightTarget::Gear {
+            bus: lum.bus.clone(),
+            address: lum.address,
+        };
+        self.latest(at, |t| match t {
+            LightTarget::All => true,
+            LightTarget::Group(g) => lum.groups.contains(g),
+            g => *g == gear,
+        })
+    }
+
+    /// The level of the latest step at or before `at` that `applies`; 0 % if none.
+    fn latest(&self, at: Timestamp, applies: impl Fn(&LightTarget) -> bool) -> Option<f64> {
+        if self.is_empty() {
+            return None;
+        }
+        let d0 = Self::utc_date(at);
+        let mut best: Option<Keyed> = None;
+        let mut found_at = None;
+        // A night's steps stay within a day of its dusk and dawn, so nights overlap little: once
+        // a step is found, three older nights are enough to be sure none hides a later one.
+        for back in -2..HORIZON_DAYS {
+            let Some(d) = Self::nth(d0, -back) else { break };
+            if found_at.is_some_and(|f: i32| back > f + 3) {
+                break;
+            }
+            for k in self.resolve(d).1 {
+                if k.0 .0 <= at && applies(&k.1.target) && best.as_ref().is_none_or(|b| k.0 > b.0) {
+                    found_at.get_or_insert(back);
+                    best = Some(k);
+                }
+            }
+        }
+        Some(best.map_or(0.0, |(_, s)| s.level_percent))
+    }
+
+    /// The first instant after `at` where the programme changes something, with the steps that
+    /// apply then (in application order). `None` for an empty programme, or when nothing
+    /// happens within a year (a polar day lasts less).
+    pub fn next_change_after(&self, at: Timestamp) -> Option<(Timestamp, Vec<Step>)> {
+        if self.is_empty() {
+            return None;
+        }
+        let d0 = Self::utc_date(at);
+        let mut found: Vec<Keyed> = Vec::new();
+        let mut found_at = None;
+        for fwd in -2..HORIZON_DAYS {
+            let Some(d) = Self::nth(d0, fwd) else { break };
+            if found_at.is_some_and(|f: i32| fwd > f + 3) {
+                break;
+            }
+            for k in self.resolve(d).1 {
+                if k.0 .0 <= at {
+                    continue;
+                }
+                match found.first().map(|f| f.0 .0) {
+                    Some(t) if k.0 .0 > t => {}
+                    Some(t) if k.0 .0 == t => found.push(k),
+                    _ => {
+                        found_at.get_or_insert(fwd);
+                        found = vec![k];
+                    }
+                }
+            }
+        }
+        found.sort_by_key(|a| a.0);
+        let t = found.first()?.0 .0;
+        Some((t, found.into_iter().map(|(_, s)| s).collect()))
+    }
+}

@@ -1,0 +1,380 @@
+//! Store and forward through the whole daemon (issue #3): outages of the broker (stopped, frozen),
+//! a crash of the daemon during an outage, a tiny outbox budget, a corrupt store. Real Mosquitto,
+//! real pymodbus, the cabinetd binary. Every seq must arrive; duplicates only where stated.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::json;
+use support::*;
+
+/// A busy device: 20 registers every 100 ms, every value published every poll (~200 records/s).
+fn busy_device(dir: &Path) -> (ChildGuard, String) {
+    let contents = dir.join("regs.json");
+    std::fs::write(
+        &contents,
+        json!({"holding": [{"address": 0, "raw": (0..20).collect::<Vec<u16>>()}]}).to_string(),
+    )
+    .unwrap();
+    let (peer, port) = python_peer(
+        "modbus_server.py",
+        &["--tcp", "127.0.0.1:0", "--json", contents.to_str().unwrap()],
+    );
+    let mut cfg = format!(
+        "[[modbus]]\nname = \"busy\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:{port}\"\nunit_id = 1\npoll = \"100ms\"\ntimeout = \"500ms\"\nheartbeat = \"100ms\"\n"
+    );
+    for r in 0..20 {
+        cfg.push_str(&format!("  [[modbus.point]]\n  name = \"r{r:02}\"\n  table = \"holding\"\n  address = {r}\n  type = \"u16\"\n"));
+    }
+    (peer, cfg)
+}
+
+/// The oldest telemetry seq still in the outbox (all later ones are unacknowledged too).
+fn first_unacked_telemetry(d: &Daemon) -> u64 {
+    let st = d.status();
+    let t = st["outbox"]["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stream"] == "telemetry")
+        .unwrap()
+        .clone();
+    t["last_seq"].as_u64().unwrap() + 1 - t["records"].as_u64().unwrap()
+}
+
+fn outbox_records(d: &Daemon) -> u64 {
+    let st = d.status();
+    ["telemetry", "events", "results"]
+        .iter()
+        .map(|s| st["outbox"]["records"][s].as_u64().unwrap_or(0))
+        .sum()
+}
+
+fn wait_connected(d: &Daemon, connected: bool) {
+    wait_until(
+        &format!("uplink connected = {connected}"),
+        Duration::from_secs(30),
+        || (d.status()["uplink"]["connected"] == connected).then_some(()),
+    );
+}
+
+/// Let an outage last `secs` while polling goes on (the outage length is the test's input).
+fn outage_for(secs: u64) {
+    let start = Instant::now();
+    wait_until("the outage to last", Duration::from_secs(secs + 5), || {
+        (start.elapsed() >= Duration::from_secs(secs)).then_some(())
+    });
+}
+
+/// Wait until the outbox is empty and every telemetry seq up to the highest seen has arrived.
+fn drained(d: &Daemon, probe: &MqttProbe) -> Vec<u64> {
+    wait_until("the outbox to drain", Duration::from_secs(60), || {
+        (outbox_records(d) == 0).then_some(())
+    });
+    wait_until(
+        "every telemetry seq at the subscriber",
+        Duration::from_secs(30),
+        || {
+            let s = seqs(probe, "/telemetry");
+            seq_gaps(&s).0.is_empty().then_some(s)
+        },
+    )
+}
+
+#[test]
+fn broker_stopped_30_s_nothing_missing_nothing_doubled_fresh_data_within_1_s() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_peer, device) = busy_device(dir.path());
+    let mut broker = Mosquitto::start();
+    let probe = MqttProbe::start(broker.port, "cabinets/v1/test-cab/#");
+    let mut daemon = Daemon::start(broker.port, &device);
+    wait_until("telemetry flowing", Duration::from_secs(20), || {
+        (seqs(&probe, "/telemetry").len() > 100).then_some(())
+    });
+
+    broker.stop();
+    wait_connected(&daemon, false);
+    let unacked_from = first_unacked_telemetry(&daemon);
+    let delivered_at_stop = seqs(&probe, "/telemetry").into_iter().max().unwrap_or(0);
+    outage_for(30);
+    let backlog = outbox_records(&daemon);
+    broker.start_again();
+    let back_wall = SystemTime::now();
+    let back = Instant::now();
+
+    // Fresh (replay:false) records acquired after the broker came back arrive within 1 s, while
+    // the backlog drains beside them.
+    let first_fresh = wait_until("a fresh record", Duration::from_secs(20), || {
+        probe.on("/telemetry").into_iter().find(|m| {
+            let env = m.json();
+            env["replay"] == false
+                && env["records"].as_array().unwrap().iter().any(|r| {
+                    humantime::parse_rfc3339(r["ts"].as_str().unwrap()).unwrap() >= back_wall
+                })
+        })
+    });
+    let fresh_after = first_fresh.at.duration_since(back);
+    assert!(
+        fresh_after <= Duration::from_secs(1),
+        "first fresh record {fresh_after:?} after the broker was back"
+    );
+
+    let s = drained(&daemon, &probe);
+    let (missing, dups) = seq_gaps(&s);
+    assert!(missing.is_empty(), "missing {missing:?}");
+    // QoS 1 cannot tell a lost PUBACK from a lost PUBLISH: records in flight when the broker
+    // went away may arrive twice (the central post removes them by seq). Nothing else may.
+    assert!(
+        dups.iter().all(|&d| (unacked_from..=delivered_at_stop).contains(&d)),
+        "duplicates {dups:?} outside the records in flight at the outage ({unacked_from}..={delivered_at_stop})"
+    );
+    assert!(
+        backlog > 30 * 150,
+        "the outage produced a backlog ({backlog} records)"
+    );
+    let replayed = probe
+        .records("/telemetry")
+        .iter()
+        .filter(|(_, replay)| *replay)
+        .count();
+    assert!(
+        replayed as u64 >= backlog / 2,
+        "backlog records are marked replay: {replayed} of {backlog}"
+    );
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn broker_frozen_30_s_nothing_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_peer, device) = busy_device(dir.path());
+    let broker = Mosquitto::start();
+    let probe = MqttProbe::start(broker.port, "cabinets/v1/test-cab/#");
+    let mut daemon = Daemon::start(broker.port, &device);
+    wait_until("telemetry flowing", Duration::from_secs(20), || {
+        (seqs(&probe, "/telemetry").len() > 100).then_some(())
+    });
+
+    // SIGSTOP: TCP stays open, nothing answers. The keep-alive (5 s here) must notice.
+    broker.freeze();
+    wait_connected(&daemon, false);
+    outage_for(30);
+    broker.thaw();
+    wait_connected(&daemon, true);
+    let s = drained(&daemon, &probe);
+    let (missing, _) = seq_gaps(&s);
+    assert!(missing.is_empty(), "missing {missing:?}");
+    assert!(
+        s.len() > 30 * 150,
+        "the outage's records arrived: {}",
+        s.len()
+    );
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn kill_9_during_an_outage_loses_nothing_that_was_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_peer, device) = busy_device(dir.path());
+    let mut broker = Mosquitto::start();
+    let probe = MqttProbe::start(broker.port, "cabinets/v1/test-cab/#");
+    let mut daemon = Daemon::start(broker.port, &device);
+    wait_until("telemetry flowing", Duration::from_secs(20), || {
+        (seqs(&probe, "/telemetry").len() > 100).then_some(())
+    });
+    broker.stop();
+    wait_connected(&daemon, false);
+    let unacked_from = first_unacked_telemetry(&daemon);
+    let delivered_at_stop = seqs(&probe, "/telemetry").into_iter().max().unwrap_or(0);
+    wait_until("a backlog", Duration::from_secs(20), || {
+        (outbox_records(&daemon) > 1000).then_some(())
+    });
+    let stored_before_kill = daemon.status()["outbox"]["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stream"] == "telemetry")
+        .map(|s| s["durable_seq"].as_u64().unwrap())
+        .unwrap();
+
+    daemon.kill9();
+    daemon.restart();
+    wait_until(
+        "more records after the restart",
+        Duration::from_secs(20),
+        || (outbox_records(&daemon) > 500).then_some(()),
+    );
+    broker.start_again();
+    let s = drained(&daemon, &probe);
+    let (missing, dups) = seq_gaps(&s);
+    assert!(missing.is_empty(), "missing {missing:?}");
+    assert!(
+        *s.iter().max().unwrap() > stored_before_kill,
+        "numbering continued after the crash"
+    );
+    // QoS 1 cannot tell a lost PUBACK from a lost PUBLISH: records in flight when the broker
+    // went away may arrive twice (the central post removes them by seq). Nothing else may.
+    assert!(
+        dups.iter().all(|&d| (unacked_from..=delivered_at_stop).contains(&d)),
+        "duplicates {dups:?} outside the records in flight at the outage ({unacked_from}..={delivered_at_stop})"
+    );
+    assert!(daemon.stop().success());
+}
+
+fn dir_bytes(path: &Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(path).unwrap() {
+        let entry = entry.unwrap();
+        let meta = entry.metadata().unwrap();
+        total += if meta.is_dir() {
+            dir_bytes(&entry.path())
+        } else {
+            meta.len()
+        };
+    }
+    total
+}
+
+#[test]
+fn a_tiny_budget_evicts_oldest_telemetry_names_the_range_and_keeps_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_peer, device) = busy_device(dir.path());
+    let mut broker = Mosquitto::start();
+    let probe = MqttProbe::start(broker.port, "cabinets/v1/test-cab/#");
+    let budget: u64 = 2 * 1024 * 1024;
+    let mut daemon = Daemon::start_edited(broker.port, &device, |base| {
+        base.replace("max_bytes = \"64MiB\"", "max_bytes = \"2MiB\"")
+    });
+    wait_connected(&daemon, true);
+
+    broker.stop();
+    wait_connected(&daemon, false);
+    let state = daemon.dir.path().join("state");
+    let mut peak = 0;
+    wait_until("evictions", Duration::from_secs(120), || {
+        peak = peak.max(dir_bytes(&state));
+        let (_, metrics) = daemon.get("/metrics");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("cabinetd_evicted_records_total{stream=\"telemetry\"} "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|&n| n > 2000)
+    });
+    // Keep the outage going a while with the store full; sample the disk use meanwhile.
+    let full_since = Instant::now();
+    wait_until("10 s at the budget", Duration::from_secs(20), || {
+        peak = peak.max(dir_bytes(&state));
+        (full_since.elapsed() >= Duration::from_secs(10)).then_some(())
+    });
+    // Stated margin: sled's log segments and the seq-marks file, 1 MiB over the budget.
+    assert!(
+        peak <= budget + 1024 * 1024,
+        "disk use peaked at {peak} bytes for a {budget} budget"
+    );
+    assert!(daemon.proc.is_running());
+
+    broker.start_again();
+    wait_until("the outbox to drain", Duration::from_secs(60), || {
+        (outbox_records(&daemon) == 0).then_some(())
+    });
+    // Every telemetry seq is either delivered or named by an outbox_evicted event.
+    let events: Vec<serde_json::Value> =
+        wait_until("eviction events", Duration::from_secs(20), || {
+            let ev: Vec<_> = probe
+                .records("/events")
+                .into_iter()
+                .map(|(r, _)| r)
+                .filter(|r| r["kind"] == "outbox_evicted")
+                .collect();
+            (!ev.is_empty()).then_some(ev)
+        });
+    let mut evicted = std::collections::BTreeSet::new();
+    for e in &events {
+        assert_eq!(e["data"]["stream"], "telemetry", "{e}");
+        let (first, last) = (
+            e["data"]["first_seq"].as_u64().unwrap(),
+            e["data"]["last_seq"].as_u64().unwrap(),
+        );
+        evicted.extend(first..=last);
+    }
+    let delivered: std::collections::BTreeSet<u64> =
+        seqs(&probe, "/telemetry").into_iter().collect();
+    let top = *delivered.iter().next_back().unwrap();
+    let missing: std::collections::BTreeSet<u64> =
+        (1..=top).filter(|s| !delivered.contains(s)).collect();
+    assert!(!missing.is_empty(), "the budget forced evictions");
+    let named: std::collections::BTreeSet<u64> =
+        evicted.iter().copied().filter(|&s| s <= top).collect();
+    let unnamed: Vec<u64> = missing.difference(&named).take(10).copied().collect();
+    let delivered_anyway: Vec<u64> = named.difference(&missing).take(10).copied().collect();
+    assert!(
+        unnamed.is_empty() && delivered_anyway.is_empty(),
+        "outbox_evicted must name exactly the missing seqs: missing but not named {unnamed:?}…, named but delivered {delivered_anyway:?}… ({} missing, {} named)",
+        missing.len(),
+        named.len()
+    );
+    // Events were not evicted: their stream has no gap.
+    let (ev_missing, _) = seq_gaps(&seqs(&probe, "/events"));
+    assert!(ev_missing.is_empty(), "events lost: {ev_missing:?}");
+    assert!(daemon.stop().success());
+}
+
+#[test]
+fn a_corrupt_store_is_moved_aside_reported_and_polling_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_peer, device) = busy_device(dir.path());
+    let broker = Mosquitto::start();
+    let probe = MqttProbe::start(broker.port, "cabinets/v1/test-cab/#");
+    let mut daemon = Daemon::start(broker.port, &device);
+    wait_until("telemetry flowing", Duration::from_secs(20), || {
+        (seqs(&probe, "/telemetry").len() > 100).then_some(())
+    });
+    assert!(daemon.stop().success());
+
+    // Power loss on a worn SD card: every file of the sled store is garbage now.
+    let store = daemon.dir.path().join("state/outbox");
+    fn garble(p: &Path) {
+        for entry in std::fs::read_dir(p).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                garble(&path);
+            } else {
+                let len = std::fs::metadata(&path).unwrap().len().max(64) as usize;
+                std::fs::write(&path, vec![0xA5u8; len]).unwrap();
+            }
+        }
+    }
+    garble(&store);
+    let before = seqs(&probe, "/telemetry").into_iter().max().unwrap();
+
+    daemon.restart();
+    let ev = wait_until("store_recovered", Duration::from_secs(30), || {
+        probe
+            .records("/events")
+            .into_iter()
+            .map(|(r, _)| r)
+            .find(|r| r["kind"] == "store_recovered")
+    });
+    assert_eq!(ev["severity"], "critical");
+    let kept = std::fs::read_dir(daemon.dir.path().join("state"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("outbox.corrupt-")
+        });
+    assert!(kept, "the corrupt store is kept for forensics");
+    // Polling goes on, and numbering continues above anything the central post could have seen.
+    let after = wait_until("fresh telemetry", Duration::from_secs(20), || {
+        seqs(&probe, "/telemetry")
+            .into_iter()
+            .filter(|&s| s > before)
+            .min()
+    });
+    assert!(after > before);
+    assert!(daemon.proc.is_running());
+    assert!(daemon.stop().success());
+}
