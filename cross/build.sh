@@ -10,12 +10,14 @@
 #
 # Environment:
 #   GLIBC_FLOOR   oldest glibc of the fleet (default 2.36: Debian 12 / Raspberry Pi OS 12).
-#                 The binary may not need a newer GLIBC_x.y symbol version. Debian 11 / Pi OS
-#                 bullseye cabinets need 2.31, which Debian 12's cross libc cannot meet
-#                 (it yields >= 2.34): see cross/README.md (cargo-zigbuild).
+#                 The binary may not need a newer GLIBC_x.y symbol version. Debian 12's cross
+#                 libc links against >= 2.34, so a floor below 2.34 (2.31 for Debian 11 / Pi OS
+#                 bullseye) switches to cargo-zigbuild with TARGET.FLOOR, zig supplying the old
+#                 glibc stubs and the C compiler (pinned versions installed with pip into
+#                 <target dir>/zig-venv). See cross/README.md.
 #   MAX_SIZE_BYTES stripped size limit (default 10 MiB).
 #   SMOKE=0       build and check only.
-#   CARGO_TARGET_DIR defaults to <repo>/target-cross.
+#   CARGO_TARGET_DIR defaults to <repo>/target-cross (zigbuild route: target-cross-glibcFLOOR).
 # Exit status: 0 all good; 1 a check failed (the reason is printed last); 2 usage.
 set -euo pipefail
 
@@ -45,7 +47,16 @@ esac
 
 GLIBC_FLOOR="${GLIBC_FLOOR:-2.36}"
 MAX_SIZE_BYTES="${MAX_SIZE_BYTES:-10485760}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target-cross}"
+ZIGBUILD_VERSION=0.24.1 # cargo-zigbuild on PyPI
+ZIGLANG_VERSION=0.17.1  # the zig toolchain wheel it drives
+version_lt() { [ "$1" != "$2" ] && [ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | head -1)" = "$1" ]; }
+if version_lt "$GLIBC_FLOOR" 2.34; then
+  ROUTE=zigbuild
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target-cross-glibc$GLIBC_FLOOR}"
+else
+  ROUTE=gcc
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target-cross}"
+fi
 BIN="$CARGO_TARGET_DIR/$TARGET/release/cabinetd"
 
 # ---- 1. toolchain -------------------------------------------------------------------------
@@ -65,9 +76,10 @@ if ! rustup target list --installed | grep -qx "$TARGET"; then
   rustup target add "$TARGET" || die "rustup target add $TARGET"
 fi
 missing=()
-if [ -n "$GCC" ]; then
-  command -v "$GCC" >/dev/null || missing+=($APT_PKGS)
-  [ -e "$SYSROOT/lib/libc.so.6" ] || [ -e "$SYSROOT/lib/libc.so" ] || missing+=($APT_PKGS)
+if [ -n "$GCC" ] && [ "$ROUTE" = gcc ]; then
+  read -r -a pkgs <<<"$APT_PKGS"
+  command -v "$GCC" >/dev/null || missing+=("${pkgs[@]}")
+  [ -e "$SYSROOT/lib/libc.so.6" ] || [ -e "$SYSROOT/lib/libc.so" ] || missing+=("${pkgs[@]}")
 fi
 if [ -n "$QEMU" ] && [ "${SMOKE:-1}" != 0 ]; then
   command -v "$QEMU" >/dev/null || missing+=(qemu-user-static)
@@ -78,8 +90,20 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt_install $(printf '%s\n' "${missing[@]}" | sort -u)
 fi
 
-# ring / aws-lc-sys / any cc-rs build script must compile C for the target with the cross gcc.
-if [ -n "$GCC" ]; then
+if [ "$ROUTE" = zigbuild ]; then
+  ZIGVENV="$CARGO_TARGET_DIR/zig-venv"
+  if ! "$ZIGVENV/bin/cargo-zigbuild" --version 2>/dev/null | grep -q "$ZIGBUILD_VERSION"; then
+    say "pip install cargo-zigbuild==$ZIGBUILD_VERSION ziglang==$ZIGLANG_VERSION into $ZIGVENV"
+    python3 -m venv "$ZIGVENV" || die "python3 -m venv (apt-get install python3-venv)"
+    "$ZIGVENV/bin/pip" install -q --disable-pip-version-check \
+      "cargo-zigbuild==$ZIGBUILD_VERSION" "ziglang==$ZIGLANG_VERSION" || die "pip install cargo-zigbuild"
+  fi
+  export PATH="$ZIGVENV/bin:$PATH"
+fi
+
+# ring / aws-lc-sys / any cc-rs build script must compile C for the target with the cross gcc
+# (on the zigbuild route, cargo-zigbuild sets CC/linker to zig itself).
+if [ -n "$GCC" ] && [ "$ROUTE" = gcc ]; then
   tvar="${TARGET//-/_}"
   export "CC_${tvar}=$GCC" "AR_${tvar}=$AR"
   # Keep the linker explicit too, in case a user-level cargo config overrides ours.
@@ -88,10 +112,16 @@ if [ -n "$GCC" ]; then
 fi
 
 # ---- 2. build -----------------------------------------------------------------------------
-say "cargo build --release --locked --target $TARGET (target dir $CARGO_TARGET_DIR)"
 t0=$(date +%s)
-cargo build --release --locked --target "$TARGET" -p cabinetd --bin cabinetd ||
-  die "cargo build for $TARGET"
+if [ "$ROUTE" = gcc ]; then
+  say "cargo build --release --locked --target $TARGET (target dir $CARGO_TARGET_DIR)"
+  cargo build --release --locked --target "$TARGET" -p cabinetd --bin cabinetd ||
+    die "cargo build for $TARGET"
+else
+  say "cargo zigbuild --release --locked --target $TARGET.$GLIBC_FLOOR (target dir $CARGO_TARGET_DIR)"
+  cargo zigbuild --release --locked --target "$TARGET.$GLIBC_FLOOR" -p cabinetd --bin cabinetd ||
+    die "cargo zigbuild for $TARGET.$GLIBC_FLOOR"
+fi
 t1=$(date +%s)
 BUILD_SECS=$((t1 - t0))
 [ -x "$BIN" ] || die "no binary at $BIN after the build"
@@ -108,13 +138,14 @@ MACHINE="$(readelf -h "$BIN" | sed -n 's/^ *Machine: *//p')"
 SIZE="$(stat -c %s "$BIN")"
 if readelf -S --wide "$BIN" | grep -q ' \.symtab '; then STRIPPED=no; else STRIPPED=yes; fi
 
-printf '== cross/build.sh: %s: build %dm%02ds, %s bytes (%.2f MB), stripped=%s, max GLIBC_%s (floor %s), %s, interpreter %s\n' \
-  "$TARGET" $((BUILD_SECS / 60)) $((BUILD_SECS % 60)) "$SIZE" \
+printf '== cross/build.sh: %s (%s): build %dm%02ds, %s bytes (%.2f MB), stripped=%s, max GLIBC_%s (floor %s), %s, interpreter %s\n' \
+  "$TARGET" "$ROUTE" $((BUILD_SECS / 60)) $((BUILD_SECS % 60)) "$SIZE" \
   "$(echo "$SIZE" | awk '{print $1/1048576}')" "$STRIPPED" "$GLIBC_MAX" "$GLIBC_FLOOR" \
   "$MACHINE" "${INTERP:-none}"
 # Machine-readable summary for tests/ship/all.sh and the CI log.
 cat >"$CARGO_TARGET_DIR/$TARGET/release/ship-summary.txt" <<EOF
 target=$TARGET
+route=$ROUTE
 build_seconds=$BUILD_SECS
 size_bytes=$SIZE
 stripped=$STRIPPED

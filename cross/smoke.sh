@@ -12,7 +12,7 @@
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
+cd "$ROOT" || exit 1
 TARGET="${1:?usage: cross/smoke.sh TARGET BINARY [RUNNER ARGS...]}"
 BIN="${2:?usage: cross/smoke.sh TARGET BINARY [RUNNER ARGS...]}"
 shift 2
@@ -48,10 +48,10 @@ VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)"
 if out="$(cab --version 2>&1)"; then
   echo "$out" >"$OUT/version.txt"
   echo "       $out"
-  [[ "$out" == *"$VERSION"* ]] && pass "--version names $VERSION" ||
-    fail "--version" "does not contain the package version $VERSION: $out"
-  [[ "$out" == *"$TARGET"* ]] && pass "--version names $TARGET" ||
-    fail "--version-target" "does not contain the target triple $TARGET: $out"
+  if [[ "$out" == *"$VERSION"* ]]; then pass "--version names $VERSION"; else
+    fail "--version" "does not contain the package version $VERSION: $out"; fi
+  if [[ "$out" == *"$TARGET"* ]]; then pass "--version names $TARGET"; else
+    fail "--version-target" "does not contain the target triple $TARGET: $out"; fi
 else
   rc=$?
   echo "$out" | tail -5
@@ -102,6 +102,13 @@ if [ ! -f config/demo.toml ]; then
   fail "demo" "config/demo.toml is missing"
 else
   PORT="$(free_port)"
+  # The demo's simulators listen on fixed ports (e.g. the meter on 127.0.0.1:15020): a second
+  # demo or smoke run on the machine would make this one fail obscurely, so say it up front.
+  busy=""
+  for p in $(sed -n 's/^ *listen *= *"[0-9.]*:\([0-9]*\)".*/\1/p' config/demo.toml); do
+    if ss -Htln "sport = :$p" 2>/dev/null | grep -q .; then busy="$busy $p"; fi
+  done
+  [ -z "$busy" ] || echo "  note: ports used by config/demo.toml already in use:$busy (another demo running?)"
   mkdir -p "$TMP/state"
   cat >"$TMP/override.toml" <<EOF
 # smoke test: keep state in a temp dir and the HTTP endpoint on a free loopback port
@@ -162,7 +169,7 @@ EOF
     else
       wait "$DAEMON_PID"
       rc=$?
-      [ "$rc" = 0 ] && pass "SIGTERM → exit 0" || fail "sigterm" "exit $rc after SIGTERM (want 0)"
+      if [ "$rc" = 0 ]; then pass "SIGTERM → exit 0"; else fail "sigterm" "exit $rc after SIGTERM (want 0)"; fi
     fi
     DAEMON_PID=""
   fi

@@ -6,8 +6,9 @@
 # SCRAPE_FILE: a /metrics scrape of a running daemon (cross/smoke.sh leaves one in
 # target-ship/smoke-TARGET/scrape.txt; or `curl -s 127.0.0.1:9108/metrics > scrape.txt`).
 # A queried name that is absent from the scrape fails, unless it is registered in the sources
-# (labelled families without series yet, e.g. commands_total before any command): that is a
-# warning, or a failure with --strict.
+# (labelled families without series yet, e.g. uplink_reconnects_total before a reconnect) or
+# listed in tests/ship/proposed-metrics.txt (asked of the daemon, not exported yet): those are
+# warnings, or failures with --strict.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
@@ -19,6 +20,7 @@ PY="$(ship_python)"
 "$PY" tests/ship/ops_metrics.py extract "$SHIP_OUT/alert-metrics.txt" config/prometheus/alerts.yml >/dev/null
 sort -u "$SHIP_OUT/dashboard-metrics.txt" "$SHIP_OUT/alert-metrics.txt" >"$SHIP_OUT/ops-metrics.txt"
 say "comparing $(wc -l <"$SHIP_OUT/ops-metrics.txt") queried names with $SCRAPE"
-"$PY" tests/ship/ops_metrics.py compare "$SCRAPE" "$SHIP_OUT/ops-metrics.txt" src adapters "$@" ||
+"$PY" tests/ship/ops_metrics.py compare "$SCRAPE" "$SHIP_OUT/ops-metrics.txt" \
+  tests/ship/proposed-metrics.txt src adapters "$@" ||
   die "the ops assets query metrics cabinetd does not export (list above)"
 say "ok"

@@ -14,6 +14,18 @@ promtool check rules config/prometheus/alerts.yml || die "alerts.yml does not pa
 say "promtool test rules config/prometheus/alerts.test.yml"
 promtool test rules config/prometheus/alerts.test.yml || die "alert unit tests failed"
 
+say "promtool check config config/prometheus/prometheus.example.yml"
+(cd config/prometheus && promtool check config prometheus.example.yml) ||
+  die "prometheus.example.yml is not a valid Prometheus config"
+
+say "dashboards: committed JSON is what config/grafana/generate.py produces"
+mkdir -p "$SHIP_OUT/grafana"
+"$PY" config/grafana/generate.py "$SHIP_OUT/grafana" || die "config/grafana/generate.py"
+for f in cabinet fleet; do
+  diff -u "config/grafana/$f.json" "$SHIP_OUT/grafana/$f.json" >/dev/null ||
+    die "config/grafana/$f.json differs from the generator's output: edit generate.py and run python3 config/grafana/generate.py config/grafana"
+done
+
 say "dashboards: schema"
 "$PY" tests/ship/ops_metrics.py validate config/grafana/*.json || die "dashboard schema check"
 say "dashboards: PromQL of every panel parsed by promtool"

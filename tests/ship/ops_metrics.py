@@ -8,10 +8,11 @@ Standard library only. Subcommands (see tests/ship/ops_checks.sh, dashboard_metr
                                       files (.yml: the `expr:` lines), sorted, one per line
   promql-rules OUT.yml DASHBOARD...   every dashboard expr as a recording rule, Grafana variables
                                       substituted, so `promtool check rules` parses the PromQL
-  compare SCRAPE NAMES.txt SRC_DIR... [--strict]
+  compare SCRAPE NAMES.txt PROPOSED.txt SRC_DIR... [--strict]
                                       each queried name must appear in the /metrics scrape; a name
                                       registered in the sources (a labelled family with no series
-                                      yet) is only a warning unless --strict
+                                      yet) or listed in PROPOSED.txt (asked of the daemon, not
+                                      there yet) is only a warning unless --strict
 """
 
 import json
@@ -184,8 +185,15 @@ def promql_rules(out, paths):
     return []
 
 
-def compare(scrape_path, names_path, src_dirs, strict):
+def compare(scrape_path, names_path, proposed_path, src_dirs, strict):
     import os
+
+    proposed = set()
+    with open(proposed_path, encoding="utf-8") as fh:
+        for line in fh:
+            name = line.split("#", 1)[0].strip()
+            if name:
+                proposed.add(name)
 
     exported = set()
     with open(scrape_path, encoding="utf-8") as fh:
@@ -210,6 +218,8 @@ def compare(scrape_path, names_path, src_dirs, strict):
     with open(names_path, encoding="utf-8") as fh:
         wanted = [n.strip() for n in fh if n.strip()]
     errors, warnings = [], []
+    for name in sorted(proposed & exported):
+        print(f"  note  {name} is exported now: delete it from {proposed_path}")
     for name in wanted:
         if name in SYNTHETIC or name in exported:
             continue
@@ -217,6 +227,8 @@ def compare(scrape_path, names_path, src_dirs, strict):
         if name in registered or base in registered:
             warnings.append(f"{name}: registered in the sources but no series in this scrape "
                             "(labelled family without children yet)")
+        elif name in proposed:
+            warnings.append(f"{name}: proposed (listed in {proposed_path}), not exported yet")
         elif name in EXTERNAL_OK:
             errors.append(f"{name}: not exported (enable the prometheus crate's process collector)")
         else:
@@ -242,7 +254,7 @@ def main(argv):
     elif cmd == "compare":
         strict = "--strict" in args
         args = [a for a in args if a != "--strict"]
-        errors = compare(args[0], args[1], args[2:], strict)
+        errors = compare(args[0], args[1], args[2], args[3:], strict)
     else:
         print(__doc__)
         return 2

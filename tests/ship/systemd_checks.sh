@@ -13,7 +13,7 @@ need systemd-analyze systemd
 need systemd-sysusers systemd
 MAX_EXPOSURE="${MAX_EXPOSURE:-2.5}"
 UNIT="$ROOT/systemd/cabinetd.service"
-SYSUSERS="$ROOT/systemd/cabinetd.sysusers.conf"
+SYSUSERS="$ROOT/systemd/cabinetd.sysusers"
 [ -f "$UNIT" ] || die "$UNIT is missing"
 TMP="$(mktemp -d)"
 trap 'rm -rf "$TMP"' EXIT
@@ -41,8 +41,8 @@ sed "s#/usr/bin/cabinetd#$TMP/cabinetd#g" "$UNIT" >"$TMP/cabinetd.service"
 out="$(systemd-analyze verify "$TMP/cabinetd.service" 2>&1)" || die "verify failed: $out"
 [ -z "$out" ] || die "systemd-analyze verify is not clean: $out"
 echo "  ok   clean"
-if [ -x /usr/bin/cabinetd ] && [ -f /lib/systemd/system/cabinetd.service ]; then
-  out="$(systemd-analyze verify /lib/systemd/system/cabinetd.service 2>&1)" ||
+if [ -x /usr/bin/cabinetd ] && [ -f /usr/lib/systemd/system/cabinetd.service ]; then
+  out="$(systemd-analyze verify /usr/lib/systemd/system/cabinetd.service 2>&1)" ||
     die "verify of the installed unit failed: $out"
   [ -z "$out" ] || die "verify of the installed unit is not clean: $out"
   echo "  ok   installed unit clean"
