@@ -61,10 +61,10 @@ pub use inflight::{InFlight, Tag};
 /// First reconnect delay: a broker restart is usually over quickly.
 pub const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 /// Longest reconnect delay. Fresh data must reach the central post within 1 s of the broker
-/// being reachable again, so the retry step never exceeds 800 ms (each delay is 50–100 % of the
+/// being reachable again, so the retry step never exceeds 500 ms (each delay is 50–100 % of the
 /// step, jittered). A refused attempt costs one SYN: ~2 per second per cabinet while the broker is
 /// down is nothing for a broker, even for a whole city's cabinets reconnecting at once.
-pub const BACKOFF_CAP: Duration = Duration::from_millis(800);
+pub const BACKOFF_CAP: Duration = Duration::from_millis(500);
 /// How long a clean stop waits for in-flight batches to be acknowledged.
 pub const STOP_DRAIN: Duration = Duration::from_secs(3);
 /// How long a clean stop waits for the offline status to be acknowledged.

@@ -61,6 +61,9 @@ def parse_ts(ts: str) -> float:
 class Broker:
     def __init__(self, workdir: Path):
         self.port = free_port()
+        # Started as root, mosquitto drops to its own user: it must be able to write its
+        # persistence, or the subscriber's session does not survive the broker restart.
+        os.chmod(workdir, 0o777)
         self.conf = workdir / "mosquitto.conf"
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
@@ -94,6 +97,9 @@ class Subscriber:
         self.records = 0
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-{os.getpid()}", clean_session=False)
         self.c.max_inflight_messages_set(0)
+        # paho backs off up to 2 min between reconnects by default; the bench measures the
+        # daemon, not the subscriber, so the subscriber retries every second.
+        self.c.reconnect_delay_set(min_delay=1, max_delay=1)
         self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
         self.c.on_message = self.on_message
         self.c.connect("127.0.0.1", port, keepalive=10)
@@ -172,7 +178,7 @@ keep_alive = "5s"
 [http]
 listen = "127.0.0.1:{http_port}"
 [log]
-filter = "warn"
+filter = "warn,cabinetd::uplink=info"
 """
     ]
     for d in range(args.devices):
@@ -203,7 +209,14 @@ filter = "warn"
         outage_done = args.outage == "none"
         restart_at = None
         drained_at = None
-        while time.monotonic() - t_start < args.duration or not outage_done:
+        restarted = time.monotonic()
+        # Run for the duration; with an outage, also until the backlog is drained (at most 120 s
+        # after the broker is back).
+        while (
+            time.monotonic() - t_start < args.duration
+            or not outage_done
+            or (args.outage != "none" and drained_at is None and time.monotonic() - restarted < 120)
+        ):
             time.sleep(0.1)
             if len(samples) < 2 or time.monotonic() - samples[-1][0] >= 0.5:
                 sample()
@@ -235,6 +248,13 @@ filter = "warn"
                 outage_done = True
                 print("[bench] broker back", file=sys.stderr)
         t_end = time.monotonic()
+        try:
+            import urllib.request
+
+            st = json.load(urllib.request.urlopen(f"http://127.0.0.1:{http_port}/status", timeout=5))
+            left = st["outbox"]["records"]
+        except Exception as e:  # the figure is informative only
+            left = f"unknown ({e})"
         # Stop producing: terminate the daemon cleanly, then wait for the subscriber to settle.
         daemon.send_signal(signal.SIGTERM)
         daemon.wait(15)
@@ -259,7 +279,21 @@ filter = "warn"
     print()
     print(f"scenario            {args.devices} devices x {args.registers} registers every 1 s, {window:.0f} s, outage={args.outage}")
     print(f"records produced    {top}")
+    print(f"outbox at the end   {left}")
     print(f"records delivered   {len(uniq)} unique, {dups} duplicates, {missing} missing")
+    if missing:
+        ranges, start, prev = [], None, None
+        for q in range(1, top + 1):
+            if q not in uniq:
+                if start is None:
+                    start = q
+                prev = q
+            elif start is not None:
+                ranges.append(f"{start}..{prev}")
+                start = None
+        if start is not None:
+            ranges.append(f"{start}..{prev}")
+        print(f"missing ranges      {', '.join(ranges[:8])}{' …' if len(ranges) > 8 else ''} ({len(ranges)} ranges)")
     print(f"throughput          {(sub.records - rec0) / window:.0f} points/s delivered")
     print(f"daemon RSS          median {statistics.median(rss) / 2**20:.1f} MiB, peak {max(rss) / 2**20:.1f} MiB")
     print(f"daemon CPU          {cpu_s:.2f} s over {window:.0f} s = {100 * cpu_s / window:.1f} % of one core")

@@ -161,6 +161,13 @@ impl Mosquitto {
 
     fn start_conf(extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        // Started as root, mosquitto drops to its own user: it must be able to write its
+        // persistence there, or subscribers' sessions do not survive a broker restart.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )
+        .unwrap();
         let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
         std::fs::write(
