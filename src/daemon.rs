@@ -935,6 +935,8 @@ pub async fn run(files: Vec<PathBuf>, cfg: Config, notifier: Notifier) -> anyhow
                 let due = shared.energy.lock().unwrap().as_mut().map(|acc| acc.due(jiff::Timestamp::now()));
                 match due {
                     Some(crate::lighting::accountant::Due::Report(e)) => {
+                        shared.metrics.energy_kwh_total.inc_by(e.kwh.max(0.0));
+                        shared.metrics.energy_baseline_kwh_total.inc_by(e.baseline_kwh.max(0.0));
                         let data = e.data();
                         tracing::info!(%data, "energy of the night");
                         rt.push(RecordBody::Event(Event {

@@ -50,6 +50,15 @@ pub struct Metrics {
     pub commands_total: IntCounterVec,
     /// `cabinetd_uplink_reconnects_total`: broker sessions established after the first.
     pub uplink_reconnects_total: IntCounterVec,
+    /// `cabinetd_energy_kwh_total`: luminaire energy of the nights accounted (`energy_daily`).
+    pub energy_kwh_total: prometheus::Counter,
+    /// `cabinetd_energy_baseline_kwh_total`: the same luminaires at full power over the same nights.
+    pub energy_baseline_kwh_total: prometheus::Counter,
+    /// `cabinetd_time_seconds`: the cabinet's clock when `/metrics` is rendered (clock drift alert).
+    pub time_seconds: Gauge,
+    /// `process_start_time_seconds`: when the daemon started (restart alerts), the Prometheus
+    /// convention's name.
+    pub process_start_time_seconds: Gauge,
     /// `cabinetd_store_recoveries_total`: corrupt stores moved aside at start.
     pub store_recoveries_total: IntCounterVec,
     /// `cabinetd_dali_lamp_failures{bus}`: gear reporting a lamp failure now.
@@ -196,6 +205,27 @@ impl Metrics {
         )
         .expect("valid metric");
 
+        let energy_kwh_total = prometheus::Counter::new(
+            "cabinetd_energy_kwh_total",
+            "Luminaire energy of the nights accounted (metered or estimated), kWh.",
+        )
+        .expect("valid metric");
+        let energy_baseline_kwh_total = prometheus::Counter::new(
+            "cabinetd_energy_baseline_kwh_total",
+            "The same luminaires at full power from dusk to dawn over the same nights, kWh.",
+        )
+        .expect("valid metric");
+        let time_seconds = Gauge::new(
+            "cabinetd_time_seconds",
+            "The cabinet's clock (Unix seconds) when this scrape was rendered.",
+        )
+        .expect("valid metric");
+        let process_start_time_seconds = Gauge::new(
+            "process_start_time_seconds",
+            "Start time of the process since the Unix epoch in seconds.",
+        )
+        .expect("valid metric");
+        process_start_time_seconds.set(unix_now());
         for stream in Stream::BY_PRIORITY {
             outbox_records.with_label_values(&[stream.as_str()]).set(0);
             published_records_total.with_label_values(&[stream.as_str()]);
@@ -231,6 +261,10 @@ impl Metrics {
             Box::new(dali_lamp_failures.clone()),
             Box::new(dali_gear_present.clone()),
             Box::new(energy_wh_total.clone()),
+            Box::new(energy_kwh_total.clone()),
+            Box::new(energy_baseline_kwh_total.clone()),
+            Box::new(time_seconds.clone()),
+            Box::new(process_start_time_seconds.clone()),
         ];
         for c in collectors {
             registry.register(c).expect("metric names are unique");
@@ -255,6 +289,10 @@ impl Metrics {
             dali_lamp_failures,
             dali_gear_present,
             energy_wh_total,
+            energy_kwh_total,
+            energy_baseline_kwh_total,
+            time_seconds,
+            process_start_time_seconds,
         }
     }
 
@@ -269,12 +307,19 @@ impl Metrics {
 
     /// The Prometheus text exposition of every series.
     pub fn render(&self) -> String {
+        self.time_seconds.set(unix_now());
         let mut buf = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut buf)
             .expect("text encoding into memory cannot fail");
         String::from_utf8(buf).expect("prometheus text is UTF-8")
     }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 #[cfg(test)]

@@ -244,6 +244,9 @@ impl Mosquitto {
 /// One message seen by the probe.
 #[derive(Debug, Clone)]
 pub struct Msg {
+    /// The broker's DUP flag: a redelivery of its own to this subscriber (QoS 1 after a session
+    /// resumed), not a second publish by the daemon (rumqttc never sets DUP).
+    pub dup: bool,
     pub topic: String,
     pub payload: Vec<u8>,
     pub retain: bool,
@@ -305,6 +308,7 @@ impl MqttProbe {
                         }
                         Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
                             msgs.lock().unwrap().push(Msg {
+                                dup: p.dup,
                                 topic: p.topic.clone(),
                                 payload: p.payload.to_vec(),
                                 retain: p.retain,
@@ -628,6 +632,18 @@ pub fn point_records(probe: &MqttProbe, point: &str) -> Vec<serde_json::Value> {
         .into_iter()
         .map(|(r, _)| r)
         .filter(|r| r["point"] == point)
+        .collect()
+}
+
+/// Seqs of the records the daemon published, as first delivered by the broker (the broker's own
+/// redeliveries, flagged DUP, left out): duplicates here are the daemon's.
+pub fn published_seqs(probe: &MqttProbe, suffix: &str) -> Vec<u64> {
+    probe
+        .on(suffix)
+        .into_iter()
+        .filter(|m| !m.dup)
+        .flat_map(|m| m.json()["records"].as_array().cloned().unwrap_or_default())
+        .map(|r| r["seq"].as_u64().expect("seq"))
         .collect()
 }
 
