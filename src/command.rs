@@ -249,31 +249,9 @@ fn parse_action(name: &str, args: &serde_json::Map<String, Value>) -> Result<Act
     })
 }
 
-/// Parse `all`, `group:N` or `DEVICE/ADDR`.
+/// Parse `all`, `group:N` or `DEVICE/ADDR` (the lighting module's syntax), naming the field.
 pub fn parse_target(s: &str) -> Result<LightTarget, String> {
-    if s == "all" {
-        return Ok(LightTarget::All);
-    }
-    if let Some(n) = s.strip_prefix("group:") {
-        return match n.parse::<u8>() {
-            Ok(g) if g <= 15 => Ok(LightTarget::Group(g)),
-            _ => Err(format!("field `args.target`: group {n:?} is not 0..15")),
-        };
-    }
-    if let Some((bus, addr)) = s.split_once('/') {
-        return match addr.parse::<u8>() {
-            Ok(a) if a <= 63 && !bus.is_empty() => Ok(LightTarget::Gear {
-                bus: bus.to_owned(),
-                address: a,
-            }),
-            _ => Err(format!(
-                "field `args.target`: {s:?} is not BUS/ADDR with ADDR 0..63"
-            )),
-        };
-    }
-    Err(format!(
-        "field `args.target`: {s:?} is not all, group:N or BUS/ADDR"
-    ))
+    crate::lighting::parse_target(s).map_err(|e| format!("field `args.target`: {e}"))
 }
 
 /// Build a result record.

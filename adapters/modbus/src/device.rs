@@ -345,7 +345,7 @@ impl<C: Connector> Device<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{DataType, PointSpec, Table, WordOrder};
+    use crate::{DataType, PointSpec, Table};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -412,19 +412,7 @@ mod tests {
             unit_id: 1,
             poll: Duration::from_secs(1),
             timeout: Duration::from_millis(300),
-            points: vec![PointSpec {
-                name: "x".into(),
-                table: Table::Holding,
-                address: 0,
-                data_type: DataType::U16,
-                word_order: WordOrder::Big,
-                scale: 1.0,
-                offset: 0.0,
-                unit: None,
-                writable: false,
-                min: None,
-                max: None,
-            }],
+            points: vec![PointSpec::new("x", Table::Holding, 0, DataType::U16)],
         }
     }
 

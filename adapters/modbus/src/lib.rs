@@ -142,6 +142,26 @@ pub struct PointSpec {
     pub max: Option<f64>,
 }
 
+impl PointSpec {
+    /// A read-only point with identity scaling (scale 1, offset 0) and the Modbus word order;
+    /// set the other fields on the result.
+    pub fn new(name: &str, table: Table, address: u16, data_type: DataType) -> PointSpec {
+        PointSpec {
+            name: name.into(),
+            table,
+            address,
+            data_type,
+            word_order: WordOrder::Big,
+            scale: 1.0,
+            offset: 0.0,
+            unit: None,
+            writable: false,
+            min: None,
+            max: None,
+        }
+    }
+}
+
 /// Serial parity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Parity {
@@ -249,19 +269,7 @@ mod tests {
 
     #[test]
     fn validation_names_each_problem() {
-        let point = |name: &str, table, address, data_type| PointSpec {
-            name: name.into(),
-            table,
-            address,
-            data_type,
-            word_order: WordOrder::Big,
-            scale: 1.0,
-            offset: 0.0,
-            unit: None,
-            writable: false,
-            min: None,
-            max: None,
-        };
+        let point = PointSpec::new;
         let mut bad_scale = point("s", Table::Holding, 0, DataType::U16);
         bad_scale.scale = 0.0;
         let mut ro_write = point("w", Table::Input, 0, DataType::U16);

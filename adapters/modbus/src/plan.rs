@@ -130,23 +130,10 @@ pub fn type_fits_table(table: Table, data_type: DataType) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::WordOrder;
     use proptest::prelude::*;
 
     fn pt(name: &str, table: Table, address: u16, data_type: DataType) -> PointSpec {
-        PointSpec {
-            name: name.into(),
-            table,
-            address,
-            data_type,
-            word_order: WordOrder::Big,
-            scale: 1.0,
-            offset: 0.0,
-            unit: None,
-            writable: false,
-            min: None,
-            max: None,
-        }
+        PointSpec::new(name, table, address, data_type)
     }
 
     #[test]

@@ -215,19 +215,7 @@ impl PtyPair {
 
 /// A read-only point with identity scaling.
 pub fn pt(name: &str, table: Table, address: u16, data_type: DataType) -> PointSpec {
-    PointSpec {
-        name: name.into(),
-        table,
-        address,
-        data_type,
-        word_order: WordOrder::Big,
-        scale: 1.0,
-        offset: 0.0,
-        unit: None,
-        writable: false,
-        min: None,
-        max: None,
-    }
+    PointSpec::new(name, table, address, data_type)
 }
 
 pub fn little(mut p: PointSpec) -> PointSpec {
