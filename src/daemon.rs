@@ -67,6 +67,8 @@ struct Shared {
     brokers: Vec<String>,
     /// The night's energy bookkeeping (`None` without DALI buses).
     energy: Mutex<Option<crate::lighting::accountant::EnergyAccountant>>,
+    /// The autonomous rules in force (the lighting programme's steps), for `/status`.
+    rules: Mutex<Vec<String>>,
     /// Outcome of the last SIGHUP reload, for `/status`.
     last_reload: Mutex<Option<serde_json::Value>>,
     /// Bumped by the device bridges on every report of their device task.
@@ -118,7 +120,7 @@ impl crate::http::Endpoint for Shared {
             "outbox": outbox_view(&stats),
             "brokers": self.brokers,
             "devices": devices,
-            "rules": [],
+            "rules": *self.rules.lock().unwrap(),
             "last_reload": self.last_reload.lock().unwrap().clone(),
         })
     }
@@ -228,8 +230,11 @@ pub fn render_status(doc: &serde_json::Value) -> String {
             d["last_error"].as_str().unwrap_or("")
         );
     }
-    let rules = doc["rules"].as_array().map_or(0, Vec::len);
-    let _ = writeln!(out, "rules    {rules} active");
+    let rules = doc["rules"].as_array().cloned().unwrap_or_default();
+    let _ = writeln!(out, "rules    {} active", rules.len());
+    for r in rules {
+        let _ = writeln!(out, "  {}", s(&r));
+    }
     out
 }
 
@@ -346,6 +351,8 @@ impl Equipment {
         }
         match crate::lighting::Programme::from_config(cfg) {
             Ok(programme) if !programme.is_empty() && !cfg.dali.is_empty() => {
+                *shared.rules.lock().unwrap() =
+                    cfg.lighting.steps.iter().map(describe_step).collect();
                 tasks.push(tokio::spawn(crate::lighting::run::run_programme(
                     programme,
                     crate::lighting::run::programmed_targets(cfg),
@@ -353,8 +360,11 @@ impl Equipment {
                     stop_rx.clone(),
                 )));
             }
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "lighting programme not started"),
+            Ok(_) => shared.rules.lock().unwrap().clear(),
+            Err(e) => {
+                shared.rules.lock().unwrap().clear();
+                tracing::error!(error = %e, "lighting programme not started");
+            }
         }
         Ok(Equipment {
             stop,
@@ -510,6 +520,35 @@ async fn bridge_modbus(
             }
         }
     }
+}
+
+/// A programme step for a person: `all at dusk+15min → 100 % (dusk)`.
+fn describe_step(step: &config::LightingStep) -> String {
+    let fmt_offset = |name: &str, secs: i64| match secs {
+        0 => name.to_owned(),
+        s if s > 0 => format!(
+            "{name}+{}",
+            humantime::format_duration(Duration::from_secs(s.unsigned_abs()))
+        ),
+        s => format!(
+            "{name}-{}",
+            humantime::format_duration(Duration::from_secs(s.unsigned_abs()))
+        ),
+    };
+    let at = match step.at {
+        config::StepTime::Dusk(s) => fmt_offset("dusk", s),
+        config::StepTime::Dawn(s) => fmt_offset("dawn", s),
+        config::StepTime::Clock { hour, minute } => format!("{hour:02}:{minute:02}"),
+    };
+    let target = match &step.target {
+        command::LightTarget::All => "all".to_owned(),
+        command::LightTarget::Group(g) => format!("group:{g}"),
+        command::LightTarget::Gear { bus, address } => format!("{bus}/{address}"),
+    };
+    format!(
+        "lighting: {target} at {at} → {} % ({})",
+        step.level_percent, step.reason
+    )
 }
 
 /// Mirror a DALI bus's status into `/status`; every change proves its task makes progress.
@@ -817,6 +856,7 @@ pub async fn run(files: Vec<PathBuf>, cfg: Config, notifier: Notifier) -> anyhow
         recorder_beats: AtomicU64::new(0),
         poll_beats: AtomicU64::new(0),
         last_reload: Mutex::new(None),
+        rules: Mutex::new(Vec::new()),
         energy: Mutex::new(crate::lighting::accountant::EnergyAccountant::new(&cfg)),
         brokers: cfg
             .uplink

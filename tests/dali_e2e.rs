@@ -254,6 +254,11 @@ fn the_programme_lights_the_night_and_release_returns_to_it() {
         },
     );
     let night = cabinetd_dali::percent_to_arc(70.0);
+    // The programme is what the cabinet does on its own: `cabinetd status` lists it.
+    assert_eq!(
+        daemon.status()["rules"],
+        json!(["lighting: all at dusk → 70 % (dusk)"])
+    );
     wait_until(
         "the programme's night level on every gear",
         Duration::from_secs(30),
