@@ -31,6 +31,52 @@ fn busy_device(dir: &Path) -> (ChildGuard, String) {
     (peer, cfg)
 }
 
+/// A busy device polled by a daemon, publishing through a broker to a probe.
+struct Busy {
+    _dir: tempfile::TempDir,
+    _peer: ChildGuard,
+    broker: Mosquitto,
+    probe: MqttProbe,
+    daemon: Daemon,
+}
+
+impl Busy {
+    /// Everything started and telemetry flowing.
+    fn start() -> Busy {
+        let dir = tempfile::tempdir().unwrap();
+        let (peer, device) = busy_device(dir.path());
+        let broker = Mosquitto::start();
+        let probe = MqttProbe::start(broker.port, "cabinets/v1/test-cab/#");
+        let daemon = Daemon::start(broker.port, &device);
+        wait_until("telemetry flowing", Duration::from_secs(20), || {
+            (seqs(&probe, "/telemetry").len() > 100).then_some(())
+        });
+        Busy {
+            _dir: dir,
+            _peer: peer,
+            broker,
+            probe,
+            daemon,
+        }
+    }
+}
+
+/// The telemetry seqs that were published but not acknowledged when the broker went away.
+fn in_flight_at_outage(daemon: &Daemon, probe: &MqttProbe) -> std::ops::RangeInclusive<u64> {
+    let unacked_from = first_unacked_telemetry(daemon);
+    let delivered_at_stop = seqs(probe, "/telemetry").into_iter().max().unwrap_or(0);
+    unacked_from..=delivered_at_stop
+}
+
+/// QoS 1 cannot tell a lost PUBACK from a lost PUBLISH: records in flight when the broker went
+/// away may arrive twice (the central post removes them by seq). Nothing else may.
+fn assert_only_in_flight_doubled(dups: &[u64], in_flight: &std::ops::RangeInclusive<u64>) {
+    assert!(
+        dups.iter().all(|d| in_flight.contains(d)),
+        "duplicates {dups:?} outside the records in flight at the outage ({in_flight:?})"
+    );
+}
+
 /// The oldest telemetry seq still in the outbox (all later ones are unacknowledged too).
 fn first_unacked_telemetry(d: &Daemon) -> u64 {
     let st = d.status();
@@ -85,19 +131,17 @@ fn drained(d: &Daemon, probe: &MqttProbe) -> Vec<u64> {
 
 #[test]
 fn broker_stopped_30_s_nothing_missing_nothing_doubled_fresh_data_within_1_s() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_peer, device) = busy_device(dir.path());
-    let mut broker = Mosquitto::start();
-    let probe = MqttProbe::start(broker.port, "cabinets/v1/test-cab/#");
-    let mut daemon = Daemon::start(broker.port, &device);
-    wait_until("telemetry flowing", Duration::from_secs(20), || {
-        (seqs(&probe, "/telemetry").len() > 100).then_some(())
-    });
+    let Busy {
+        _dir,
+        _peer,
+        mut broker,
+        probe,
+        mut daemon,
+    } = Busy::start();
 
     broker.stop();
     wait_connected(&daemon, false);
-    let unacked_from = first_unacked_telemetry(&daemon);
-    let delivered_at_stop = seqs(&probe, "/telemetry").into_iter().max().unwrap_or(0);
+    let in_flight = in_flight_at_outage(&daemon, &probe);
     outage_for(30);
     let backlog = outbox_records(&daemon);
     broker.start_again();
@@ -125,12 +169,7 @@ fn broker_stopped_30_s_nothing_missing_nothing_doubled_fresh_data_within_1_s() {
     let (missing, _) = seq_gaps(&s);
     let (_, dups) = seq_gaps(&published_seqs(&probe, "/telemetry"));
     assert!(missing.is_empty(), "missing {missing:?}");
-    // QoS 1 cannot tell a lost PUBACK from a lost PUBLISH: records in flight when the broker
-    // went away may arrive twice (the central post removes them by seq). Nothing else may.
-    assert!(
-        dups.iter().all(|&d| (unacked_from..=delivered_at_stop).contains(&d)),
-        "duplicates {dups:?} outside the records in flight at the outage ({unacked_from}..={delivered_at_stop})"
-    );
+    assert_only_in_flight_doubled(&dups, &in_flight);
     assert!(
         backlog > 30 * 150,
         "the outage produced a backlog ({backlog} records)"
@@ -149,14 +188,13 @@ fn broker_stopped_30_s_nothing_missing_nothing_doubled_fresh_data_within_1_s() {
 
 #[test]
 fn broker_frozen_30_s_nothing_missing() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_peer, device) = busy_device(dir.path());
-    let broker = Mosquitto::start();
-    let probe = MqttProbe::start(broker.port, "cabinets/v1/test-cab/#");
-    let mut daemon = Daemon::start(broker.port, &device);
-    wait_until("telemetry flowing", Duration::from_secs(20), || {
-        (seqs(&probe, "/telemetry").len() > 100).then_some(())
-    });
+    let Busy {
+        _dir,
+        _peer,
+        broker,
+        probe,
+        mut daemon,
+    } = Busy::start();
 
     // SIGSTOP: TCP stays open, nothing answers. The keep-alive (5 s here) must notice.
     broker.freeze();
@@ -177,18 +215,16 @@ fn broker_frozen_30_s_nothing_missing() {
 
 #[test]
 fn kill_9_during_an_outage_loses_nothing_that_was_stored() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_peer, device) = busy_device(dir.path());
-    let mut broker = Mosquitto::start();
-    let probe = MqttProbe::start(broker.port, "cabinets/v1/test-cab/#");
-    let mut daemon = Daemon::start(broker.port, &device);
-    wait_until("telemetry flowing", Duration::from_secs(20), || {
-        (seqs(&probe, "/telemetry").len() > 100).then_some(())
-    });
+    let Busy {
+        _dir,
+        _peer,
+        mut broker,
+        probe,
+        mut daemon,
+    } = Busy::start();
     broker.stop();
     wait_connected(&daemon, false);
-    let unacked_from = first_unacked_telemetry(&daemon);
-    let delivered_at_stop = seqs(&probe, "/telemetry").into_iter().max().unwrap_or(0);
+    let in_flight = in_flight_at_outage(&daemon, &probe);
     wait_until("a backlog", Duration::from_secs(20), || {
         (outbox_records(&daemon) > 1000).then_some(())
     });
@@ -216,12 +252,7 @@ fn kill_9_during_an_outage_loses_nothing_that_was_stored() {
         *s.iter().max().unwrap() > stored_before_kill,
         "numbering continued after the crash"
     );
-    // QoS 1 cannot tell a lost PUBACK from a lost PUBLISH: records in flight when the broker
-    // went away may arrive twice (the central post removes them by seq). Nothing else may.
-    assert!(
-        dups.iter().all(|&d| (unacked_from..=delivered_at_stop).contains(&d)),
-        "duplicates {dups:?} outside the records in flight at the outage ({unacked_from}..={delivered_at_stop})"
-    );
+    assert_only_in_flight_doubled(&dups, &in_flight);
     assert!(daemon.stop().success());
 }
 
@@ -325,14 +356,13 @@ fn a_tiny_budget_evicts_oldest_telemetry_names_the_range_and_keeps_events() {
 
 #[test]
 fn a_corrupt_store_is_moved_aside_reported_and_polling_goes_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_peer, device) = busy_device(dir.path());
-    let broker = Mosquitto::start();
-    let probe = MqttProbe::start(broker.port, "cabinets/v1/test-cab/#");
-    let mut daemon = Daemon::start(broker.port, &device);
-    wait_until("telemetry flowing", Duration::from_secs(20), || {
-        (seqs(&probe, "/telemetry").len() > 100).then_some(())
-    });
+    let Busy {
+        _dir,
+        _peer,
+        broker: _broker,
+        probe,
+        mut daemon,
+    } = Busy::start();
     assert!(daemon.stop().success());
 
     // Power loss on a worn SD card: every file of the sled store is garbage now.
