@@ -579,12 +579,8 @@ async fn watch_dali(
     }
 }
 
-/// Append every produced record to the outbox; beats once a second even when idle.
-/// Cheap pre-filter before taking the accountant's lock: levels, D4i counters, Modbus meters.
-fn is_energy_input(point: &str) -> bool {
-    point.ends_with("/level") || point.ends_with("/energy_wh") || point.contains("energy")
-}
-
+/// Append every produced record to the outbox, showing good readings to the energy accountant
+/// (which keeps only the points it accounts); beats twice a second even when idle.
 async fn recorder(mut rx: mpsc::Receiver<RecordBody>, shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
@@ -592,7 +588,7 @@ async fn recorder(mut rx: mpsc::Receiver<RecordBody>, shared: Arc<Shared>) {
             r = rx.recv() => match r {
                 Some(body) => {
                     if let RecordBody::Telemetry(t) = &body {
-                        if t.quality == Quality::Good && is_energy_input(&t.point) {
+                        if t.quality == Quality::Good {
                             if let (Some(acc), Ok(at)) = (shared.energy.lock().unwrap().as_mut(), jiff::Timestamp::try_from(t.ts)) {
                                 acc.observe(&t.point, &t.value, at);
                             }
@@ -1306,7 +1302,7 @@ impl Runtime {
                     };
                     metrics
                         .commands_total
-                        .with_label_values(&["point.write", status_str(r.status)])
+                        .with_label_values(&["point.write", r.status.as_str()])
                         .inc();
                     let _ = results.send(r).await;
                 });
@@ -1373,7 +1369,7 @@ impl Runtime {
             };
             metrics
                 .commands_total
-                .with_label_values(&[action_name, status_str(r.status)])
+                .with_label_values(&[action_name, r.status.as_str()])
                 .inc();
             let _ = results.send(r).await;
         });
@@ -1383,23 +1379,14 @@ impl Runtime {
         self.shared
             .metrics
             .commands_total
-            .with_label_values(&[action, status_str(status)])
+            .with_label_values(&[action, status.as_str()])
             .inc();
     }
 
     async fn finish(&mut self, r: crate::record::CommandResult) {
-        tracing::info!(id = %r.id, status = status_str(r.status), reason = %r.reason, "command result");
+        tracing::info!(id = %r.id, status = r.status.as_str(), reason = %r.reason, "command result");
         self.ledger.finish(&r);
         self.push(RecordBody::Result(r)).await;
-    }
-}
-
-fn status_str(s: CommandStatus) -> &'static str {
-    match s {
-        CommandStatus::Succeeded => "succeeded",
-        CommandStatus::Failed => "failed",
-        CommandStatus::Rejected => "rejected",
-        CommandStatus::Expired => "expired",
     }
 }
 

@@ -91,6 +91,18 @@ pub enum CommandStatus {
     Expired,
 }
 
+impl CommandStatus {
+    /// The name used in payloads and in the `status` label of `cabinetd_commands_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandStatus::Succeeded => "succeeded",
+            CommandStatus::Failed => "failed",
+            CommandStatus::Rejected => "rejected",
+            CommandStatus::Expired => "expired",
+        }
+    }
+}
+
 /// A point reading.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Telemetry {
@@ -260,6 +272,18 @@ mod tests {
             json,
             r#"{"seq":7,"ts":"2026-11-26T08:00:00.123Z","point":"meter-main/active_power","value":12.5,"quality":"good"}"#
         );
+    }
+
+    #[test]
+    fn command_status_names_match_the_payload_encoding() {
+        for s in [
+            CommandStatus::Succeeded,
+            CommandStatus::Failed,
+            CommandStatus::Rejected,
+            CommandStatus::Expired,
+        ] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
     }
 
     #[test]
