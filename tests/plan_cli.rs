@@ -29,7 +29,8 @@ fn prints_dusk_dawn_then_the_changes_in_time_order() {
         .collect();
     let head = &lines[0];
     assert_eq!(head["date"], "2026-12-21");
-    // Dijon, winter solstice (NOAA, sun centre 0.833° below the horizon): 15:51 and 07:24 UTC.
+    // Dijon, winter solstice (NOAA/Meeus, sun centre 0.833° below the horizon): 15:51:50 and
+    // 07:24:28 UTC.
     assert!(
         head["dusk"]
             .as_str()

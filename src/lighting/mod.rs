@@ -3,8 +3,8 @@
 //!
 //! Everything here is pure (no I/O, no wall clock): callers pass the date or the instant.
 //!
-//! - [`astro`]: NOAA sunrise/sunset in UTC for a latitude/longitude and a date, with the polar
-//!   day/night guard ([`astro::SunEvent`]).
+//! - [`astro`]: NOAA/Meeus sunrise/sunset in UTC for a latitude/longitude and a solar day,
+//!   iterated on the event's instant, with the polar day/night guard ([`astro::SunEvent`]).
 //! - [`plan`]: the night that starts on a date ([`plan_night`], [`Night`]), its JSON-lines
 //!   rendering for `cabinetd plan` ([`print_plan`], [`plan_cli`]).
 //! - [`programme`]: [`Programme::level_at`] and [`Programme::next_change_after`] over any number

@@ -55,6 +55,7 @@ impl Night {
     /// The polar case, if any.
     pub fn polar(&self) -> Option<Polar> {
         match (self.dusk, self.dawn) {
+            (SunEvent::OutOfRange, _) | (_, SunEvent::OutOfRange) => None,
             (SunEvent::AlwaysUp, _) => Some(Polar::Day),
             (SunEvent::AlwaysDown, _) | (_, SunEvent::AlwaysDown) => Some(Polar::Night),
             _ => None,

@@ -136,19 +136,22 @@ impl Programme {
         let dawn = astro::sunrise(next, lat, lon, z);
         let start = match dusk {
             SunEvent::At(t) => Some(t),
-            SunEvent::AlwaysDown => Some(astro::solar_noon(date, lon)),
-            SunEvent::AlwaysUp => None,
+            SunEvent::AlwaysDown => astro::solar_noon(date, lon),
+            SunEvent::AlwaysUp | SunEvent::OutOfRange => None,
         };
         let end = match dawn {
-            SunEvent::At(t) => t,
+            SunEvent::At(t) => Some(t),
             SunEvent::AlwaysDown => astro::solar_noon(next, lon),
-            SunEvent::AlwaysUp => astro::solar_noon(date, lon) + SignedDuration::from_hours(12),
+            SunEvent::AlwaysUp => astro::solar_noon(date, lon)
+                .and_then(|t| t.checked_add(SignedDuration::from_hours(12)).ok()),
+            SunEvent::OutOfRange => None,
         };
+        let span = start.zip(end).filter(|(s, e)| s < e);
         Night {
             date,
             dusk,
             dawn,
-            span: start.filter(|s| *s < end).map(|s| (s, end)),
+            span,
         }
     }
 
@@ -235,7 +238,7 @@ impl Programme {
         let night_end = match night.dawn {
             SunEvent::At(t) => Some(t),
             SunEvent::AlwaysUp => Some(end),
-            SunEvent::AlwaysDown => None,
+            SunEvent::AlwaysDown | SunEvent::OutOfRange => None,
         };
         if let (Some(dawn), false) = (night_end, out.is_empty()) {
             let morning = out.iter().any(|(_, s)| s.at >= dawn);

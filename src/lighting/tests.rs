@@ -260,7 +260,7 @@ fn polar_night_runs_noon_to_noon() {
     );
     let p = plan_night(&cfg, date(2026, 12, 21)).unwrap();
     assert_eq!((p.dusk, p.dawn, p.polar), (None, None, Some(Polar::Night)));
-    let noon = astro::solar_noon(date(2026, 12, 21), 18.956);
+    let noon = astro::solar_noon(date(2026, 12, 21), 18.956).unwrap();
     let s = steps(&p);
     // Dusk at the night's start (solar noon), 22:00 and 05:00 CET, no dawn step, no implicit off.
     assert_eq!(s.len(), 3, "{s:?}");
