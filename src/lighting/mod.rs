@@ -43,7 +43,8 @@ pub const MAX_OFFSET_SECS: i64 = 12 * 3600;
 /// own failure (a closed pipe), transient from the programme's point of view.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    /// The `--date` argument is not a `YYYY-MM-DD` calendar date.
+    /// The `--date` argument is not a `YYYY-MM-DD` calendar date, or is outside the nights the
+    /// programme plans (usage error, exit 2).
     #[error("--date {value:?}: {reason}")]
     Date {
         /// As given.

@@ -1,7 +1,9 @@
 //! The night that starts on a date, and its `cabinetd plan` rendering (SPEC §1).
 //!
 //! A night is bounded by dusk on its date and dawn on the next date (UTC instants for the
-//! cabinet's latitude/longitude). Polar cases, documented in the plan's first line:
+//! cabinet's latitude/longitude). Dates outside [`FIRST_NIGHT`]..=[`LAST_NIGHT`] are a
+//! [`PlanError::Date`] (exit 2 in `cabinetd plan`, like a malformed `--date`). Polar cases,
+//! documented in the plan's first line:
 //! - polar day (the sun does not set on the date): no night; `"dusk":null,"dawn":null,
 //!   "polar":"day"` and a note; no step is planned (the luminaires stay off);
 //! - polar night (the sun does not set because it never rose, or does not rise the next day):
@@ -17,16 +19,15 @@
 //! milliseconds.
 
 use std::io::Write;
-use std::time::SystemTime;
 
 use jiff::civil::Date;
 use jiff::Timestamp;
 use serde::Serialize;
 
 use super::astro::SunEvent;
+use super::programme::{FIRST_NIGHT, LAST_NIGHT};
 use super::{target_name, PlanError, Programme};
 use crate::config::{Config, LightTarget};
-use crate::record::format_ts;
 
 /// Which polar case a night is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -94,14 +95,24 @@ pub struct Plan {
     pub notes: Vec<String>,
 }
 
-/// The plan of the night that starts on `date`, for the cabinet of `cfg`.
+/// The plan of the night that starts on `date`, for the cabinet of `cfg`; a date outside
+/// [`FIRST_NIGHT`]..=[`LAST_NIGHT`] is a [`PlanError::Date`].
 pub fn plan_night(cfg: &Config, date: Date) -> Result<Plan, PlanError> {
+    if !Programme::plans(date) {
+        return Err(PlanError::Date {
+            value: date.to_string(),
+            reason: format!(
+                "outside the dates the astronomical clock plans, {FIRST_NIGHT} to {LAST_NIGHT}"
+            ),
+        });
+    }
     Ok(Programme::from_config(cfg)?.plan(date))
 }
 
+/// RFC 3339 UTC with milliseconds, as `record::format_ts` writes it, for any instant (that one
+/// goes through `SystemTime` and cannot write a time before 1970).
 fn ts(t: Timestamp) -> String {
-    // SystemTime spans jiff's whole range on Unix; the fallback is only for exotic targets.
-    format_ts(SystemTime::try_from(t).unwrap_or(SystemTime::UNIX_EPOCH))
+    format!("{:.3}", t)
 }
 
 /// A level as JSON: integral levels print as integers (`70`, not `70.0`).

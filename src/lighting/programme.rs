@@ -17,6 +17,10 @@
 //! same instant apply in order all → group → gear, then configuration order, so the most
 //! specific one wins a tie. A group target's own level follows only `all` and that group's steps.
 //! Day time is off: before any step, the level is 0 %. An empty programme wants nothing (`None`).
+//!
+//! Range: nights from [`FIRST_NIGHT`] to [`LAST_NIGHT`] (where NOAA calls its approximations
+//! "very good"). A night outside it has no dark period and no step (`cabinetd plan` refuses the
+//! date); nothing panics whatever the instant or date.
 
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
@@ -42,6 +46,11 @@ pub struct Luminaire {
     pub groups: Vec<u8>,
 }
 
+/// First night the programme plans.
+pub const FIRST_NIGHT: Date = jiff::civil::date(1800, 1, 1);
+/// Last night the programme plans.
+pub const LAST_NIGHT: Date = jiff::civil::date(2100, 12, 31);
+
 /// A step with the key that orders it: (instant, specificity, config index).
 type Keyed = ((Timestamp, u8, usize), Step);
 
@@ -63,6 +72,13 @@ fn specificity(t: &LightTarget) -> u8 {
         LightTarget::Group(_) => 1,
         LightTarget::Gear { .. } => 2,
     }
+}
+
+/// `t` moved by a step's offset (at most 12 h), saturating at jiff's range: a `SignedDuration`
+/// has no calendar unit, so `saturating_add` has no error case.
+fn offset(t: Timestamp, secs: i64) -> Timestamp {
+    t.saturating_add(SignedDuration::from_secs(secs))
+        .unwrap_or(t)
 }
 
 fn at_text(at: StepTime) -> String {
@@ -127,11 +143,27 @@ impl Programme {
         }
     }
 
-    /// Dusk on `date`, dawn on the next date, and the dark span between them.
+    /// Whether the programme plans the night of `date` ([`FIRST_NIGHT`]..=[`LAST_NIGHT`]).
+    pub fn plans(date: Date) -> bool {
+        (FIRST_NIGHT..=LAST_NIGHT).contains(&date)
+    }
+
+    /// Dusk on `date`, dawn on the next date, and the dark span between them. Outside
+    /// [`FIRST_NIGHT`]..=[`LAST_NIGHT`] both are [`SunEvent::OutOfRange`] and there is no span.
     pub fn night(&self, date: Date) -> Night {
+        let next = Some(date)
+            .filter(|d| Self::plans(*d))
+            .and_then(|d| d.tomorrow().ok());
+        let Some(next) = next else {
+            return Night {
+                date,
+                dusk: SunEvent::OutOfRange,
+                dawn: SunEvent::OutOfRange,
+                span: None,
+            };
+        };
         let z = self.twilight.zenith();
         let (lat, lon) = (self.latitude, self.longitude);
-        let next = date.tomorrow().unwrap_or(date);
         let dusk = astro::sunset(date, lat, lon, z);
         let dawn = astro::sunrise(next, lat, lon, z);
         let start = match dusk {
@@ -168,14 +200,16 @@ impl Programme {
         let mut notes = Vec::new();
         let mut out: Vec<Keyed> = Vec::new();
         let Some((start, end)) = night.span else {
-            if night.polar() == Some(super::Polar::Day) {
-                notes.push(format!(
+            notes.push(match night.polar() {
+                Some(super::Polar::Day) => format!(
                     "polar day: the sun does not set on {date} at latitude {}; no night, the luminaires stay off",
                     self.latitude
-                ));
-            } else {
-                notes.push(format!("no dark period in the night of {date}"));
-            }
+                ),
+                _ if night.dusk == SunEvent::OutOfRange => format!(
+                    "{date} is outside the nights the programme plans ({FIRST_NIGHT} to {LAST_NIGHT})"
+                ),
+                _ => format!("no dark period in the night of {date}"),
+            });
             return (night, out, notes);
         };
         match (night.dusk, night.dawn) {
@@ -193,13 +227,10 @@ impl Programme {
         for (i, s) in self.steps.iter().enumerate() {
             let at = match s.at {
                 StepTime::Dusk(off) => match night.dusk {
-                    SunEvent::At(t) => Some(t + SignedDuration::from_secs(off)),
+                    SunEvent::At(t) => Some(offset(t, off)),
                     _ => Some(start),
                 },
-                StepTime::Dawn(off) => night
-                    .dawn
-                    .instant()
-                    .map(|t| t + SignedDuration::from_secs(off)),
+                StepTime::Dawn(off) => night.dawn.instant().map(|t| offset(t, off)),
                 StepTime::Clock { hour, minute } => [Some(date), date.tomorrow().ok()]
                     .into_iter()
                     .flatten()

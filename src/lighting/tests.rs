@@ -572,3 +572,61 @@ fn fractional_levels_print_as_numbers() {
     assert_eq!(lines[1]["level_percent"], 72.5);
     assert_eq!(lines[1]["target"], "group:1");
 }
+
+/// Issue 13 item 5: `cabinetd plan` panicked for dates before 1970 (formatting through
+/// `SystemTime`) and for 9999-12-30 (UTC midnight past jiff's last instant). Out-of-range dates
+/// are an error; no date or instant panics the evaluator.
+#[test]
+fn extreme_dates_are_errors_not_panics() {
+    let cfg = config(DIJON, DIJON_PROGRAMME);
+    for d in [
+        Date::MIN,
+        date(0, 1, 1),
+        date(1799, 12, 31),
+        date(2101, 1, 1),
+        date(9999, 12, 30),
+        Date::MAX,
+    ] {
+        let e = plan_night(&cfg, d).unwrap_err();
+        assert!(
+            e.to_string().ends_with(
+                "outside the dates the astronomical clock plans, 1800-01-01 to 2100-12-31"
+            ),
+            "{d}: {e}"
+        );
+        assert!(matches!(e, PlanError::Date { .. }));
+        let mut out = Vec::new();
+        assert!(plan_cli(&cfg, &d.to_string(), &mut out).is_err() && out.is_empty());
+    }
+    // Before 1970 is fine: Dijon, 20 Jul 1969 (CET all year then: 22:00 is 21:00Z).
+    let mut out = Vec::new();
+    plan_cli(&cfg, "1969-07-20", &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.starts_with(r#"{"date":"1969-07-20","dusk":"1969-07-20T19:"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"{"at":"1969-07-20T21:00:00.000Z","target":"all","level_percent":70"#));
+    for d in [date(1800, 1, 1), date(2100, 12, 31)] {
+        let p = plan_night(&cfg, d).unwrap();
+        assert_eq!(p.steps.len(), 4, "{d}: {:?}", p.steps);
+    }
+    // The evaluator at the ends of time: no night, nothing planned, no panic.
+    let prog = Programme::from_config(&cfg).unwrap();
+    for t in [Timestamp::MIN, Timestamp::MAX] {
+        assert_eq!(prog.level_at(&LightTarget::All, t), Some(0.0));
+        assert_eq!(prog.next_change_after(t), None);
+    }
+    for d in [Date::MIN, Date::MAX, date(9999, 12, 30)] {
+        let n = prog.night(d);
+        assert_eq!((n.span, n.polar()), (None, None));
+        let p = prog.plan(d);
+        assert!(
+            p.steps.is_empty() && p.notes[0].contains("outside"),
+            "{p:?}"
+        );
+    }
+    // A cabinet whose clock restarts at the epoch (no RTC) still follows the programme.
+    let epoch = Timestamp::UNIX_EPOCH;
+    assert_eq!(prog.level_at(&LightTarget::All, epoch), Some(70.0));
+}
