@@ -56,7 +56,8 @@ enum Command {
     Plan {
         #[command(flatten)]
         config: ConfigArgs,
-        /// The date the night starts on, YYYY-MM-DD.
+        /// The date the night starts on, YYYY-MM-DD (local date in cabinet.timezone, 1800-01-01
+        /// to 2100-12-31).
         #[arg(long, value_name = "YYYY-MM-DD")]
         date: String,
     },
@@ -240,10 +241,12 @@ fn plan(args: &ConfigArgs, date: &str) -> ExitCode {
     let stdout = std::io::stdout();
     match cabinetd::lighting::plan_cli(&cfg, date, &mut stdout.lock()) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(
-            e @ (cabinetd::lighting::PlanError::Date { .. }
-            | cabinetd::lighting::PlanError::TimeZone { .. }),
-        ) => {
+        // A bad or out-of-range --date is a usage error (2, as clap's own), not a config one.
+        Err(e @ cabinetd::lighting::PlanError::Date { .. }) => {
+            eprintln!("cabinetd plan: {e}");
+            ExitCode::from(2)
+        }
+        Err(e @ cabinetd::lighting::PlanError::TimeZone { .. }) => {
             eprintln!("cabinetd plan: {e}");
             ExitCode::from(EXIT_CONFIG)
         }

@@ -3,8 +3,8 @@
 //!
 //! Everything here is pure (no I/O, no wall clock): callers pass the date or the instant.
 //!
-//! - [`astro`]: NOAA sunrise/sunset in UTC for a latitude/longitude and a date, with the polar
-//!   day/night guard ([`astro::SunEvent`]).
+//! - [`astro`]: NOAA/Meeus sunrise/sunset in UTC for a latitude/longitude and a solar day,
+//!   iterated on the event's instant, with the polar day/night guard ([`astro::SunEvent`]).
 //! - [`plan`]: the night that starts on a date ([`plan_night`], [`Night`]), its JSON-lines
 //!   rendering for `cabinetd plan` ([`print_plan`], [`plan_cli`]).
 //! - [`programme`]: [`Programme::level_at`] and [`Programme::next_change_after`] over any number
@@ -43,7 +43,8 @@ pub const MAX_OFFSET_SECS: i64 = 12 * 3600;
 /// own failure (a closed pipe), transient from the programme's point of view.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
-    /// The `--date` argument is not a `YYYY-MM-DD` calendar date.
+    /// The `--date` argument is not a `YYYY-MM-DD` calendar date, or is outside the nights the
+    /// programme plans (usage error, exit 2).
     #[error("--date {value:?}: {reason}")]
     Date {
         /// As given.

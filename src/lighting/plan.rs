@@ -1,7 +1,10 @@
 //! The night that starts on a date, and its `cabinetd plan` rendering (SPEC §1).
 //!
-//! A night is bounded by dusk on its date and dawn on the next date (UTC instants for the
-//! cabinet's latitude/longitude). Polar cases, documented in the plan's first line:
+//! A night is bounded by dusk on the local evening of its date (in `cabinet.timezone`) and dawn
+//! the next morning, printed as UTC instants for the cabinet's latitude/longitude (how the local
+//! date picks the solar day, and where clock steps outside the night go: [`super::programme`]).
+//! Dates outside [`FIRST_NIGHT`]..=[`LAST_NIGHT`] are a [`PlanError::Date`] (exit 2 in
+//! `cabinetd plan`, like a malformed `--date`). Polar cases, documented in the plan's first line:
 //! - polar day (the sun does not set on the date): no night; `"dusk":null,"dawn":null,
 //!   "polar":"day"` and a note; no step is planned (the luminaires stay off);
 //! - polar night (the sun does not set because it never rose, or does not rise the next day):
@@ -14,19 +17,19 @@
 //! Output: the first line `{"date":D,"dusk":T,"dawn":T}` (plus `"polar"` and `"notes"` only when
 //! there is something to say), then one line per step in time order
 //! `{"at":T,"target":S,"level_percent":N,"reason":S}`, timestamps RFC 3339 UTC with
-//! milliseconds.
+//! milliseconds. A clock step moved to dusk says so in its reason:
+//! `"night dimming (22:00, applied at dusk)"`.
 
 use std::io::Write;
-use std::time::SystemTime;
 
 use jiff::civil::Date;
 use jiff::Timestamp;
 use serde::Serialize;
 
 use super::astro::SunEvent;
+use super::programme::{FIRST_NIGHT, LAST_NIGHT};
 use super::{target_name, PlanError, Programme};
 use crate::config::{Config, LightTarget};
-use crate::record::format_ts;
 
 /// Which polar case a night is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -43,9 +46,9 @@ pub enum Polar {
 pub struct Night {
     /// The date the night starts on.
     pub date: Date,
-    /// Sunset (or civil dusk) on `date`.
+    /// Sunset (or civil dusk) on the local evening of `date`.
     pub dusk: SunEvent,
-    /// Sunrise (or civil dawn) on the next date.
+    /// Sunrise (or civil dawn) the next morning.
     pub dawn: SunEvent,
     /// `[start, end)` of the dark period; `None` in polar day.
     pub span: Option<(Timestamp, Timestamp)>,
@@ -55,6 +58,7 @@ impl Night {
     /// The polar case, if any.
     pub fn polar(&self) -> Option<Polar> {
         match (self.dusk, self.dawn) {
+            (SunEvent::OutOfRange, _) | (_, SunEvent::OutOfRange) => None,
             (SunEvent::AlwaysUp, _) => Some(Polar::Day),
             (SunEvent::AlwaysDown, _) | (_, SunEvent::AlwaysDown) => Some(Polar::Night),
             _ => None,
@@ -71,7 +75,8 @@ pub struct Step {
     pub target: LightTarget,
     /// Level 0..=100.
     pub level_percent: f64,
-    /// Why (the step's `reason`, default its `at` text; `dawn` for the implicit switch-off).
+    /// Why (the step's `reason`, default its `at` text, with `"(HH:MM, applied at dusk)"` for a
+    /// clock step moved to dusk; `dawn` for the implicit switch-off).
     pub reason: String,
 }
 
@@ -86,21 +91,31 @@ pub struct Plan {
     pub dawn: Option<Timestamp>,
     /// The polar case, if any.
     pub polar: Option<Polar>,
-    /// Planned changes in the order they apply (time, then all → group → gear, then config
-    /// order).
+    /// Planned changes in the order they apply (time, then clock steps moved to dusk after
+    /// dusk's own, then all → group → gear, then config order).
     pub steps: Vec<Step>,
     /// What the plan could not do as written (skipped steps, polar cases).
     pub notes: Vec<String>,
 }
 
-/// The plan of the night that starts on `date`, for the cabinet of `cfg`.
+/// The plan of the night that starts on `date`, for the cabinet of `cfg`; a date outside
+/// [`FIRST_NIGHT`]..=[`LAST_NIGHT`] is a [`PlanError::Date`].
 pub fn plan_night(cfg: &Config, date: Date) -> Result<Plan, PlanError> {
+    if !Programme::plans(date) {
+        return Err(PlanError::Date {
+            value: date.to_string(),
+            reason: format!(
+                "outside the dates the astronomical clock plans, {FIRST_NIGHT} to {LAST_NIGHT}"
+            ),
+        });
+    }
     Ok(Programme::from_config(cfg)?.plan(date))
 }
 
+/// RFC 3339 UTC with milliseconds, as `record::format_ts` writes it, for any instant (that one
+/// goes through `SystemTime` and cannot write a time before 1970).
 fn ts(t: Timestamp) -> String {
-    // SystemTime spans jiff's whole range on Unix; the fallback is only for exotic targets.
-    format_ts(SystemTime::try_from(t).unwrap_or(SystemTime::UNIX_EPOCH))
+    format!("{:.3}", t)
 }
 
 /// A level as JSON: integral levels print as integers (`70`, not `70.0`).

@@ -1,11 +1,24 @@
-//! The programme evaluator: which level the programme wants, and when it next changes.
+//! The programme evaluator: which level the programme wants, and when it next changes. The
+//! daemon ([`Programme::level_at`], [`Programme::next_change_after`]) and `cabinetd plan`
+//! ([`Programme::plan`]) resolve nights with the same code.
+//!
+//! The night of date D starts on the *local* evening of D in `cabinet.timezone` and ends on the
+//! morning of D + 1, wherever the cabinet is: its dusk and dawn are those of the solar day whose
+//! noon is nearest local noon of D (local mean solar time, so Apia at UTC+13 or Attu at UTC−10
+//! west of the date line get their own evening, not the one a UTC date would give).
 //!
 //! Resolution of a night's steps (see [`Programme::plan`]):
 //! - `dusk±X` / `dawn±X`: that night's dusk / dawn plus the offset;
-//! - `HH:MM`: the local clock time in `cabinet.timezone` that falls within `[dusk, dawn)`, on the
-//!   night's date or the next; a time outside the night is skipped with a note. DST: a time in
-//!   the spring gap moves forward by the gap (02:30 → 03:30 CEST), a time in the autumn overlap
-//!   takes its first occurrence (jiff's "compatible" disambiguation, as cron does);
+//! - `HH:MM`: a local clock time in `cabinet.timezone`, taken on the night's date from 12:00 to
+//!   23:59 and on the next date from 00:00 to 11:59. A time that falls *before dusk* (the 22:00
+//!   dimming on a summer night with civil twilight, or a short northern night) applies at dusk,
+//!   right after the steps that are due at dusk itself and in the order of the clock times, so the
+//!   night is dimmed as if the evening had run through those times; its plan reason says
+//!   `"…, applied at dusk"`. A time that falls *at or after dawn* does not apply that night (a
+//!   note in the plan says so): the level before dawn is that of the last step before dawn, and
+//!   dawn switches off. DST: a time in the spring gap moves forward by the gap (02:30 → 03:30
+//!   CEST), a time in the autumn overlap takes its first occurrence (jiff's "compatible"
+//!   disambiguation, as cron does);
 //! - end of night: when the programme has steps, an implicit `all → 0 %` (reason `dawn`) is added
 //!   at dawn, unless a step already happens at or after dawn (the programme then owns the morning;
 //!   a note says so if none of those switches everything off) or the night's last step already
@@ -14,9 +27,14 @@
 //! Precedence: the most recent step wins. For a luminaire, the level is that of the latest step
 //! at or before the instant whose target covers it: `all` covers everything, `group:N` covers the
 //! group's members (membership from `[[dali.group]]`), `BUS/ADDR` covers that gear. Steps at the
-//! same instant apply in order all → group → gear, then configuration order, so the most
-//! specific one wins a tie. A group target's own level follows only `all` and that group's steps.
-//! Day time is off: before any step, the level is 0 %. An empty programme wants nothing (`None`).
+//! same instant apply in order: steps due then before clock steps moved to dusk (those by clock
+//! time), then all → group → gear, then configuration order, so the most specific one wins a tie.
+//! A group target's own level follows only `all` and that group's steps. Day time is off: before
+//! any step, the level is 0 %. An empty programme wants nothing (`None`).
+//!
+//! Range: nights from [`FIRST_NIGHT`] to [`LAST_NIGHT`] (where NOAA calls its approximations
+//! "very good"). A night outside it has no dark period and no step (`cabinetd plan` refuses the
+//! date); nothing panics whatever the instant or date.
 
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
@@ -42,8 +60,24 @@ pub struct Luminaire {
     pub groups: Vec<u8>,
 }
 
-/// A step with the key that orders it: (instant, specificity, config index).
-type Keyed = ((Timestamp, u8, usize), Step);
+/// First night the programme plans.
+pub const FIRST_NIGHT: Date = jiff::civil::date(1800, 1, 1);
+/// Last night the programme plans.
+pub const LAST_NIGHT: Date = jiff::civil::date(2100, 12, 31);
+
+/// The order steps apply in (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Order {
+    at: Timestamp,
+    /// The clock time of a step that fell before dusk and applies at dusk; `None` (first) for a
+    /// step at its own time.
+    deferred_from: Option<Timestamp>,
+    specificity: u8,
+    index: usize,
+}
+
+/// A step with the key that orders it.
+type Keyed = (Order, Step);
 
 /// The cabinet's programme, ready to evaluate any night.
 #[derive(Debug, Clone)]
@@ -63,6 +97,13 @@ fn specificity(t: &LightTarget) -> u8 {
         LightTarget::Group(_) => 1,
         LightTarget::Gear { .. } => 2,
     }
+}
+
+/// `t` moved by a step's offset (at most 12 h), saturating at jiff's range: a `SignedDuration`
+/// has no calendar unit, so `saturating_add` has no error case.
+fn offset(t: Timestamp, secs: i64) -> Timestamp {
+    t.saturating_add(SignedDuration::from_secs(secs))
+        .unwrap_or(t)
 }
 
 fn at_text(at: StepTime) -> String {
@@ -127,36 +168,83 @@ impl Programme {
         }
     }
 
-    /// Dusk on `date`, dawn on the next date, and the dark span between them.
+    /// Whether the programme plans the night of `date` ([`FIRST_NIGHT`]..=[`LAST_NIGHT`]).
+    pub fn plans(date: Date) -> bool {
+        (FIRST_NIGHT..=LAST_NIGHT).contains(&date)
+    }
+
+    /// The solar day (the `date` of [`astro`]) whose sunset starts the night of the local date
+    /// `date`: the UTC date of local noon moved by the longitude (4 min a degree), i.e. the date
+    /// in local mean solar time. `None` where the time zone cannot place noon (range edges).
+    fn solar_date(&self, date: Date) -> Option<Date> {
+        let noon = date
+            .at(12, 0, 0, 0)
+            .to_zoned_datetime(self.tz.clone())
+            .ok()?
+            .timestamp();
+        let shift = SignedDuration::from_secs((self.longitude * 240.0).round() as i64);
+        let mean = noon.checked_add(shift).ok()?;
+        Some(mean.to_zoned_datetime(TimeZone::UTC).date())
+    }
+
+    /// Dusk on the local evening of `date`, dawn the next morning, and the dark span between
+    /// them. Outside [`FIRST_NIGHT`]..=[`LAST_NIGHT`] both are [`SunEvent::OutOfRange`] and
+    /// there is no span.
     pub fn night(&self, date: Date) -> Night {
+        let solar = Some(date)
+            .filter(|d| Self::plans(*d))
+            .and_then(|d| self.solar_date(d))
+            .and_then(|s| Some((s, s.tomorrow().ok()?)));
+        let Some((solar, next)) = solar else {
+            return Night {
+                date,
+                dusk: SunEvent::OutOfRange,
+                dawn: SunEvent::OutOfRange,
+                span: None,
+            };
+        };
         let z = self.twilight.zenith();
         let (lat, lon) = (self.latitude, self.longitude);
-        let next = date.tomorrow().unwrap_or(date);
-        let dusk = astro::sunset(date, lat, lon, z);
+        let dusk = astro::sunset(solar, lat, lon, z);
         let dawn = astro::sunrise(next, lat, lon, z);
         let start = match dusk {
             SunEvent::At(t) => Some(t),
-            SunEvent::AlwaysDown => Some(astro::solar_noon(date, lon)),
-            SunEvent::AlwaysUp => None,
+            SunEvent::AlwaysDown => astro::solar_noon(solar, lon),
+            SunEvent::AlwaysUp | SunEvent::OutOfRange => None,
         };
         let end = match dawn {
-            SunEvent::At(t) => t,
+            SunEvent::At(t) => Some(t),
             SunEvent::AlwaysDown => astro::solar_noon(next, lon),
-            SunEvent::AlwaysUp => astro::solar_noon(date, lon) + SignedDuration::from_hours(12),
+            SunEvent::AlwaysUp => astro::solar_noon(solar, lon)
+                .and_then(|t| t.checked_add(SignedDuration::from_hours(12)).ok()),
+            SunEvent::OutOfRange => None,
         };
+        let span = start.zip(end).filter(|(s, e)| s < e);
         Night {
             date,
             dusk,
             dawn,
-            span: start.filter(|s| *s < end).map(|s| (s, end)),
+            span,
         }
     }
 
+    /// `hour:minute` local time on `date` (jiff's "compatible" disambiguation for DST).
     fn clock(&self, date: Date, hour: u8, minute: u8) -> Option<Timestamp> {
         let dt = date.at(hour as i8, minute as i8, 0, 0);
         dt.to_zoned_datetime(self.tz.clone())
             .ok()
             .map(|z| z.timestamp())
+    }
+
+    /// The reason of a clock step moved to dusk: `"night dimming (22:00, applied at dusk)"`, or
+    /// `"22:00 (applied at dusk)"` when the reason is the default.
+    fn deferred_reason(s: &LightingStep) -> String {
+        let at = at_text(s.at);
+        if s.reason == at {
+            format!("{at} (applied at dusk)")
+        } else {
+            format!("{} ({at}, applied at dusk)", s.reason)
+        }
     }
 
     /// Every step of the night starting on `date`, ordered, with notes.
@@ -165,14 +253,16 @@ impl Programme {
         let mut notes = Vec::new();
         let mut out: Vec<Keyed> = Vec::new();
         let Some((start, end)) = night.span else {
-            if night.polar() == Some(super::Polar::Day) {
-                notes.push(format!(
+            notes.push(match night.polar() {
+                Some(super::Polar::Day) => format!(
                     "polar day: the sun does not set on {date} at latitude {}; no night, the luminaires stay off",
                     self.latitude
-                ));
-            } else {
-                notes.push(format!("no dark period in the night of {date}"));
-            }
+                ),
+                _ if night.dusk == SunEvent::OutOfRange => format!(
+                    "{date} is outside the nights the programme plans ({FIRST_NIGHT} to {LAST_NIGHT})"
+                ),
+                _ => format!("no dark period in the night of {date}"),
+            });
             return (night, out, notes);
         };
         match (night.dusk, night.dawn) {
@@ -187,45 +277,69 @@ impl Programme {
             ),
             _ => {}
         }
+        let zone = self.tz.iana_name().unwrap_or("local");
         for (i, s) in self.steps.iter().enumerate() {
-            let at = match s.at {
-                StepTime::Dusk(off) => match night.dusk {
-                    SunEvent::At(t) => Some(t + SignedDuration::from_secs(off)),
-                    _ => Some(start),
-                },
-                StepTime::Dawn(off) => night
-                    .dawn
-                    .instant()
-                    .map(|t| t + SignedDuration::from_secs(off)),
-                StepTime::Clock { hour, minute } => [Some(date), date.tomorrow().ok()]
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|d| self.clock(d, hour, minute))
-                    .find(|t| (start..end).contains(t)),
+            let mut order = Order {
+                at: start,
+                deferred_from: None,
+                specificity: specificity(&s.target),
+                index: i,
             };
-            let Some(at) = at else {
-                let why = match s.at {
-                    StepTime::Clock { .. } => format!(
-                        "{} {} is not between dusk and dawn",
-                        at_text(s.at),
-                        self.tz.iana_name().unwrap_or("local")
-                    ),
-                    _ => "there is no dawn".to_string(),
-                };
+            let mut reason = s.reason.clone();
+            let skipped = match s.at {
+                StepTime::Dusk(off) => {
+                    order.at = match night.dusk {
+                        SunEvent::At(t) => offset(t, off),
+                        _ => start,
+                    };
+                    None
+                }
+                StepTime::Dawn(off) => match night.dawn {
+                    SunEvent::At(t) => {
+                        order.at = offset(t, off);
+                        None
+                    }
+                    _ => Some("there is no dawn".to_string()),
+                },
+                StepTime::Clock { hour, minute } => {
+                    let day = if hour >= 12 {
+                        Some(date)
+                    } else {
+                        date.tomorrow().ok()
+                    };
+                    match day.and_then(|d| self.clock(d, hour, minute)) {
+                        None => Some(format!("{} {zone} cannot be placed", at_text(s.at))),
+                        Some(t) if t >= end => Some(format!(
+                            "{} {zone} is at or after dawn; the level before dawn is the last step's before it",
+                            at_text(s.at)
+                        )),
+                        Some(t) if t < start => {
+                            order.deferred_from = Some(t);
+                            reason = Self::deferred_reason(s);
+                            None
+                        }
+                        Some(t) => {
+                            order.at = t;
+                            None
+                        }
+                    }
+                }
+            };
+            if let Some(why) = skipped {
                 notes.push(format!(
                     "lighting.step[{i}] ({} {}) skipped: {why}",
                     at_text(s.at),
                     target_name(&s.target)
                 ));
                 continue;
-            };
+            }
             out.push((
-                (at, specificity(&s.target), i),
+                order,
                 Step {
-                    at,
+                    at: order.at,
                     target: s.target.clone(),
                     level_percent: s.level_percent,
-                    reason: s.reason.clone(),
+                    reason,
                 },
             ));
         }
@@ -235,7 +349,7 @@ impl Programme {
         let night_end = match night.dawn {
             SunEvent::At(t) => Some(t),
             SunEvent::AlwaysUp => Some(end),
-            SunEvent::AlwaysDown => None,
+            SunEvent::AlwaysDown | SunEvent::OutOfRange => None,
         };
         if let (Some(dawn), false) = (night_end, out.is_empty()) {
             let morning = out.iter().any(|(_, s)| s.at >= dawn);
@@ -243,7 +357,12 @@ impl Programme {
             let all_off = |s: &Step| s.target == LightTarget::All && s.level_percent == 0.0;
             if !morning && !all_off(last) {
                 out.push((
-                    (dawn, 0, usize::MAX),
+                    Order {
+                        at: dawn,
+                        deferred_from: None,
+                        specificity: 0,
+                        index: usize::MAX,
+                    },
                     Step {
                         at: dawn,
                         target: LightTarget::All,
@@ -287,8 +406,9 @@ impl Programme {
         }
     }
 
-    fn utc_date(at: Timestamp) -> Date {
-        at.to_zoned_datetime(TimeZone::UTC).date()
+    /// The local date of `at`: the night of that date, or of the day before, holds it.
+    fn local_date(&self, at: Timestamp) -> Date {
+        at.to_zoned_datetime(self.tz.clone()).date()
     }
 
     fn nth(d: Date, days: i32) -> Option<Date> {
@@ -320,7 +440,7 @@ impl Programme {
         if self.is_empty() {
             return None;
         }
-        let d0 = Self::utc_date(at);
+        let d0 = self.local_date(at);
         let mut best: Option<Keyed> = None;
         let mut found_at = None;
         // A night's steps stay within a day of its dusk and dawn, so nights overlap little: once
@@ -331,7 +451,7 @@ impl Programme {
                 break;
             }
             for k in self.resolve(d).1 {
-                if k.0 .0 <= at && applies(&k.1.target) && best.as_ref().is_none_or(|b| k.0 > b.0) {
+                if k.0.at <= at && applies(&k.1.target) && best.as_ref().is_none_or(|b| k.0 > b.0) {
                     found_at.get_or_insert(back);
                     best = Some(k);
                 }
@@ -347,7 +467,7 @@ impl Programme {
         if self.is_empty() {
             return None;
         }
-        let d0 = Self::utc_date(at);
+        let d0 = self.local_date(at);
         let mut found: Vec<Keyed> = Vec::new();
         let mut found_at = None;
         for fwd in -2..HORIZON_DAYS {
@@ -356,12 +476,18 @@ impl Programme {
                 break;
             }
             for k in self.resolve(d).1 {
-                if k.0 .0 <= at {
+                if k.0.at <= at {
                     continue;
                 }
-                match found.first().map(|f| f.0 .0) {
-                    Some(t) if k.0 .0 > t => {}
-                    Some(t) if k.0 .0 == t => found.push(k),
+                match found.first().map(|f| f.0.at) {
+                    Some(t) if k.0.at > t => {}
+                    // A local date that the time zone skipped (Samoa, 30 Dec 2011) resolves to
+                    // the same night as the next one: each step once.
+                    Some(t) if k.0.at == t => {
+                        if !found.iter().any(|f| f.0 == k.0) {
+                            found.push(k);
+                        }
+                    }
                     _ => {
                         found_at.get_or_insert(fwd);
                         found = vec![k];
@@ -370,7 +496,7 @@ impl Programme {
             }
         }
         found.sort_by_key(|a| a.0);
-        let t = found.first()?.0 .0;
+        let t = found.first()?.0.at;
         Some((t, found.into_iter().map(|(_, s)| s).collect()))
     }
 }

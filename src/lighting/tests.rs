@@ -260,7 +260,7 @@ fn polar_night_runs_noon_to_noon() {
     );
     let p = plan_night(&cfg, date(2026, 12, 21)).unwrap();
     assert_eq!((p.dusk, p.dawn, p.polar), (None, None, Some(Polar::Night)));
-    let noon = astro::solar_noon(date(2026, 12, 21), 18.956);
+    let noon = astro::solar_noon(date(2026, 12, 21), 18.956).unwrap();
     let s = steps(&p);
     // Dusk at the night's start (solar noon), 22:00 and 05:00 CET, no dawn step, no implicit off.
     assert_eq!(s.len(), 3, "{s:?}");
@@ -281,21 +281,168 @@ fn polar_night_runs_noon_to_noon() {
 }
 
 #[test]
-fn clock_time_outside_a_short_night_is_skipped() {
-    // Oslo, 21 Jun: sunset ≈ 22:44 CEST, so 22:00 is before the night starts; sunrise ≈ 03:54
-    // CEST, so 05:00 is after it ends.
+fn clock_time_before_dusk_applies_at_dusk_and_after_dawn_is_skipped() {
+    // Oslo, 21 Jun: sunset ≈ 22:44 CEST, so 22:00 is before the night starts and applies at
+    // dusk; sunrise ≈ 03:54 CEST, so 05:00 is after it ends and does not apply.
     let cfg = config(OSLO, DIJON_PROGRAMME);
+    let prog = Programme::from_config(&cfg).unwrap();
     let p = plan_night(&cfg, date(2026, 6, 21)).unwrap();
     near(p.dusk, "2026-06-21T20:44:00Z");
     let reasons: Vec<&str> = p.steps.iter().map(|s| s.reason.as_str()).collect();
-    assert_eq!(reasons, ["dusk", "dawn"]);
+    assert_eq!(reasons, ["dusk", "22:00 (applied at dusk)", "dawn"]);
+    let dusk = p.dusk.unwrap();
+    assert_eq!((p.steps[1].at, p.steps[1].level_percent), (dusk, 70.0));
     assert_eq!(
         p.notes,
+        ["lighting.step[2] (05:00 all) skipped: 05:00 Europe/Oslo is at or after dawn; the level before dawn is the last step's before it"]
+    );
+    // The dimmed level holds from dusk until dawn switches off.
+    let second = jiff::SignedDuration::from_secs(1);
+    assert_eq!(prog.level_at(&LightTarget::All, dusk), Some(70.0));
+    assert_eq!(
+        prog.level_at(&LightTarget::All, p.dawn.unwrap() - second),
+        Some(70.0)
+    );
+    assert_eq!(prog.level_at(&LightTarget::All, p.dawn.unwrap()), Some(0.0));
+}
+
+/// Local date and time of `t` in `tz`.
+fn local(t: Timestamp, tz: &str) -> jiff::civil::DateTime {
+    t.to_zoned_datetime(time_zone(tz).unwrap()).datetime()
+}
+
+/// Dijon's programme with the dimming step first and a reason of its own: a deferred step must
+/// still apply after the dusk step.
+const CIVIL_DIMMING: &str = r#"[lighting]
+twilight = "civil"
+[[lighting.step]]
+target = "all"
+at = "22:00"
+level_percent = 70
+reason = "night dimming"
+
+[[lighting.step]]
+target = "all"
+at = "dusk"
+level_percent = 100
+
+[[lighting.step]]
+target = "all"
+at = "05:00"
+level_percent = 100
+"#;
+
+/// Issue 13 item 11: with civil twilight, dusk at Dijon falls after 22:00 CEST on ~60 summer
+/// nights; the 22:00 dimming used to be skipped and the lights stayed at 100 % until 05:00.
+#[test]
+fn civil_twilight_keeps_the_night_dimming_in_summer() {
+    let cfg = config(DIJON, CIVIL_DIMMING);
+    let prog = Programme::from_config(&cfg).unwrap();
+    let mut deferred = Vec::new();
+    let mut d = date(2026, 1, 1);
+    while d.year() == 2026 {
+        let p = prog.plan(d);
+        assert!(p.notes.is_empty(), "{d}: {:?}", p.notes);
+        let dusk = p.dusk.unwrap();
+        let s = steps(&p);
+        assert_eq!(s.len(), 4, "{d}: {s:?}");
+        assert_eq!((s[0].0, s[0].2, s[0].3.as_str()), (dusk, 100.0, "dusk"));
+        let ten_pm = local(s[1].0, "Europe/Paris");
+        if s[1].3 == "night dimming (22:00, applied at dusk)" {
+            assert_eq!(s[1].0, dusk, "{d}");
+            assert!(local(dusk, "Europe/Paris").time() > jiff::civil::time(22, 0, 0, 0));
+            deferred.push(d);
+        } else {
+            assert_eq!(s[1].3, "night dimming", "{d}");
+            assert_eq!(ten_pm, d.at(22, 0, 0, 0), "{d}");
+        }
+        assert_eq!(s[1].2, 70.0);
+        // From the dimming on, 70 % until 05:00; dusk's 100 % only lasts where dusk is earlier.
+        assert_eq!(prog.level_at(&LightTarget::All, s[1].0), Some(70.0), "{d}");
+        let want_at_dusk = if s[1].0 == dusk { 70.0 } else { 100.0 };
+        assert_eq!(prog.level_at(&LightTarget::All, dusk), Some(want_at_dusk));
+        assert_eq!(
+            (local(s[2].0, "Europe/Paris"), s[2].2),
+            (d.tomorrow().unwrap().at(5, 0, 0, 0), 100.0)
+        );
+        assert_eq!((s[3].0, s[3].3.as_str()), (p.dawn.unwrap(), "dawn"));
+        d = d.tomorrow().unwrap();
+    }
+    // The issue counted 60 nights, 27 May to 25 Jul.
+    eprintln!(
+        "{} nights dimmed at dusk: {} to {}",
+        deferred.len(),
+        deferred[0],
+        deferred[deferred.len() - 1]
+    );
+    assert!((55..=65).contains(&deferred.len()), "{deferred:?}");
+    assert!(deferred.iter().all(|d| d.month() >= 5 && d.month() <= 7));
+    // The plan prints why the step is at dusk.
+    let lines = printed(&prog.plan(date(2026, 6, 21)));
+    assert_eq!(lines[2]["reason"], "night dimming (22:00, applied at dusk)");
+    assert_eq!(lines[2]["at"], lines[0]["dusk"]);
+}
+
+#[test]
+fn clock_steps_moved_to_dusk_apply_in_clock_order_after_dusk_steps() {
+    let cfg = config(
+        DIJON,
+        r#"[lighting]
+twilight = "civil"
+[[lighting.step]]
+target = "all"
+at = "22:00"
+level_percent = 70
+[[lighting.step]]
+target = "group:1"
+at = "21:30"
+level_percent = 80
+[[lighting.step]]
+target = "all"
+at = "21:00"
+level_percent = 90
+[[lighting.step]]
+target = "group:1"
+at = "dusk"
+level_percent = 100
+[[lighting.step]]
+target = "all"
+at = "dusk"
+level_percent = 100
+"#,
+    );
+    let prog = Programme::from_config(&cfg).unwrap();
+    let p = prog.plan(date(2026, 6, 21));
+    let dusk = p.dusk.unwrap();
+    let order: Vec<(String, &str, f64)> = p
+        .steps
+        .iter()
+        .filter(|s| s.at == dusk)
+        .map(|s| (target_name(&s.target), s.reason.as_str(), s.level_percent))
+        .collect();
+    let row = |t: &str, r: &'static str, l| (t.to_string(), r, l);
+    assert_eq!(
+        order,
         [
-            "lighting.step[1] (22:00 all) skipped: 22:00 Europe/Oslo is not between dusk and dawn",
-            "lighting.step[2] (05:00 all) skipped: 05:00 Europe/Oslo is not between dusk and dawn"
+            row("all", "dusk", 100.0),
+            row("group:1", "dusk", 100.0),
+            row("all", "21:00 (applied at dusk)", 90.0),
+            row("group:1", "21:30 (applied at dusk)", 80.0),
+            row("all", "22:00 (applied at dusk)", 70.0),
         ]
     );
+    // As if the evening had run through 21:00, 21:30 and 22:00: all at 70 %, the group too.
+    let gear = |a| LightTarget::Gear {
+        bus: "bus-a".into(),
+        address: a,
+    };
+    assert_eq!(prog.level_at(&gear(4), dusk), Some(70.0));
+    assert_eq!(prog.level_at(&LightTarget::Group(1), dusk), Some(70.0));
+    assert_eq!(prog.level_at(&gear(0), dusk), Some(70.0));
+    let (t, s) = prog
+        .next_change_after(dusk - jiff::SignedDuration::from_secs(1))
+        .unwrap();
+    assert_eq!((t, s.len()), (dusk, 5));
 }
 
 const TIES: &str = r#"[lighting]
@@ -571,4 +718,157 @@ fn fractional_levels_print_as_numbers() {
     let lines = printed(&p);
     assert_eq!(lines[1]["level_percent"], 72.5);
     assert_eq!(lines[1]["target"], "group:1");
+}
+
+/// (cabinet table, time zone) of places where the UTC date is not the local one: Apia (UTC+13),
+/// Nuku'alofa (UTC+13), Kiritimati (UTC+14), Adak (UTC−10/−9) and Attu (173° E, on Adak's time
+/// west of the date line).
+const DATE_LINE: &[(&str, &str)] = &[
+    (
+        "[cabinet]\nid = \"apia\"\nlatitude = -13.83\nlongitude = -171.76\ntimezone = \"Pacific/Apia\"\n",
+        "Pacific/Apia",
+    ),
+    (
+        "[cabinet]\nid = \"tonga\"\nlatitude = -21.14\nlongitude = -175.2\ntimezone = \"Pacific/Tongatapu\"\n",
+        "Pacific/Tongatapu",
+    ),
+    (
+        "[cabinet]\nid = \"kiritimati\"\nlatitude = 1.87\nlongitude = -157.4\ntimezone = \"Pacific/Kiritimati\"\n",
+        "Pacific/Kiritimati",
+    ),
+    (
+        "[cabinet]\nid = \"adak\"\nlatitude = 51.88\nlongitude = -176.66\ntimezone = \"America/Adak\"\n",
+        "America/Adak",
+    ),
+    (
+        "[cabinet]\nid = \"attu\"\nlatitude = 52.85\nlongitude = 173.18\ntimezone = \"America/Adak\"\n",
+        "America/Adak",
+    ),
+];
+
+/// Issue 13 item 4: the night of date D used to be the UTC/solar date's, so at Apia the 05:00
+/// step was skipped on every night (and at Attu the 22:00 one). The night of D starts on the
+/// local evening of D; the plan and the daemon's evaluator agree on every night of a year.
+#[test]
+fn nights_past_the_date_line_keep_every_step() {
+    for (cabinet, tz) in DATE_LINE {
+        let cfg = config(cabinet, DIJON_PROGRAMME);
+        let prog = Programme::from_config(&cfg).unwrap();
+        let mut all_steps = Vec::new();
+        let mut d = date(2026, 1, 1);
+        while d.year() == 2026 {
+            let p = prog.plan(d);
+            assert!(p.notes.is_empty(), "{tz} {d}: {:?}", p.notes);
+            let s = steps(&p);
+            let reasons: Vec<&str> = s.iter().map(|x| x.3.as_str()).collect();
+            assert!(
+                reasons == ["dusk", "22:00", "05:00", "dawn"]
+                    || reasons == ["dusk", "22:00 (applied at dusk)", "05:00", "dawn"],
+                "{tz} {d}: {s:?}"
+            );
+            let next = d.tomorrow().unwrap();
+            // Dusk on the local evening of D, dawn on the local morning of D + 1.
+            let dusk = local(p.dusk.unwrap(), tz);
+            assert!(
+                dusk.date() == d && dusk.hour() >= 12,
+                "{tz} {d}: dusk {dusk}"
+            );
+            let dawn = local(p.dawn.unwrap(), tz);
+            assert!(
+                dawn.date() == next && dawn.hour() < 12,
+                "{tz} {d}: dawn {dawn}"
+            );
+            if s[1].3 == "22:00" {
+                assert_eq!(local(s[1].0, tz), d.at(22, 0, 0, 0), "{tz}");
+            } else {
+                assert_eq!(s[1].0, s[0].0, "{tz} {d}");
+            }
+            assert_eq!(local(s[2].0, tz), next.at(5, 0, 0, 0), "{tz} {d}");
+            // The daemon's evaluator: at each step, the level the plan says.
+            for (i, step) in s.iter().enumerate() {
+                let last_at_instant = s.iter().rposition(|x| x.0 == step.0).unwrap();
+                if i == last_at_instant {
+                    assert_eq!(
+                        prog.level_at(&LightTarget::All, step.0),
+                        Some(step.2),
+                        "{tz} {d} {step:?}"
+                    );
+                }
+            }
+            all_steps.extend(s.into_iter().map(|x| (x.0, x.3)));
+            d = next;
+        }
+        // Walking next_change_after through the year meets the same steps, none skipped.
+        let first = all_steps[0].0;
+        let last = all_steps[all_steps.len() - 1].0;
+        let mut walked = Vec::new();
+        let mut t = first - jiff::SignedDuration::from_secs(1);
+        while let Some((at, s)) = prog.next_change_after(t) {
+            if at > last {
+                break;
+            }
+            walked.extend(s.into_iter().map(|x| (x.at, x.reason)));
+            t = at;
+        }
+        assert_eq!(walked.len(), all_steps.len(), "{tz}");
+        assert_eq!(walked, all_steps, "{tz}");
+    }
+}
+
+/// Issue 13 item 5: `cabinetd plan` panicked for dates before 1970 (formatting through
+/// `SystemTime`) and for 9999-12-30 (UTC midnight past jiff's last instant). Out-of-range dates
+/// are an error; no date or instant panics the evaluator.
+#[test]
+fn extreme_dates_are_errors_not_panics() {
+    let cfg = config(DIJON, DIJON_PROGRAMME);
+    for d in [
+        Date::MIN,
+        date(0, 1, 1),
+        date(1799, 12, 31),
+        date(2101, 1, 1),
+        date(9999, 12, 30),
+        Date::MAX,
+    ] {
+        let e = plan_night(&cfg, d).unwrap_err();
+        assert!(
+            e.to_string().ends_with(
+                "outside the dates the astronomical clock plans, 1800-01-01 to 2100-12-31"
+            ),
+            "{d}: {e}"
+        );
+        assert!(matches!(e, PlanError::Date { .. }));
+        let mut out = Vec::new();
+        assert!(plan_cli(&cfg, &d.to_string(), &mut out).is_err() && out.is_empty());
+    }
+    // Before 1970 is fine: Dijon, 20 Jul 1969 (CET all year then: 22:00 is 21:00Z).
+    let mut out = Vec::new();
+    plan_cli(&cfg, "1969-07-20", &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.starts_with(r#"{"date":"1969-07-20","dusk":"1969-07-20T19:"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"{"at":"1969-07-20T21:00:00.000Z","target":"all","level_percent":70"#));
+    for d in [date(1800, 1, 1), date(2100, 12, 31)] {
+        let p = plan_night(&cfg, d).unwrap();
+        assert_eq!(p.steps.len(), 4, "{d}: {:?}", p.steps);
+    }
+    // The evaluator at the ends of time: no night, nothing planned, no panic.
+    let prog = Programme::from_config(&cfg).unwrap();
+    for t in [Timestamp::MIN, Timestamp::MAX] {
+        assert_eq!(prog.level_at(&LightTarget::All, t), Some(0.0));
+        assert_eq!(prog.next_change_after(t), None);
+    }
+    for d in [Date::MIN, Date::MAX, date(9999, 12, 30)] {
+        let n = prog.night(d);
+        assert_eq!((n.span, n.polar()), (None, None));
+        let p = prog.plan(d);
+        assert!(
+            p.steps.is_empty() && p.notes[0].contains("outside"),
+            "{p:?}"
+        );
+    }
+    // A cabinet whose clock restarts at the epoch (no RTC) still follows the programme.
+    let epoch = Timestamp::UNIX_EPOCH;
+    assert_eq!(prog.level_at(&LightTarget::All, epoch), Some(70.0));
 }
