@@ -4,6 +4,7 @@
 //! in sled and numbers them per stream; the [`uplink`] publishes them to the central post over MQTT
 //! and deletes them only after the broker acknowledged them.
 
+pub mod auth;
 pub mod command;
 pub mod config;
 pub mod daemon;
@@ -16,6 +17,7 @@ pub mod notify;
 pub mod outbox;
 pub mod record;
 pub mod report;
+pub mod safety;
 pub mod uplink;
 
 /// Resolve once the shutdown flag is true (or its sender is gone, which also means stop).

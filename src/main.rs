@@ -172,6 +172,9 @@ fn run(args: &ConfigArgs, log_format: Option<&str>) -> ExitCode {
         None => cfg.log.format,
     };
     cabinetd::logging::init(&cfg.log.filter, format);
+    if !cfg.security.require_signed {
+        tracing::warn!("security.require_signed = false: UNSIGNED commands and desired configs are accepted from anyone who can publish on the broker; for demos only");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
