@@ -14,6 +14,7 @@ pub mod lighting;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod ops;
 pub mod outbox;
 pub mod record;
 pub mod report;

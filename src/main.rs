@@ -72,6 +72,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ed25519 signing keys of the central post / ops (SPEC §1).
+    #[command(subcommand)]
+    Key(cabinetd::ops::KeyCommand),
+    /// Sign a command or desired-config JSON read on stdin; prints the JWS (SPEC §3).
+    Sign(cabinetd::ops::SignArgs),
+    /// Ops tool: send a signed command and wait for its result; list the fleet.
+    Ctl(Box<cabinetd::ops::CtlArgs>),
 }
 
 #[derive(Subcommand, Debug)]
@@ -123,6 +130,9 @@ fn main() -> ExitCode {
             all,
             unaddressed: _,
         }) => commission(&config, &bus, all),
+        Command::Key(cmd) => cabinetd::ops::key(&cmd),
+        Command::Sign(args) => cabinetd::ops::sign(&args),
+        Command::Ctl(args) => cabinetd::ops::ctl::run(&args),
     }
 }
 
