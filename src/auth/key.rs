@@ -15,6 +15,15 @@ use ring::signature::{Ed25519KeyPair, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::PrivatePkcs8KeyDer;
 
+/// PKCS#8 v1 of an Ed25519 key up to its 32-byte seed (RFC 8410 §7): SEQUENCE { INTEGER 0,
+/// AlgorithmIdentifier { 1.3.101.112 }, OCTET STRING { OCTET STRING (32) } }. Bytes 5.. are also
+/// those of ring's v2 documents (after their own length and version).
+const PKCS8_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
+/// Where the seed starts in both forms.
+const V2_SEED_AT: usize = 16;
+
 /// Errors of key handling.
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -48,11 +57,23 @@ impl std::fmt::Debug for SigningKey {
 }
 
 impl SigningKey {
-    /// A new key from the system's random generator.
+    /// A new key from the system's random generator, kept as PKCS#8 v1 (RFC 8410).
+    ///
+    /// ring generates PKCS#8 v2 with the public key in an encoding that OpenSSL and Python's
+    /// `cryptography` refuse ("extra data"); the v1 form (the 32-byte seed only) is what they
+    /// write and read, and ring reads it too.
     pub fn generate() -> Result<SigningKey, KeyError> {
         let rng = ring::rand::SystemRandom::new();
         let doc = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| KeyError::Random)?;
-        Self::from_pkcs8(doc.as_ref())
+        let v2 = doc.as_ref();
+        if v2.len() < V2_SEED_AT + 32 || v2[5..V2_SEED_AT] != PKCS8_V1_PREFIX[5..] {
+            return Err(KeyError::Invalid(
+                "unexpected PKCS#8 layout from the key generator".into(),
+            ));
+        }
+        let mut v1 = PKCS8_V1_PREFIX.to_vec();
+        v1.extend_from_slice(&v2[V2_SEED_AT..V2_SEED_AT + 32]);
+        Self::from_pkcs8(&v1)
     }
 
     /// From PKCS#8 DER (v1, as OpenSSL writes, or v2 with the public key).
@@ -186,6 +207,25 @@ mod tests {
             .verify(signed.as_bytes(), &sig)
             .unwrap();
         assert!(!format!("{k:?}").contains(&pem[30..60]));
+    }
+
+    #[test]
+    fn openssl_reads_our_key_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.pem");
+        let k = SigningKey::generate().unwrap();
+        k.write_new(&path).unwrap();
+        let out = std::process::Command::new("openssl")
+            .args(["pkey", "-pubout", "-outform", "DER", "-in"])
+            .arg(&path)
+            .output()
+            .expect("openssl CLI");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.stdout[out.stdout.len() - 32..], k.public_key());
     }
 
     #[test]
