@@ -330,7 +330,7 @@ async fn send_command(args: &CtlArgs, send: &SendArgs) -> Result<bool, OpsError>
             .await
         {
             Ok(p) => p,
-            Err(e) if all && e.0.starts_with("timed out") => break,
+            Err(e) if e.0.starts_with("timed out") => break,
             Err(e) => return Err(e),
         };
         let Packet::Publish(msg) = p else { continue };
