@@ -220,10 +220,13 @@ fn the_daemon_connects_with_its_certificate_and_says_why_it_cannot() {
     assert!(d.stop().success());
 }
 
+/// (topic, payload) of every message received.
+type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// A TLS MQTT client of identity `cn` recording what it receives on `filters`.
 struct Client {
     client: rumqttc::Client,
-    got: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    got: Received,
 }
 
 impl Client {
