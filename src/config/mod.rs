@@ -18,7 +18,7 @@ mod units;
 mod validate;
 
 pub use load::{digest, load_files, load_sources, load_sources_with_version};
-pub use remote::{check_remote_source, LOCAL_ONLY_SECTIONS};
+pub use remote::{check_remote_source, DESIRED_SOURCE, LOCAL_ONLY_SECTIONS};
 
 mod remote;
 

@@ -970,7 +970,7 @@ fn version_digest_and_override() {
         .version;
     assert_ne!(a, changed);
     assert_eq!(a, digest(&[src("x", BASE)]));
-    let v = load_sources_with_version(&[src("<desired>", BASE)], Some("v42")).unwrap();
+    let v = load_sources_with_version(&[src("desired.toml", BASE)], Some("v42")).unwrap();
     assert_eq!(v.version, "v42");
 }
 
