@@ -14,6 +14,8 @@ use crate::record::{CommandResult, CommandStatus};
 
 /// How many command ids the ledger remembers (a day of busy crisis traffic).
 pub const LEDGER_CAPACITY: usize = 4096;
+/// Longest command id (bytes): longer ones are rejected without being stored or echoed.
+pub const MAX_ID_BYTES: usize = crate::auth::MAX_ID_BYTES;
 
 /// Target of a lighting command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,9 +106,11 @@ pub struct Command {
 /// Why a payload cannot be executed, with as much of the command as could be read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rejection {
-    /// The id, when the payload had one (a payload without id cannot get a result).
+    /// The id, when the payload had one of 1 to 128 bytes (a payload without a usable id cannot
+    /// get a result; a longer id is never stored nor echoed).
     pub id: Option<String>,
-    /// Action name as sent (for the metrics label), `unknown` when absent.
+    /// The `action` label of `cabinetd_commands_total`: the SPEC action name, or `unknown` for
+    /// anything else (never a label per name sent).
     pub action: String,
     /// What is wrong, naming the field.
     pub reason: String,
@@ -119,7 +123,10 @@ pub fn parse(payload: &[u8]) -> Result<Command, Rejection> {
         action: "unknown".into(),
         reason: format!("payload is not JSON: {e}"),
     })?;
-    let id = doc.get("id").and_then(Value::as_str).map(str::to_owned);
+    let raw_id = doc.get("id").and_then(Value::as_str);
+    let id = raw_id
+        .filter(|id| (1..=MAX_ID_BYTES).contains(&id.len()))
+        .map(str::to_owned);
     let action_name = doc
         .get("action")
         .and_then(Value::as_str)
@@ -127,18 +134,18 @@ pub fn parse(payload: &[u8]) -> Result<Command, Rejection> {
         .to_owned();
     let reject = |reason: String| Rejection {
         id: id.clone(),
-        action: action_name.clone(),
+        action: crate::metrics::Metrics::action_label(&action_name).to_owned(),
         reason,
     };
     let Some(obj) = doc.as_object() else {
         return Err(reject("payload must be a JSON object".into()));
     };
     let Some(id_str) = id.clone() else {
-        return Err(reject("field `id`: missing or not a string".into()));
+        return Err(reject(match raw_id {
+            Some(_) => format!("field `id`: must be 1 to {MAX_ID_BYTES} bytes"),
+            None => "field `id`: missing or not a string".into(),
+        }));
     };
-    if id_str.is_empty() || id_str.len() > 128 {
-        return Err(reject("field `id`: must be 1 to 128 characters".into()));
-    }
     let expires_at = match obj.get("expires_at") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(
@@ -191,7 +198,11 @@ fn parse_action(name: &str, args: &serde_json::Map<String, Value>) -> Result<Act
         "light.release" => &["target"],
         "camera.goto_preset" => &["camera", "preset"],
         "camera.reboot" | "camera.sync_time" => &["camera"],
-        _ => return Err(format!("field `action`: unknown action {name:?}")),
+        _ => {
+            // The name as sent is echoed in the result: bounded.
+            let shown: String = name.chars().take(64).collect();
+            return Err(format!("field `action`: unknown action {shown:?}"));
+        }
     };
     if let Some(extra) = args.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err(format!("field `args.{extra}`: not an argument of {name}"));
@@ -352,6 +363,28 @@ mod tests {
             );
         }
         assert_eq!(parse(b"not json").unwrap_err().id, None);
+    }
+
+    /// Issue 12: a 129-byte id was stored in the ledger and echoed in the result; an unknown
+    /// action made a new `cabinetd_commands_total` label per name.
+    #[test]
+    fn long_ids_are_not_echoed_and_unknown_actions_share_one_label() {
+        let long = "x".repeat(129);
+        let r = parse(format!(r#"{{"id":"{long}","action":"light.set"}}"#).as_bytes()).unwrap_err();
+        assert_eq!(r.id, None);
+        assert!(r.reason.contains("1 to 128 bytes"), "{}", r.reason);
+        assert!(!r.reason.contains(&long));
+        let ok = "y".repeat(128);
+        let r = parse(format!(r#"{{"id":"{ok}","action":"light.set"}}"#).as_bytes()).unwrap_err();
+        assert_eq!(r.id.as_deref(), Some(ok.as_str()));
+        let r = parse(br#"{"id":"a","action":"rm.rf"}"#).unwrap_err();
+        assert_eq!(r.action, "unknown");
+        let huge = "z".repeat(10_000);
+        let r = parse(format!(r#"{{"id":"a","action":"{huge}"}}"#).as_bytes()).unwrap_err();
+        assert_eq!(r.action, "unknown");
+        assert!(r.reason.len() < 200, "{}", r.reason);
+        let r = parse(br#"{"id":"a","action":"light.set","args":{}}"#).unwrap_err();
+        assert_eq!(r.action, "light.set");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! in sled and numbers them per stream; the [`uplink`] publishes them to the central post over MQTT
 //! and deletes them only after the broker acknowledged them.
 
+pub mod auth;
 pub mod command;
 pub mod config;
 pub mod daemon;
@@ -13,9 +14,11 @@ pub mod lighting;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod ops;
 pub mod outbox;
 pub mod record;
 pub mod report;
+pub mod safety;
 pub mod uplink;
 
 /// Resolve once the shutdown flag is true (or its sender is gone, which also means stop).

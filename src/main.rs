@@ -73,6 +73,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Ed25519 signing keys of the central post / ops (SPEC §1).
+    #[command(subcommand)]
+    Key(cabinetd::ops::KeyCommand),
+    /// Sign a command or desired-config JSON read on stdin; prints the JWS (SPEC §3).
+    Sign(cabinetd::ops::SignArgs),
+    /// Ops tool: send a signed command and wait for its result; list the fleet.
+    Ctl(Box<cabinetd::ops::CtlArgs>),
 }
 
 #[derive(Subcommand, Debug)]
@@ -124,6 +131,9 @@ fn main() -> ExitCode {
             all,
             unaddressed: _,
         }) => commission(&config, &bus, all),
+        Command::Key(cmd) => cabinetd::ops::key(&cmd),
+        Command::Sign(args) => cabinetd::ops::sign(&args),
+        Command::Ctl(args) => cabinetd::ops::ctl::run(&args),
     }
 }
 
@@ -173,6 +183,9 @@ fn run(args: &ConfigArgs, log_format: Option<&str>) -> ExitCode {
         None => cfg.log.format,
     };
     cabinetd::logging::init(&cfg.log.filter, format);
+    if !cfg.security.require_signed {
+        tracing::warn!("security.require_signed = false: UNSIGNED commands and desired configs are accepted from anyone who can publish on the broker; for demos only");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

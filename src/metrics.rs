@@ -8,15 +8,23 @@ use prometheus::{
 
 use crate::record::Stream;
 
-/// The v1 command actions (SPEC §3).
-pub const SPEC_ACTIONS: [&str; 6] = [
+/// The command actions of SPEC §3 (v1, and v1.1's scenes): the `action` labels of
+/// `cabinetd_commands_total` (anything else is counted as [`UNKNOWN_ACTION`]) and what a trusted
+/// key's `actions` may name.
+pub const SPEC_ACTIONS: [&str; 8] = [
     "point.write",
     "light.set",
     "light.release",
     "camera.goto_preset",
     "camera.reboot",
     "camera.sync_time",
+    "scene.run",
+    "scene.release",
 ];
+
+/// The one `action` label of every command whose action is not in [`SPEC_ACTIONS`]: a new label
+/// per name sent would let any sender grow the metric without bound.
+pub const UNKNOWN_ACTION: &str = "unknown";
 
 /// Every series the daemon exports.
 #[derive(Clone)]
@@ -67,6 +75,14 @@ pub struct Metrics {
     pub dali_gear_present: IntGaugeVec,
     /// `cabinetd_energy_wh_total{device}`: last metered cumulative energy, summed over the device.
     pub energy_wh_total: GaugeVec,
+    /// `cabinetd_auth_rejected_total{reason}`: commands and desired configs refused by
+    /// `auth::verify` (reasons: `auth::REASONS`).
+    pub auth_rejected_total: IntCounterVec,
+    /// `cabinetd_tls_cert_expiry_seconds`: notAfter (Unix seconds) of the mTLS client certificate.
+    pub tls_cert_expiry_seconds: Gauge,
+    /// `cabinetd_incoming_dropped_total`: incoming messages over `uplink.max_incoming_bytes`,
+    /// dropped unread.
+    pub incoming_dropped_total: prometheus::IntCounter,
 }
 
 impl Metrics {
@@ -205,6 +221,27 @@ impl Metrics {
         )
         .expect("valid metric");
 
+        let auth_rejected_total = IntCounterVec::new(
+            Opts::new(
+                "cabinetd_auth_rejected_total",
+                "Commands and desired configs refused by signature verification, by reason.",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
+        for reason in crate::auth::REASONS {
+            auth_rejected_total.with_label_values(&[reason]);
+        }
+        let tls_cert_expiry_seconds = Gauge::new(
+            "cabinetd_tls_cert_expiry_seconds",
+            "Expiry (notAfter, Unix seconds) of the uplink's mTLS client certificate.",
+        )
+        .expect("valid metric");
+        let incoming_dropped_total = prometheus::IntCounter::new(
+            "cabinetd_incoming_dropped_total",
+            "Incoming MQTT messages over uplink.max_incoming_bytes, dropped unread.",
+        )
+        .expect("valid metric");
         let energy_kwh_total = prometheus::Counter::new(
             "cabinetd_energy_kwh_total",
             "Luminaire energy of the nights accounted (metered or estimated), kWh.",
@@ -241,6 +278,7 @@ impl Metrics {
                 commands_total.with_label_values(&[action, status]);
             }
         }
+        commands_total.with_label_values(&[UNKNOWN_ACTION, "rejected"]);
 
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(build_info.clone()),
@@ -265,6 +303,9 @@ impl Metrics {
             Box::new(energy_baseline_kwh_total.clone()),
             Box::new(time_seconds.clone()),
             Box::new(process_start_time_seconds.clone()),
+            Box::new(auth_rejected_total.clone()),
+            Box::new(tls_cert_expiry_seconds.clone()),
+            Box::new(incoming_dropped_total.clone()),
         ];
         for c in collectors {
             registry.register(c).expect("metric names are unique");
@@ -293,6 +334,19 @@ impl Metrics {
             energy_baseline_kwh_total,
             time_seconds,
             process_start_time_seconds,
+            auth_rejected_total,
+            tls_cert_expiry_seconds,
+            incoming_dropped_total,
+        }
+    }
+
+    /// The `action` label of `cabinetd_commands_total` for an action name as sent: itself when
+    /// SPEC knows it, [`UNKNOWN_ACTION`] otherwise.
+    pub fn action_label(name: &str) -> &str {
+        if SPEC_ACTIONS.contains(&name) {
+            name
+        } else {
+            UNKNOWN_ACTION
         }
     }
 
@@ -361,8 +415,19 @@ mod tests {
             "cabinetd_dali_lamp_failures{bus=\"bus-a\"} 2",
             "cabinetd_dali_gear_present{bus=\"bus-a\"} 6",
             "cabinetd_energy_wh_total{device=\"bus-a\"} 1500",
+            "cabinetd_auth_rejected_total{reason=\"bad_signature\"} 0",
+            "cabinetd_tls_cert_expiry_seconds 0",
+            "cabinetd_incoming_dropped_total 0",
+            "cabinetd_commands_total{action=\"unknown\",status=\"rejected\"} 0",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }
+    }
+
+    #[test]
+    fn unknown_actions_share_one_label() {
+        assert_eq!(Metrics::action_label("light.set"), "light.set");
+        assert_eq!(Metrics::action_label("scene.run"), "scene.run");
+        assert_eq!(Metrics::action_label("fly.to.the.moon"), "unknown");
     }
 }

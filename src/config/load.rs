@@ -55,10 +55,15 @@ pub fn load_sources_with_version(
     let mut errs: Vec<(Loc, String)> = Vec::new();
     for (i, s) in sources.iter().enumerate() {
         match tree::parse(i, &s.text) {
-            Ok(t) => match &mut merged {
-                None => merged = Some(t),
-                Some(m) => tree::merge(m, t, true),
-            },
+            Ok(t) => {
+                if s.name == super::remote::DESIRED_SOURCE {
+                    errs.extend(super::remote::local_only(&t));
+                }
+                match &mut merged {
+                    None => merged = Some(t),
+                    Some(m) => tree::merge(m, t, true),
+                }
+            }
             Err(syntax) => errs.extend(syntax.into_iter().map(|e| (e.loc, e.message))),
         }
     }

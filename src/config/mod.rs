@@ -18,6 +18,14 @@ mod units;
 mod validate;
 
 pub use load::{digest, load_files, load_sources, load_sources_with_version};
+pub use remote::{check_remote_source, DESIRED_SOURCE, LOCAL_ONLY_SECTIONS};
+
+mod remote;
+
+/// `mqtt[s]://host[:port]` → [`Broker`] (also for the ops tool's `--broker`).
+pub fn parse_broker(url: &str) -> Result<Broker, String> {
+    units::parse_broker(url)
+}
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -38,6 +46,16 @@ pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(25);
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Largest MQTT message the cabinet publishes; batches are cut to fit.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 256 * 1024;
+/// Largest incoming message (command or desired config) read; larger ones are dropped unread and
+/// counted, never a reason to lose the session (issue 12). A signed desired config of a big
+/// cabinet is ~100 KiB; 1 MiB leaves ample room.
+pub const DEFAULT_MAX_INCOMING_BYTES: usize = 1024 * 1024;
+/// Remote desired configs may not set a DALI `system_failure_level` below this (percent): the
+/// level the street keeps when the cabinet computer or the bus fails.
+pub const DEFAULT_DALI_MIN_SYSTEM_FAILURE_LEVEL: f64 = 50.0;
+/// Remote desired configs may not set a DALI `power_on_level` below this (percent): the level
+/// after a power cut, before the daemon is back.
+pub const DEFAULT_DALI_MIN_POWER_ON_LEVEL: f64 = 50.0;
 /// Unacknowledged publishes in flight at once (the replay window).
 pub const DEFAULT_INFLIGHT: u16 = 32;
 /// Default outbox budget (SPEC example).
@@ -80,6 +98,31 @@ pub struct Config {
     pub simulators: Vec<Simulator>,
     /// `[lighting]`: the night's programme (empty when the section is absent).
     pub lighting: LightingConfig,
+    /// `[security]`: signed commands and desired configs (local files only).
+    pub security: crate::auth::SecurityConfig,
+    /// `[safety]`: the envelope no desired config may widen (local files only).
+    pub safety: SafetyConfig,
+}
+
+/// `[safety]`: what a remote desired configuration may not do (checked by [`crate::safety`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SafetyConfig {
+    /// Lowest DALI `system_failure_level` (percent) a desired config may set.
+    pub dali_min_system_failure_level: f64,
+    /// Lowest DALI `power_on_level` (percent) a desired config may set.
+    pub dali_min_power_on_level: f64,
+    /// `DEVICE/POINT`s a desired config may add as writable or change (none by default).
+    pub desired_may_write: Vec<String>,
+}
+
+impl Default for SafetyConfig {
+    fn default() -> Self {
+        SafetyConfig {
+            dali_min_system_failure_level: DEFAULT_DALI_MIN_SYSTEM_FAILURE_LEVEL,
+            dali_min_power_on_level: DEFAULT_DALI_MIN_POWER_ON_LEVEL,
+            desired_may_write: Vec::new(),
+        }
+    }
 }
 
 /// `[cabinet]`.
@@ -132,6 +175,12 @@ pub struct UplinkConfig {
     pub password_file: Option<PathBuf>,
     /// PEM CA bundle for `mqtts://` (default: none → system roots are not used, TLS needs a CA).
     pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) for mTLS; given together with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file` (PKCS#8, SEC1 or PKCS#1).
+    pub key_file: Option<PathBuf>,
+    /// Incoming messages larger than this are dropped unread (event `message_dropped`).
+    pub max_incoming_bytes: usize,
     /// MQTT keep-alive.
     pub keep_alive: Duration,
     /// Largest message published.

@@ -16,6 +16,9 @@ path = "/tmp/cabinetd-test"
 
 [uplink]
 broker = "mqtt://127.0.0.1:1883"
+
+[security]
+require_signed = false
 "#;
 
 fn src(name: &str, text: &str) -> Source {
@@ -342,11 +345,12 @@ fn missing_required() {
             "a.toml:1:1: missing required key cabinet.longitude",
             "a.toml:1:1: missing required table [storage]",
             "a.toml:1:1: missing required table [uplink]",
+            "a.toml:1:1: missing [security]: security.require_signed is true by default and needs at least one [[security.trusted_key]] (the central post's public key); set security.require_signed = false only for a demo",
         ]
     );
     let e = load_sources(&[src(
         "a.toml",
-        "# c\n\n[cabinet]\nlatitude = 1\nlongitude = 2\n[storage]\n[uplink]\n",
+        "# c\n\n[cabinet]\nlatitude = 1\nlongitude = 2\n[storage]\n[uplink]\n[security]\nrequire_signed = false\n",
     )])
     .unwrap_err()
     .to_string();
@@ -580,7 +584,7 @@ fn device_names_unique_across_kinds() {
     .unwrap_err();
     assert_eq!(
         e.to_string(),
-        "b.toml:2:8: duplicate device name \"m\" (first defined at a.toml:12)"
+        "b.toml:2:8: duplicate device name \"m\" (first defined at a.toml:15)"
     );
     one(
         &METER.replace("name = \"m\"", "name = \"Meter 1\""),
@@ -716,7 +720,7 @@ fn errors_sorted_by_file_order_then_position() {
         e.0.iter()
             .map(|x| format!("{}:{}:{}", x.file, x.line, x.col))
             .collect();
-    assert_eq!(heads, ["z.toml:12:10", "a.toml:2:10", "a.toml:4:10"]);
+    assert_eq!(heads, ["z.toml:15:10", "a.toml:2:10", "a.toml:4:10"]);
 }
 
 #[test]
@@ -966,7 +970,7 @@ fn version_digest_and_override() {
         .version;
     assert_ne!(a, changed);
     assert_eq!(a, digest(&[src("x", BASE)]));
-    let v = load_sources_with_version(&[src("<desired>", BASE)], Some("v42")).unwrap();
+    let v = load_sources_with_version(&[src("desired.toml", BASE)], Some("v42")).unwrap();
     assert_eq!(v.version, "v42");
 }
 

@@ -31,6 +31,8 @@ const TOP_KEYS: &[&str] = &[
     "camera",
     "simulator",
     "lighting",
+    "security",
+    "safety",
 ];
 const CABINET_KEYS: &[&str] = &["id", "latitude", "longitude", "timezone"];
 const STORAGE_KEYS: &[&str] = &["path", "max_bytes", "flush_interval"];
@@ -41,6 +43,9 @@ const UPLINK_KEYS: &[&str] = &[
     "username",
     "password_file",
     "ca_file",
+    "cert_file",
+    "key_file",
+    "max_incoming_bytes",
     "keep_alive",
     "max_message_bytes",
     "inflight",
@@ -120,6 +125,8 @@ const KEEP_ALIVE_MAX: Duration = Duration::from_secs(65535);
 const DALI_POLL_MIN: Duration = Duration::from_millis(100);
 /// MQTT's largest packet is 268 435 455 bytes.
 const MQTT_MAX_PACKET: u64 = 268_435_455;
+
+mod security;
 
 /// Collected errors, each with its position.
 #[derive(Default)]
@@ -530,6 +537,8 @@ pub(crate) fn validate(root: &Tbl, names: &[String], version: String) -> Result<
         .collect();
     sims.report(&mut cx, names);
     let lighting = lighting(&mut cx, root, &modbus, &dali, names);
+    let security = security::security(&mut cx, root, names);
+    let safety = security::safety(&mut cx, root);
 
     if !cx.errs.is_empty() {
         return Err(cx);
@@ -546,6 +555,8 @@ pub(crate) fn validate(root: &Tbl, names: &[String], version: String) -> Result<
         cameras,
         simulators,
         lighting,
+        security,
+        safety,
     })
 }
 
@@ -628,6 +639,9 @@ fn uplink(cx: &mut Cx, root: &Tbl, cabinet_id: &str) -> UplinkConfig {
         username: None,
         password_file: None,
         ca_file: None,
+        cert_file: None,
+        key_file: None,
+        max_incoming_bytes: DEFAULT_MAX_INCOMING_BYTES,
         keep_alive: DEFAULT_KEEP_ALIVE,
         max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         inflight: DEFAULT_INFLIGHT,
@@ -704,6 +718,7 @@ fn uplink(cx: &mut Cx, root: &Tbl, cabinet_id: &str) -> UplinkConfig {
             cx.err(loc, "an mqtts:// broker needs uplink.ca_file (the PEM CA that signed the broker's certificate)");
         }
     }
+    security::uplink_tls(cx, t, &mut u);
     if let Some(d) = cx.opt_dur(t, p, "keep_alive", KEEP_ALIVE_MIN, KEEP_ALIVE_MAX) {
         u.keep_alive = d;
     }

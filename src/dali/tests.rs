@@ -631,6 +631,7 @@ fn sim_config(dir: &std::path::Path) -> crate::config::Config {
         "[cabinet]\nid = \"c1\"\nlatitude = 47.0\nlongitude = 5.0\n\
          [storage]\npath = \"{}\"\n\
          [uplink]\nbroker = \"mqtt://127.0.0.1:1883\"\n\
+         [security]\nrequire_signed = false\n\
          [[dali]]\nname = \"bus-a\"\ninterface = \"sim\"\nluminaires = 3\n",
         dir.display()
     );

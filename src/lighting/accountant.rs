@@ -201,7 +201,7 @@ mod tests {
 
     fn cfg(rated: Option<f64>, meter: Option<&str>) -> Config {
         let mut text = String::from(
-            "[cabinet]\nid = \"c\"\nlatitude = 47.322\nlongitude = 5.0415\ntimezone = \"UTC\"\n[storage]\npath = \"/tmp/x\"\n[uplink]\nbroker = \"mqtt://127.0.0.1\"\n[[dali]]\nname = \"bus-a\"\ninterface = \"sim\"\nluminaires = 2\n",
+            "[cabinet]\nid = \"c\"\nlatitude = 47.322\nlongitude = 5.0415\ntimezone = \"UTC\"\n[storage]\npath = \"/tmp/x\"\n[uplink]\nbroker = \"mqtt://127.0.0.1\"\n[security]\nrequire_signed = false\n[[dali]]\nname = \"bus-a\"\ninterface = \"sim\"\nluminaires = 2\n",
         );
         if let Some(w) = rated {
             text.push_str(&format!("rated_power_w = {w}\n"));

@@ -18,6 +18,9 @@ path = "/tmp/cabinetd-test"
 [uplink]
 broker = "mqtt://127.0.0.1:1883"
 
+[security]
+require_signed = false
+
 [[dali]]
 name = "bus-a"
 interface = "sim"

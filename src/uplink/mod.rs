@@ -33,6 +33,7 @@
 //!   (and with it keep-alive), so the daemon must drain it promptly or drop the receiver.
 
 pub mod backoff;
+pub mod incoming;
 pub mod inflight;
 pub mod tls;
 
@@ -41,10 +42,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS,
-    SubscribeFilter, TlsConfiguration, Transport,
+    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, SubscribeFilter,
+    TlsConfiguration, Transport,
 };
-use rustls::ClientConfig;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -73,8 +73,6 @@ pub const STOP_STATUS: Duration = Duration::from_millis(1500);
 pub const STOP_FLUSH: Duration = Duration::from_secs(1);
 /// Interval of the "replaying backlog" progress line.
 pub const PROGRESS_EVERY: Duration = Duration::from_secs(2);
-/// Incoming messages larger than this are refused by the client (a desired config is TOML text).
-pub const MAX_INCOMING_BYTES: usize = 1024 * 1024;
 
 /// What the uplink needs besides the outbox.
 #[derive(Debug, Clone)]
@@ -144,9 +142,21 @@ pub struct UplinkHandle {
     heartbeat: Arc<Mutex<Instant>>,
     reported_tx: mpsc::Sender<Vec<u8>>,
     config_version: Arc<Mutex<String>>,
+    tls: Option<Arc<tls::TlsSlot>>,
 }
 
 impl UplinkHandle {
+    /// Re-read `uplink.ca_file`, `cert_file` and `key_file` (SIGHUP, and every
+    /// [`tls::RELOAD_EVERY`] so a renewed certificate is used before the old one expires): the
+    /// next connection uses them; on failure the previous ones stay. Returns the client
+    /// certificate's notAfter (also exported as `cabinetd_tls_cert_expiry_seconds`).
+    pub fn reload_tls(&self) -> Result<Option<SystemTime>, UplinkError> {
+        match &self.tls {
+            Some(slot) => slot.reload(),
+            None => Ok(None),
+        }
+    }
+
     /// The configuration version the next online status names (after a reload or a desired
     /// configuration was applied).
     pub fn set_config_version(&self, version: &str) {
@@ -267,7 +277,7 @@ struct OptionsBuilder {
     topics: Topics,
     brokers: Vec<Broker>,
     window: u16,
-    tls: Option<Arc<ClientConfig>>,
+    tls: Option<Arc<tls::TlsSlot>>,
 }
 
 impl OptionsBuilder {
@@ -275,16 +285,16 @@ impl OptionsBuilder {
         let b = &self.brokers[broker];
         let cfg = &self.params.config;
         let mut o = MqttOptions::new(cfg.client_id.clone(), b.host.clone(), b.port);
-        if let (true, Some(tls)) = (b.tls, &self.tls) {
-            o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-                tls.clone(),
-            )));
+        if let (true, Some(tls)) = (b.tls, self.tls.as_ref().and_then(|t| t.current())) {
+            o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
         }
         o.set_clean_session(true);
         // rumqttc panics below 1 s; the config parser validates, this keeps it from ever panicking.
         o.set_keep_alive(cfg.keep_alive.max(Duration::from_secs(1)));
+        // Incoming: far above `max_incoming_bytes`, which the poll task enforces itself (an
+        // oversized packet would end the session, pitfall 10).
         o.set_max_packet_size(
-            MAX_INCOMING_BYTES.max(cfg.max_message_bytes),
+            incoming::client_max_packet(cfg.max_incoming_bytes),
             cfg.max_message_bytes + 1024,
         );
         // Room for the status and config/reported publishes beside the batch window, so that
@@ -343,37 +353,40 @@ pub fn start(
     let (inbound_tx, inbound_rx) = mpsc::channel(64);
     let (reported_tx, reported_rx) = mpsc::channel(4);
     let config_version = Arc::new(Mutex::new(params.config_version.clone()));
+    let mut tls = None;
+    if params.config.brokers.iter().any(|b| b.tls) {
+        let loaded = match tls::TlsFiles::of(&params.config) {
+            Some(files) => {
+                let (slot, err) = tls::TlsSlot::new(files, metrics.tls_cert_expiry_seconds.clone());
+                tls = Some(slot);
+                err
+            }
+            None => Some(UplinkError::TlsSetup {
+                reason: "mqtts:// needs uplink.ca_file".into(),
+            }),
+        };
+        if let Some(e) = loaded {
+            tracing::error!(error = %e, "uplink: mqtts:// brokers unusable");
+            set_status(&status, |s| s.last_error = Some(e.to_string()));
+        }
+    }
     let handle = UplinkHandle {
         status: status.clone(),
         heartbeat: heartbeat.clone(),
         reported_tx,
         config_version: config_version.clone(),
+        tls: tls.clone(),
     };
     let topics = Topics::new(&params.config.topic_prefix, &params.cabinet_id);
     let window = params.config.inflight.clamp(1, 1000);
     metrics.uplink_connected.set(0);
     metrics.set_mode("autonomous");
-    let mut tls = None;
-    if params.config.brokers.iter().any(|b| b.tls) {
-        let loaded = match &params.config.ca_file {
-            Some(path) => tls::load_client_config(path),
-            None => Err(UplinkError::TlsSetup {
-                reason: "mqtts:// needs uplink.ca_file".into(),
-            }),
-        };
-        match loaded {
-            Ok(config) => tls = Some(config),
-            Err(e) => {
-                tracing::error!(error = %e, "uplink: mqtts:// brokers unusable");
-                set_status(&status, |s| s.last_error = Some(e.to_string()));
-            }
-        }
-    }
+    let tls_loaded = tls.as_ref().is_some_and(|t| t.current().is_some());
     let brokers: Vec<Broker> = params
         .config
         .brokers
         .iter()
-        .filter(|b| !b.tls || tls.is_some())
+        .filter(|b| !b.tls || tls_loaded)
         .cloned()
         .collect();
     if brokers.is_empty() {
@@ -402,11 +415,16 @@ pub fn start(
     let (client, eventloop) = AsyncClient::new(options, usize::from(window) + 8);
     let (ev_tx, ev_rx) = mpsc::channel(256);
     let stop = Arc::new(AtomicBool::new(false));
+    let guard = incoming::IncomingGuard::new(
+        params.config.max_incoming_bytes,
+        outbox.clone(),
+        metrics.clone(),
+    );
     let poll = tokio::spawn(poll_loop(
         eventloop,
         builder,
         ev_tx,
-        inbound_tx,
+        (inbound_tx, guard),
         stop.clone(),
     ));
     let max_json = params
@@ -452,7 +470,7 @@ async fn poll_loop(
     mut eventloop: EventLoop,
     builder: OptionsBuilder,
     events: mpsc::Sender<PollEvent>,
-    inbound: mpsc::Sender<Incoming>,
+    (inbound, guard): (mpsc::Sender<Incoming>, incoming::IncomingGuard),
     stop: Arc<AtomicBool>,
 ) {
     let mut failover = Failover::new(builder.brokers.len());
@@ -468,6 +486,10 @@ async fn poll_loop(
                 })
             }
             Ok(Event::Incoming(Packet::PubAck(ack))) => Some(PollEvent::PubAck(ack.pkid)),
+            // Dropped unread, counted and reported; the session stays.
+            Ok(Event::Incoming(Packet::Publish(p))) if !guard.admit(&p.topic, p.payload.len()) => {
+                None
+            }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 let msg = Incoming {
                     topic: p.topic,
@@ -488,7 +510,7 @@ async fn poll_loop(
                 }
                 let (done_tx, done_rx) = oneshot::channel();
                 let lost = PollEvent::Lost {
-                    error: describe(&e),
+                    error: tls::describe(&e, &builder.brokers[failover.current()].host),
                     done: done_tx,
                 };
                 if events.send(lost).await.is_err() || done_rx.await.is_err() {
@@ -516,11 +538,6 @@ async fn poll_loop(
             }
         }
     }
-}
-
-fn describe(e: &ConnectionError) -> String {
-    // rumqttc errors name hosts and codes, never credentials.
-    e.to_string()
 }
 
 /// Limits backlog records per second (`uplink.replay_rate`).
@@ -997,6 +1014,9 @@ mod tests {
                 username: None,
                 password_file: None,
                 ca_file: None,
+                cert_file: None,
+                key_file: None,
+                max_incoming_bytes: 1 << 20,
                 keep_alive: Duration::from_secs(15),
                 max_message_bytes: 1024,
                 inflight: 4,

@@ -179,6 +179,8 @@ keep_alive = "5s"
 listen = "127.0.0.1:{http_port}"
 [log]
 filter = "warn,cabinetd::uplink=info"
+[security]
+require_signed = false
 """
     ]
     for d in range(args.devices):

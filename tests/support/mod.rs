@@ -445,6 +445,10 @@ listen = "127.0.0.1:{http_port}"
 
 [log]
 filter = "info,cabinetd=debug"
+
+[security]
+# Signed commands are tested in tests/signed_*.rs; the other tests send plain v1 JSON.
+require_signed = false
 "#,
         dir.join("state").display()
     )
