@@ -115,7 +115,7 @@ fn a_night_before_1970_is_planned() {
 fn config_file(dir: &Path, name: &str, cabinet: &str, lighting: &str) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
     let text = format!(
-        "{cabinet}\n[storage]\npath = {:?}\n\n[uplink]\nbroker = \"mqtt://127.0.0.1:1883\"\n\n{lighting}",
+        "{cabinet}\n[storage]\npath = {:?}\n\n[uplink]\nbroker = \"mqtt://127.0.0.1:1883\"\n\n[security]\nrequire_signed = false\n\n{lighting}",
         dir.join("state")
     );
     std::fs::write(&path, text).unwrap();
