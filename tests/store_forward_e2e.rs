@@ -228,20 +228,16 @@ fn kill_9_during_an_outage_loses_nothing_that_was_stored() {
     wait_until("a backlog", Duration::from_secs(20), || {
         (outbox_records(&daemon) > 1000).then_some(())
     });
-    let stored_before_kill = daemon.status()["outbox"]["streams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["stream"] == "telemetry")
-        .map(|s| s["durable_seq"].as_u64().unwrap())
-        .unwrap();
+    let stored_before_kill = telemetry_durable_seq(&daemon);
 
     daemon.kill9();
     daemon.restart();
+    // The backlog kept from before the crash already counts as records: wait for records
+    // numbered after the restart, or a slow first poll (CPU load) makes the assertion below race.
     wait_until(
-        "more records after the restart",
+        "records numbered after the restart",
         Duration::from_secs(20),
-        || (outbox_records(&daemon) > 500).then_some(()),
+        || (telemetry_durable_seq(&daemon) > stored_before_kill + 500).then_some(()),
     );
     broker.start_again();
     let s = drained(&daemon, &probe);
@@ -254,6 +250,17 @@ fn kill_9_during_an_outage_loses_nothing_that_was_stored() {
     );
     assert_only_in_flight_doubled(&dups, &in_flight);
     assert!(daemon.stop().success());
+}
+
+/// The highest telemetry seq the daemon has made durable (from `/status`).
+fn telemetry_durable_seq(daemon: &Daemon) -> u64 {
+    daemon.status()["outbox"]["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["stream"] == "telemetry")
+        .map(|s| s["durable_seq"].as_u64().unwrap())
+        .unwrap()
 }
 
 fn dir_bytes(path: &Path) -> u64 {
