@@ -16,6 +16,7 @@ pub mod notify;
 pub mod outbox;
 pub mod record;
 pub mod report;
+pub mod rules;
 pub mod uplink;
 
 /// Resolve once the shutdown flag is true (or its sender is gone, which also means stop).

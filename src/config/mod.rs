@@ -10,6 +10,7 @@
 //! `config/cabinetd.example.toml`) → `validate` (walks the merged tree, collecting every error) →
 //! `load` (sorts errors by file order then position). `units` holds the pure value parsers.
 
+mod automation;
 mod load;
 #[cfg(test)]
 mod tests;
@@ -17,6 +18,7 @@ mod tree;
 mod units;
 mod validate;
 
+pub use automation::*;
 pub use load::{digest, load_files, load_sources, load_sources_with_version};
 
 use std::fmt;
@@ -80,6 +82,8 @@ pub struct Config {
     pub simulators: Vec<Simulator>,
     /// `[lighting]`: the night's programme (empty when the section is absent).
     pub lighting: LightingConfig,
+    /// `[[rule]]`, `[[scene]]`, `[[lighting.adaptive]]`, `uplink.autonomous_after`.
+    pub automation: Automation,
 }
 
 /// `[cabinet]`.

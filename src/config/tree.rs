@@ -214,7 +214,8 @@ fn parse_toml_float(s: &str) -> Option<f64> {
 }
 
 /// Top-level arrays of tables whose entries are named and merged by name.
-pub(crate) const NAMED_ARRAYS: &[&str] = &["modbus", "dali", "camera", "simulator"];
+pub(crate) const NAMED_ARRAYS: &[&str] =
+    &["modbus", "dali", "camera", "simulator", "rule", "scene"];
 
 fn entry_name(n: &Node) -> Option<&str> {
     match &n.val {
