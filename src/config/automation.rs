@@ -106,6 +106,47 @@ pub enum RuleAction {
 }
 
 impl RuleAction {
+    /// Parses an action with its arguments as the central post sends it (SPEC §3): `scene.run
+    /// {scene, hold_s?}`, `scene.release {scene}`, or any command action
+    /// (`command::parse_action`). Not `event` (rules and scenes only). The reason names the
+    /// field. The scene is not looked up here.
+    pub fn parse(
+        name: &str,
+        args: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<RuleAction, String> {
+        if name != "scene.run" && name != "scene.release" {
+            return crate::command::parse_action(name, args).map(RuleAction::Command);
+        }
+        let allowed: &[&str] = if name == "scene.run" {
+            &["scene", "hold_s"]
+        } else {
+            &["scene"]
+        };
+        if let Some(extra) = args.keys().find(|k| !allowed.contains(&k.as_str())) {
+            return Err(format!("field `args.{extra}`: not an argument of {name}"));
+        }
+        let scene = match args.get("scene") {
+            Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
+            _ => return Err("field `args.scene`: missing or not a scene name".into()),
+        };
+        if name == "scene.release" {
+            return Ok(RuleAction::SceneRelease { scene });
+        }
+        let hold_s = match args.get("hold_s") {
+            None | Some(serde_json::Value::Null) => None,
+            Some(v) => match v.as_f64() {
+                Some(s) if s > 0.0 && s <= 86_400.0 => Some(s),
+                _ => {
+                    return Err(
+                        "field `args.hold_s`: must be a number of seconds, more than 0 and at most 86400"
+                            .into(),
+                    )
+                }
+            },
+        };
+        Ok(RuleAction::SceneRun { scene, hold_s })
+    }
+
     /// The action's name as written.
     pub fn name(&self) -> &'static str {
         match self {

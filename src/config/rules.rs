@@ -522,72 +522,32 @@ fn action(cx: &mut Cx, t: &Tbl, p: &str, place: Place, ctx: &Ctx<'_>) -> Option<
     }
     match name {
         "event" => event(cx, p, &args, args_tbl, t.loc, ctx).map(RuleAction::Event),
-        "scene.run" | "scene.release" => {
-            let allowed: &[&str] = if name == "scene.run" {
-                &["scene", "hold_s"]
-            } else {
-                &["scene"]
-            };
-            if let Some(extra) = args.keys().find(|k| !allowed.contains(&k.as_str())) {
-                return fail(
-                    cx,
-                    at(extra),
-                    format!("field `args.{extra}`: not an argument of {name}"),
-                );
-            }
-            let scene = match args.get("scene") {
-                Some(Json::String(s)) if ctx.scenes.contains(s) => s.clone(),
-                Some(Json::String(s)) => {
-                    let known: Vec<&str> = ctx.scenes.iter().map(String::as_str).collect();
-                    let hint = suggest(s, &known)
-                        .map(|k| format!(", did you mean \"{k}\"?"))
-                        .unwrap_or_default();
-                    return fail(
-                        cx,
-                        at("scene"),
-                        format!("field `args.scene`: unknown scene {s:?}{hint}"),
-                    );
-                }
-                _ => {
-                    return fail(
-                        cx,
-                        at("scene"),
-                        "field `args.scene`: missing or not a scene name".into(),
-                    )
-                }
-            };
-            if name == "scene.release" {
-                return Some(RuleAction::SceneRelease { scene });
-            }
-            let hold_s = match args.get("hold_s") {
-                None => None,
-                Some(v) => match v.as_f64() {
-                    Some(s) if (1.0..=86_400.0).contains(&s) => Some(s),
-                    _ => {
-                        return fail(
-                            cx,
-                            at("hold_s"),
-                            "field `args.hold_s`: must be a number of seconds from 1 to 86400"
-                                .into(),
-                        )
-                    }
-                },
-            };
-            Some(RuleAction::SceneRun { scene, hold_s })
-        }
-        _ => match crate::command::parse_action(name, &args) {
+        _ => match RuleAction::parse(name, &args) {
             Err(m) => {
                 let loc = field_loc(&m, args_tbl, name_loc, t.loc);
                 fail(cx, loc, m)
             }
-            Ok(a) => match check_command(&a, place, ctx) {
+            Ok(RuleAction::SceneRun { scene, .. } | RuleAction::SceneRelease { scene })
+                if !ctx.scenes.contains(&scene) =>
+            {
+                let known: Vec<&str> = ctx.scenes.iter().map(String::as_str).collect();
+                let hint = suggest(&scene, &known)
+                    .map(|k| format!(", did you mean \"{k}\"?"))
+                    .unwrap_or_default();
+                fail(
+                    cx,
+                    at("scene"),
+                    format!("field `args.scene`: unknown scene {scene:?}{hint}"),
+                )
+            }
+            Ok(RuleAction::Command(a)) => match check_command(&a, place, ctx) {
                 Ok(()) => Some(RuleAction::Command(a)),
                 Err((key, m)) => fail(cx, at(key), m),
             },
+            Ok(other) => Some(other),
         },
     }
 }
-
 /// A command's action checked against this cabinet: `Err((arg, message))`.
 fn check_command(a: &Action, place: Place, ctx: &Ctx<'_>) -> Result<(), (&'static str, String)> {
     match a {

@@ -275,7 +275,12 @@ pub struct Control {
     /// Central commands whose effect is a release: the actions re-applying the covered targets
     /// carry their id.
     released_by: Vec<(Target, String)>,
-    dirty: bool,
+    /// Targets to decide again at the next sync (with every known target each one covers).
+    dirty: BTreeSet<Target>,
+    /// Every known target must be decided again (start, programme change).
+    all_dirty: bool,
+    /// The earliest `until` of the claims (so `expire` costs nothing between holds).
+    next_until: Option<Duration>,
     started: bool,
     central_changed: bool,
 }
@@ -337,7 +342,9 @@ impl Control {
             actors: Vec::new(),
             fades: BTreeMap::new(),
             released_by: Vec::new(),
-            dirty: true,
+            dirty: BTreeSet::new(),
+            all_dirty: true,
+            next_until: None,
             started: false,
             central_changed: false,
         }
@@ -371,14 +378,43 @@ impl Control {
         if t.is_light() && self.programme.is_some() {
             self.prog_fresh = false;
         }
+        self.mark(t);
+    }
+
+    /// `t` and the known targets it covers are decided again at the next sync.
+    fn mark(&mut self, t: &Target) {
+        if !t.is_light() {
+            self.dirty.insert(t.clone());
+            return;
+        }
+        let covered: Vec<Target> = self
+            .known
+            .iter()
+            .filter(|k| self.covers(t, k))
+            .cloned()
+            .collect();
+        self.dirty.extend(covered);
     }
 
     fn touched(&mut self, t: &Target, by: &Controller) {
         self.actors.push((t.clone(), by.clone()));
-        self.dirty = true;
+        self.mark(t);
+        self.next_until = self.claims.iter().filter_map(|c| c.until).min();
         if *by == Controller::Central {
             self.central_changed = true;
         }
+    }
+
+    /// Removes `by`'s claims covered by `target`, and on a point the central one-shot (the
+    /// point's claims change).
+    fn drop_own(&mut self, by: &Controller, target: &Target) {
+        let groups = &self.groups;
+        let is_point = !target.is_light();
+        self.claims.retain(|c| {
+            let own = c.by == *by && covers(groups, target, &c.target);
+            let sticky = is_point && c.sticky && c.target == *target;
+            !(own || sticky)
+        });
     }
 
     /// `by` claims `target`. Its own claims covered by `target` are replaced; on a point, a
@@ -394,23 +430,17 @@ impl Control {
         command: Option<String>,
     ) {
         self.know(&target);
-        let groups = &self.groups;
         let is_point = !target.is_light();
-        self.claims.retain(|c| {
-            let own = c.by == by && covers(groups, &target, &c.target);
-            let sticky = is_point && c.sticky && c.target == target;
-            !(own || sticky)
-        });
+        self.drop_own(&by, &target);
         if by == Controller::Central && !is_point {
             self.prune_markers();
         }
         self.seq += 1;
         let sticky = by == Controller::Central && is_point;
-        self.touched(&target, &by);
         self.claims.push(Claim {
             seq: self.seq,
-            by,
-            target,
+            by: by.clone(),
+            target: target.clone(),
             want,
             until,
             reason,
@@ -418,19 +448,14 @@ impl Control {
             fresh: true,
             sticky,
         });
+        self.touched(&target, &by);
     }
 
     /// `by` lets go of `target` (its claims covered by it). For the central post, a part of a
     /// broader override gets a release marker. `fade_s` fades the next controller's level in.
     pub fn release(&mut self, by: &Controller, target: &Target, fade_s: Option<f64>) {
         self.know(target);
-        let groups = &self.groups;
-        let is_point = !target.is_light();
-        self.claims.retain(|c| {
-            let own = c.by == *by && covers(groups, target, &c.target);
-            let sticky = is_point && c.sticky && c.target == *target;
-            !(own || sticky)
-        });
+        self.drop_own(by, target);
         if *by == Controller::Central && target.is_light() {
             let broader = self.claims.iter().any(|c| {
                 c.by == Controller::Central
@@ -470,8 +495,8 @@ impl Control {
     /// The actions that re-apply targets covered by `target` at the next sync carry `command`
     /// (a central `light.release` or `scene.release`: its result is theirs).
     pub fn attribute(&mut self, target: Target, command: String) {
+        self.mark(&target);
         self.released_by.push((target, command));
-        self.dirty = true;
     }
 
     /// The targets `by` claims.
@@ -512,6 +537,9 @@ impl Control {
 
     /// Removes the claims whose hold ended at `now` (monotonic).
     pub fn expire(&mut self, now: Duration) {
+        if self.next_until.is_none_or(|u| u > now) {
+            return;
+        }
         let due: Vec<(Controller, Target)> = self
             .claims
             .iter()
@@ -532,7 +560,7 @@ impl Control {
 
     /// The earliest hold end (monotonic) and the programme's next change (wall), if any.
     pub fn next_deadline(&self) -> (Option<Duration>, Option<Timestamp>) {
-        let hold = self.claims.iter().filter_map(|c| c.until).min();
+        let hold = self.next_until;
         let prog = if self.frozen { None } else { self.prog_next };
         (hold, prog)
     }
@@ -555,7 +583,7 @@ impl Control {
     pub fn forget_sent(&mut self, target: &Target) {
         self.sent_level.remove(target);
         self.sent_value.remove(target);
-        self.dirty = true;
+        self.mark(target);
     }
 
     /// Whether a central override, hold or release changed since the last call (the state file
@@ -619,8 +647,8 @@ impl Control {
                 return None;
             }
         }
+        self.mark(&t);
         self.sent_value.insert(t, value);
-        self.dirty = true;
         Some(ActionOut {
             action: Action::PointWrite {
                 point: point.to_string(),
@@ -713,7 +741,7 @@ impl Control {
         if prog != self.prog {
             self.prog = prog;
             self.actors.push((Target::All, Controller::Programme));
-            self.dirty = true;
+            self.all_dirty = true;
         }
         self.prog_next = p.next_change_after(wall).map(|(t, _)| t);
         self.prog_fresh = true;
@@ -723,13 +751,18 @@ impl Control {
     /// actions, in target order (see the module docs).
     pub fn sync(&mut self, now: Now) -> Vec<Output> {
         self.refresh_programme(now.wall);
-        if !self.dirty {
+        if !self.all_dirty && self.dirty.is_empty() {
             return Vec::new();
         }
         let mut out = Vec::new();
         let mut emitted: Vec<(Target, f64)> = Vec::new();
         let mut changes: Vec<(Target, Controller, Controller)> = Vec::new();
-        let targets: Vec<Target> = self.known.iter().cloned().collect();
+        // In target order, broadest first; a dirty target's covered targets are dirty too.
+        let targets: Vec<Target> = if self.all_dirty {
+            self.known.iter().cloned().collect()
+        } else {
+            std::mem::take(&mut self.dirty).into_iter().collect()
+        };
         for t in &targets {
             let d = self.decide(t);
             let ctrl = d.as_ref().map_or(Controller::None, |d| d.by.clone());
@@ -772,7 +805,8 @@ impl Control {
                     continue;
                 }
                 let fade_s = d.fade_s.or_else(|| self.fades.get(t).copied());
-                let covered_now: Vec<Target> = targets
+                let covered_now: Vec<Target> = self
+                    .known
                     .iter()
                     .filter(|k| self.covers(t, k))
                     .cloned()
@@ -816,7 +850,8 @@ impl Control {
         self.actors.clear();
         self.fades.clear();
         self.released_by.clear();
-        self.dirty = false;
+        self.dirty.clear();
+        self.all_dirty = false;
         self.started = true;
         out
     }

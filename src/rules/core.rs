@@ -20,6 +20,12 @@
 //! 4. `/status` and metrics read [`Core::mode`], [`Core::controllers`], [`Core::rules`];
 //!    `cabinetd_rule_firings_total{rule}` counts the `rule_fired` events with state `entered`.
 //!
+//! 5. Overlap: a rule's `then` actions are outputs of the step where it entered. If a later step
+//!    clears the rule while some of them are still being carried out (a slow bus), the executor
+//!    cancels the rule's outstanding actions (keyed by their `by`) before carrying out that
+//!    step's outputs (`on_clear`, the levels re-applied by the next controller): Home
+//!    Assistant's "restart" mode. A step never reads its own outputs, so it cannot cascade.
+//!
 //! Order within a step: clock (jump / untrusted), mode change, expired holds and scenes,
 //! adaptive lighting, rule transitions in configuration order (each: `rule_fired`, then its
 //! actions), then arbitration's outputs (`control_changed` and the actions on targets).
@@ -766,46 +772,12 @@ impl Core {
     }
 }
 
-/// Parses a central command's action and arguments: `scene.run {scene, hold_s?}`,
-/// `scene.release {scene}`, or any command action (`command::parse_action`). The reason names the
-/// field.
+/// Parses a central command's action and arguments (see [`RuleAction::parse`]).
 pub fn parse_command(
     name: &str,
     args: &serde_json::Map<String, Json>,
 ) -> Result<RuleAction, String> {
-    match name {
-        "scene.run" | "scene.release" => {
-            let allowed: &[&str] = if name == "scene.run" {
-                &["scene", "hold_s"]
-            } else {
-                &["scene"]
-            };
-            if let Some(extra) = args.keys().find(|k| !allowed.contains(&k.as_str())) {
-                return Err(format!("field `args.{extra}`: not an argument of {name}"));
-            }
-            let scene = match args.get("scene") {
-                Some(Json::String(s)) if !s.is_empty() => s.clone(),
-                _ => return Err("field `args.scene`: missing or not a scene name".into()),
-            };
-            if name == "scene.release" {
-                return Ok(RuleAction::SceneRelease { scene });
-            }
-            let hold_s = match args.get("hold_s") {
-                None | Some(Json::Null) => None,
-                Some(v) => match v.as_f64() {
-                    Some(s) if (0.0..=86_400.0).contains(&s) && s > 0.0 => Some(s),
-                    _ => {
-                        return Err(
-                            "field `args.hold_s`: must be a number of seconds from 0 to 86400"
-                                .into(),
-                        )
-                    }
-                },
-            };
-            Ok(RuleAction::SceneRun { scene, hold_s })
-        }
-        _ => crate::command::parse_action(name, args).map(RuleAction::Command),
-    }
+    RuleAction::parse(name, args)
 }
 
 #[cfg(test)]
