@@ -111,11 +111,9 @@ pub(super) fn automation(
 ) -> Automation {
     let mut a = Automation::default();
     if let Some(Val::Table(up)) = root.get("uplink").map(|e| &e.node.val) {
-        if let Some(d) = cx.opt_dur(up, "uplink", "autonomous_after", Duration::ZERO, DAY) {
-            a.autonomous_after = d;
-        }
-    } else {
-        a.autonomous_after = DEFAULT_AUTONOMOUS_AFTER;
+        a.autonomous_after = cx
+            .opt_dur(up, "uplink", "autonomous_after", Duration::ZERO, DAY)
+            .unwrap_or(DEFAULT_AUTONOMOUS_AFTER);
     }
     let mut ctx = Ctx {
         catalog: PointCatalog::new(modbus, dali, cameras),

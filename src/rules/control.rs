@@ -387,13 +387,17 @@ impl Control {
             self.dirty.insert(t.clone());
             return;
         }
-        let covered: Vec<Target> = self
-            .known
+        let covered = self.covered_by(t);
+        self.dirty.extend(covered);
+    }
+
+    /// The known targets `t` covers (itself included when known).
+    fn covered_by(&self, t: &Target) -> Vec<Target> {
+        self.known
             .iter()
             .filter(|k| self.covers(t, k))
             .cloned()
-            .collect();
-        self.dirty.extend(covered);
+            .collect()
     }
 
     fn touched(&mut self, t: &Target, by: &Controller) {
@@ -479,13 +483,7 @@ impl Control {
             self.prune_markers();
         }
         if let Some(f) = fade_s {
-            let covered: Vec<Target> = self
-                .known
-                .iter()
-                .filter(|k| self.covers(target, k))
-                .cloned()
-                .collect();
-            for k in covered {
+            for k in self.covered_by(target) {
                 self.fades.insert(k, f);
             }
         }
@@ -805,13 +803,7 @@ impl Control {
                     continue;
                 }
                 let fade_s = d.fade_s.or_else(|| self.fades.get(t).copied());
-                let covered_now: Vec<Target> = self
-                    .known
-                    .iter()
-                    .filter(|k| self.covers(t, k))
-                    .cloned()
-                    .collect();
-                for k in covered_now {
+                for k in self.covered_by(t) {
                     self.sent_level.insert(k, level);
                 }
                 emitted.push((t.clone(), level));
