@@ -172,7 +172,9 @@ pub fn parse(payload: &[u8]) -> Result<Command, Rejection> {
     })
 }
 
-fn parse_action(name: &str, args: &serde_json::Map<String, Value>) -> Result<Action, String> {
+/// Validates the arguments of action `name` (SPEC §3), naming the field on error; shared with
+/// the actions of rules and scenes, checked at load.
+pub fn parse_action(name: &str, args: &serde_json::Map<String, Value>) -> Result<Action, String> {
     let string = |key: &str| -> Result<String, String> {
         match args.get(key) {
             Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),

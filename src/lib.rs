@@ -18,6 +18,7 @@ pub mod ops;
 pub mod outbox;
 pub mod record;
 pub mod report;
+pub mod rules;
 pub mod safety;
 pub mod uplink;
 

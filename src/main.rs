@@ -61,6 +61,20 @@ enum Command {
         #[arg(long, value_name = "YYYY-MM-DD")]
         date: String,
     },
+    /// Run the rules, scenes and programme against an input timeline, with no device (SPEC §1).
+    Simulate {
+        #[command(flatten)]
+        config: ConfigArgs,
+        /// Start of the simulation, RFC 3339.
+        #[arg(long, value_name = "T")]
+        from: String,
+        /// End of the simulation, RFC 3339.
+        #[arg(long, value_name = "T")]
+        to: String,
+        /// Input timeline: JSON lines or CSV of point values and uplink up/down.
+        #[arg(long, value_name = "FILE")]
+        inputs: Option<PathBuf>,
+    },
     /// DALI tools for the technician at the cabinet.
     #[command(subcommand)]
     Dali(DaliCommand),
@@ -125,6 +139,12 @@ fn main() -> ExitCode {
         Command::Run { config, log_format } => run(&config, log_format.as_deref()),
         Command::Status { http, json } => status(&http, json),
         Command::Plan { config, date } => plan(&config, &date),
+        Command::Simulate {
+            config,
+            from,
+            to,
+            inputs,
+        } => simulate(&config, &from, &to, inputs.as_deref()),
         Command::Dali(DaliCommand::Commission {
             config,
             bus,
@@ -266,6 +286,25 @@ fn plan(args: &ConfigArgs, date: &str) -> ExitCode {
         Err(e) => {
             eprintln!("cabinetd plan: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+fn simulate(args: &ConfigArgs, from: &str, to: &str, inputs: Option<&std::path::Path>) -> ExitCode {
+    use cabinetd::rules::simulate::{cli, SimError};
+    let (_, cfg) = match load(args) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    match cli(&cfg, from, to, inputs) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cabinetd simulate: {e}");
+            ExitCode::from(match e {
+                SimError::Usage(_) => 2,
+                SimError::Config(_) => EXIT_CONFIG,
+                SimError::Io(_) => 1,
+            })
         }
     }
 }

@@ -72,7 +72,8 @@ pub fn load_sources_with_version(
     if errs.is_empty() {
         if let Some(root) = merged {
             let version = version.map_or_else(|| digest(sources), str::to_string);
-            match validate(&root, &names, version) {
+            let texts: Vec<&str> = sources.iter().map(|s| s.text.as_str()).collect();
+            match validate(&root, &names, &texts, version) {
                 Ok(config) => return Ok(config),
                 Err(cx) => errs = cx.errs,
             }

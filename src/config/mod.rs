@@ -10,6 +10,7 @@
 //! `config/cabinetd.example.toml`) → `validate` (walks the merged tree, collecting every error) →
 //! `load` (sorts errors by file order then position). `units` holds the pure value parsers.
 
+mod automation;
 mod load;
 #[cfg(test)]
 mod tests;
@@ -17,6 +18,7 @@ mod tree;
 mod units;
 mod validate;
 
+pub use automation::*;
 pub use load::{digest, load_files, load_sources, load_sources_with_version};
 pub use remote::{check_remote_source, DESIRED_SOURCE, LOCAL_ONLY_SECTIONS};
 
@@ -102,6 +104,8 @@ pub struct Config {
     pub security: crate::auth::SecurityConfig,
     /// `[safety]`: the envelope no desired config may widen (local files only).
     pub safety: SafetyConfig,
+    /// `[[rule]]`, `[[scene]]`, `[[lighting.adaptive]]`, `uplink.autonomous_after`.
+    pub automation: Automation,
 }
 
 /// `[safety]`: what a remote desired configuration may not do (checked by [`crate::safety`]).

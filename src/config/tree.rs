@@ -10,9 +10,9 @@
 //! - tables merge key by key, recursively;
 //! - any other value (string, number, list, …) given again replaces the earlier one whole;
 //! - the top-level arrays of tables that hold named things (`[[modbus]]`, `[[dali]]`,
-//!   `[[camera]]`, `[[simulator]]`) are concatenated: a later file ADDS entries, except that an
-//!   entry whose `name` equals the name of an entry from an EARLIER file replaces that entry whole
-//!   (points and groups included), keeping its place in the order. Two entries with the same name
+//!   `[[camera]]`, `[[simulator]]`, `[[rule]]`, `[[scene]]`) are concatenated: a later file ADDS
+//!   entries, except that an entry whose `name` equals the name of an entry from an EARLIER file
+//!   replaces that entry whole (points and groups included), keeping its place in the order. Two entries with the same name
 //!   in the same file stay two entries, and validation reports the duplicate.
 
 use toml::de::{DeTable, DeValue};
@@ -214,7 +214,8 @@ fn parse_toml_float(s: &str) -> Option<f64> {
 }
 
 /// Top-level arrays of tables whose entries are named and merged by name.
-pub(crate) const NAMED_ARRAYS: &[&str] = &["modbus", "dali", "camera", "simulator"];
+pub(crate) const NAMED_ARRAYS: &[&str] =
+    &["modbus", "dali", "camera", "simulator", "rule", "scene"];
 
 fn entry_name(n: &Node) -> Option<&str> {
     match &n.val {

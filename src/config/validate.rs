@@ -20,6 +20,10 @@ use super::units::{
 };
 use super::*;
 
+/// `[[rule]]`, `[[scene]]`, `[[lighting.adaptive]]`, `uplink.autonomous_after`.
+#[path = "rules.rs"]
+mod rules;
+
 const TOP_KEYS: &[&str] = &[
     "cabinet",
     "storage",
@@ -33,6 +37,8 @@ const TOP_KEYS: &[&str] = &[
     "lighting",
     "security",
     "safety",
+    "rule",
+    "scene",
 ];
 const CABINET_KEYS: &[&str] = &["id", "latitude", "longitude", "timezone"];
 const STORAGE_KEYS: &[&str] = &["path", "max_bytes", "flush_interval"];
@@ -50,6 +56,7 @@ const UPLINK_KEYS: &[&str] = &[
     "max_message_bytes",
     "inflight",
     "replay_rate",
+    "autonomous_after",
 ];
 const HTTP_KEYS: &[&str] = &["listen"];
 const LOG_KEYS: &[&str] = &["filter", "format"];
@@ -105,7 +112,7 @@ const GROUP_KEYS: &[&str] = &[
 ];
 const CAMERA_KEYS: &[&str] = &["name", "address", "username", "password_file"];
 const SIMULATOR_KEYS: &[&str] = &["name", "kind", "listen"];
-const LIGHTING_KEYS: &[&str] = &["twilight", "energy_meter", "step"];
+const LIGHTING_KEYS: &[&str] = &["twilight", "energy_meter", "step", "adaptive"];
 const STEP_KEYS: &[&str] = &["target", "at", "level_percent", "reason"];
 
 /// Bounds of the durations, chosen to catch typos (`"1ms"` for `"1s"`) rather than to limit use.
@@ -498,7 +505,12 @@ impl Unique {
 }
 
 /// Validates the merged tree. `names` are the source names, for messages that cite another place.
-pub(crate) fn validate(root: &Tbl, names: &[String], version: String) -> Result<Config, Cx> {
+pub(crate) fn validate(
+    root: &Tbl,
+    names: &[String],
+    texts: &[&str],
+    version: String,
+) -> Result<Config, Cx> {
     let mut cx = Cx::default();
     cx.no_passwords(root, "");
     cx.check_keys(root, "", TOP_KEYS);
@@ -521,7 +533,7 @@ pub(crate) fn validate(root: &Tbl, names: &[String], version: String) -> Result<
         .enumerate()
         .filter_map(|(i, t)| dali_bus(&mut cx, t, i, &mut devices, names))
         .collect();
-    let cameras = cx
+    let cameras: Vec<Camera> = cx
         .tables(root, "camera", "camera")
         .into_iter()
         .enumerate()
@@ -539,6 +551,7 @@ pub(crate) fn validate(root: &Tbl, names: &[String], version: String) -> Result<
     let lighting = lighting(&mut cx, root, &modbus, &dali, names);
     let security = security::security(&mut cx, root, names);
     let safety = security::safety(&mut cx, root);
+    let automation = rules::automation(&mut cx, root, texts, names, &modbus, &dali, &cameras);
 
     if !cx.errs.is_empty() {
         return Err(cx);
@@ -557,6 +570,7 @@ pub(crate) fn validate(root: &Tbl, names: &[String], version: String) -> Result<
         lighting,
         security,
         safety,
+        automation,
     })
 }
 
