@@ -4,9 +4,9 @@
 //! - every round trip (connect, write, read) runs under the call's timeout;
 //! - WS-Security `Created` is `now + offset`, the offset measured from GetSystemDateAndTime
 //!   (asked without credentials first; with a token at offset 0 if the camera insists);
-//! - on an authentication refusal the clock is re-measured once and the call retried once —
-//!   only if the offset moved (≥ 2 s) or was never measured, since a retry with an unchanged
-//!   clock is just one more failed login on cameras that lock accounts;
+//! - on an authentication refusal the clock is re-measured once (anonymously) and the call
+//!   retried once — only if the offset moved (≥ 2 s) or was never measured, since a retry with
+//!   an unchanged clock is just one more failed login on cameras that lock accounts;
 //! - HTTP Digest is used when the camera answers 401 with a Digest challenge; the winning scheme
 //!   is remembered. Digest nonces are never reused: with Digest remembered, each request first
 //!   goes without credentials (a 401 that is no failed login) and answers the fresh challenge;
@@ -222,10 +222,12 @@ impl<C: Connector> Exchange<C> {
     pub async fn call(&mut self, call: &Call<'_>) -> Result<Answer> {
         match self.attempt(call).await {
             Err(e) if e.is_auth() && self.creds.is_some() => {
+                // Re-measured anonymously only: a camera that wants credentials for its clock
+                // would count the measurement itself as one more failed login.
                 let before = self.offset_s;
-                match self.measure_clock().await {
-                    Ok(r) if before.is_none_or(|b| (b - r.offset_s).abs() >= 2.0) => {
-                        tracing::info!(camera = %self.device, op = call.op, offset_s = r.offset_s, "authentication refused; clock re-measured, retrying once");
+                match self.ping().await {
+                    Ok((_, Some(now))) if before.is_none_or(|b| (b - now).abs() >= 2.0) => {
+                        tracing::info!(camera = %self.device, op = call.op, offset_s = now, "authentication refused; clock re-measured, retrying once");
                         self.attempt(call).await
                     }
                     _ => Err(e),
@@ -244,51 +246,55 @@ impl<C: Connector> Exchange<C> {
         let has_creds = self.creds.is_some();
         let mut with_token =
             call.auth == Auth::Required && has_creds && self.scheme == AuthScheme::UsernameToken;
-        let mut tried_token = with_token;
         loop {
             let resp = self.round(call, with_token, None).await?;
-            let outcome = if resp.status == 401 {
+            let (outcome, sent_creds) = if resp.status == 401 {
                 self.answer_401(call, resp).await
             } else {
-                interpret(call.op, resp)
+                (interpret(call.op, resp), with_token)
             };
             match outcome {
-                // A PRE_AUTH call refused without credentials (ipycam), or Digest remembered but
-                // the camera no longer challenges: try the UsernameToken once.
-                Err(e) if e.is_auth() && has_creds && !tried_token => {
+                // Refused before any credentials were sent: a PRE_AUTH call the camera wants
+                // authenticated (ipycam), or Digest remembered but no challenge any more. One
+                // try with the UsernameToken. Once credentials were refused, no other scheme is
+                // tried: each refusal is a failed login on the camera.
+                Err(e) if e.is_auth() && has_creds && !sent_creds && !with_token => {
                     with_token = true;
-                    tried_token = true;
-                    if self.scheme == AuthScheme::HttpDigest {
-                        self.scheme = AuthScheme::UsernameToken;
-                    }
+                    self.scheme = AuthScheme::UsernameToken;
                 }
                 o => return o,
             }
         }
     }
 
-    async fn answer_401(&mut self, call: &Call<'_>, resp: Response) -> Result<Answer> {
+    /// Answers a 401: HTTP Digest when challenged. The flag says whether credentials were sent.
+    async fn answer_401(&mut self, call: &Call<'_>, resp: Response) -> (Result<Answer>, bool) {
         let challenge = digest_challenge(resp.header_values("www-authenticate"));
         let (Some(creds), Some(ch)) = (self.creds.clone(), challenge) else {
-            return Err(Error::Auth {
+            let err = Error::Auth {
                 op: call.op,
                 reason: unauthorized_reason(&resp),
-            });
+            };
+            return (Err(err), false);
         };
         let cnonce: String = fresh_nonce().iter().map(|b| format!("{b:02x}")).collect();
         let authz = digest_authorization(&ch, &creds, "POST", &call.url.path, &cnonce);
-        let resp = self.round(call, false, Some(&authz)).await?;
+        let resp = match self.round(call, false, Some(&authz)).await {
+            Ok(r) => r,
+            Err(e) => return (Err(e), true),
+        };
         if resp.status == 401 {
-            return Err(Error::Auth {
+            let err = Error::Auth {
                 op: call.op,
                 reason: "HTTP Digest credentials rejected (401)".into(),
-            });
+            };
+            return (Err(err), true);
         }
         if self.scheme != AuthScheme::HttpDigest {
             tracing::info!(camera = %self.device, "camera requires HTTP Digest; remembered");
             self.scheme = AuthScheme::HttpDigest;
         }
-        interpret(call.op, resp)
+        (interpret(call.op, resp), true)
     }
 
     async fn round(

@@ -421,8 +421,14 @@ impl<C: Connector> EventPump<C> {
 
     async fn create(&mut self, out: &mut Pumped) -> Result<()> {
         if self.client.exchange().clock_offset().is_none() {
-            // WS-Security needs the camera's clock; a failure here shows in the create below.
-            let _ = self.client.get_system_date_and_time().await;
+            // WS-Security needs the camera's clock. A refusal here is the step's failure (a
+            // create with a guessed clock would only add a failed login); other failures show
+            // in the create below.
+            if let Err(e) = self.client.get_system_date_and_time().await {
+                if e.is_auth() {
+                    return Err(e);
+                }
+            }
         }
         let sub = self
             .client
