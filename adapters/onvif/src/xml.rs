@@ -46,7 +46,8 @@ impl Default for Limits {
             max_bytes: MAX_BODY_BYTES,
             max_depth: 64,
             max_elements: 50_000,
-            max_attributes: 64,
+            // Namespace declarations count: Pelco declares ~70 on its Envelope.
+            max_attributes: 256,
         }
     }
 }
@@ -557,14 +558,14 @@ mod tests {
         );
         let attrs = format!(
             "<r {}/>",
-            (0..70)
+            (0..300)
                 .map(|i| format!("a{i}='1'"))
                 .collect::<Vec<_>>()
                 .join(" ")
         );
         assert_eq!(
             Document::parse(attrs.as_bytes()).unwrap_err(),
-            XmlError::TooManyAttributes(64)
+            XmlError::TooManyAttributes(256)
         );
     }
 
