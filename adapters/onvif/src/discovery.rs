@@ -149,7 +149,14 @@ pub fn parse_probe_matches(datagram: &[u8], our_ids: &[String]) -> Vec<Device> {
                 .map(|x| strip_userinfo(x))
                 .collect();
             let endpoint = m
-                .child(ns::D, "EndpointReference")
+                // The standard puts it in the addressing namespace; ipycam in discovery's.
+                .children()
+                .find(|c| {
+                    c.local() == "EndpointReference"
+                        && [ns::WSADIS, ns::WSA, ns::D]
+                            .iter()
+                            .any(|n| c.is(n, "EndpointReference"))
+                })
                 .and_then(|r| {
                     r.child(ns::WSADIS, "Address")
                         .or_else(|| r.child(ns::WSA, "Address"))
