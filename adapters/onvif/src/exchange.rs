@@ -158,25 +158,13 @@ impl<C: Connector> Exchange<C> {
     /// Asks GetSystemDateAndTime and stores the offset used for `Created`.
     pub async fn measure_clock(&mut self) -> Result<ClockReading> {
         let device = self.device.clone();
-        let body = "<tds:GetSystemDateAndTime/>";
-        let call = Call {
-            op: "GetSystemDateAndTime",
-            url: &device,
-            action: GET_SYSTEM_DATE_AND_TIME,
-            body,
-            headers: "",
-            auth: Auth::PreAuth,
-            timeout: None,
-        };
+        let call = clock_call(&device);
         let t0 = SystemTime::now();
         let started = Instant::now();
         let answer = self.attempt(&call).await?;
         let rtt = started.elapsed();
-        let t1 = SystemTime::now();
         let camera = model::system_date_time(answer.body())?;
-        // The camera truncates to the second: its true time is in [s, s+1), so +0.5 s.
-        let mid = (unix_seconds(t0) + unix_seconds(t1)) / 2.0;
-        let offset_s = camera.utc.unix() as f64 + 0.5 - mid;
+        let offset_s = offset(&camera, t0, SystemTime::now());
         if camera.from_local {
             tracing::debug!(camera = %self.device, "camera gave LocalDateTime only; taken as UTC");
         }
@@ -193,24 +181,15 @@ impl<C: Connector> Exchange<C> {
     /// checks cost no failed login). Updates the offset when the camera answers with its clock.
     pub async fn ping(&mut self) -> Result<(Duration, Option<f64>)> {
         let device = self.device.clone();
-        let call = Call {
-            op: "GetSystemDateAndTime",
-            url: &device,
-            action: GET_SYSTEM_DATE_AND_TIME,
-            body: "<tds:GetSystemDateAndTime/>",
-            headers: "",
-            auth: Auth::PreAuth,
-            timeout: None,
-        };
+        let call = clock_call(&device);
         let t0 = SystemTime::now();
         let started = Instant::now();
         let resp = self.round(&call, false, None).await?;
         let rtt = started.elapsed();
-        let t1 = SystemTime::now();
         let clock = interpret(call.op, resp)
             .ok()
             .and_then(|a| model::system_date_time(a.body()).ok())
-            .map(|c| c.utc.unix() as f64 + 0.5 - (unix_seconds(t0) + unix_seconds(t1)) / 2.0);
+            .map(|c| offset(&c, t0, SystemTime::now()));
         if clock.is_some() {
             self.offset_s = clock;
         }
@@ -343,6 +322,24 @@ impl<C: Connector> Exchange<C> {
             },
         })
     }
+}
+
+fn clock_call(device: &Url) -> Call<'_> {
+    Call {
+        op: "GetSystemDateAndTime",
+        url: device,
+        action: GET_SYSTEM_DATE_AND_TIME,
+        body: "<tds:GetSystemDateAndTime/>",
+        headers: "",
+        auth: Auth::PreAuth,
+        timeout: None,
+    }
+}
+
+/// Camera minus cabinet, the cabinet's time taken at the middle of the round trip. The camera
+/// truncates to the second: its true time is in [s, s+1), hence +0.5 s.
+fn offset(camera: &SystemDateTime, t0: SystemTime, t1: SystemTime) -> f64 {
+    camera.utc.unix() as f64 + 0.5 - (unix_seconds(t0) + unix_seconds(t1)) / 2.0
 }
 
 fn unauthorized_reason(resp: &Response) -> String {
