@@ -78,6 +78,9 @@ enum Command {
     /// DALI tools for the technician at the cabinet.
     #[command(subcommand)]
     Dali(DaliCommand),
+    /// ONVIF tools.
+    #[command(subcommand)]
+    Onvif(OnvifCommand),
     /// Ask the running daemon for its status and print it for a person.
     Status {
         /// Address of the daemon's HTTP endpoint.
@@ -115,6 +118,29 @@ enum DaliCommand {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum OnvifCommand {
+    /// WS-Discovery: probe 239.255.255.250:3702 (tds:Device and dn:NetworkVideoTransmitter) and
+    /// print one line per answering device: address, types, scopes. Lists only: cameras are
+    /// supervised when configured in [[camera]].
+    Discover {
+        /// Send the Probe out of this interface: a name (eth1) or its IPv4 address.
+        #[arg(long, value_name = "IF")]
+        interface: Option<String>,
+        /// How long answers are collected (at most 60s).
+        #[arg(long, default_value = "3s", value_parser = parse_discover_timeout)]
+        timeout: Duration,
+    },
+}
+
+fn parse_discover_timeout(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d.is_zero() || d > Duration::from_secs(60) {
+        return Err("must be between 1ms and 60s".into());
+    }
+    Ok(d)
+}
+
 impl ConfigArgs {
     /// Files in merge order: `--config` files, then each `--config-dir`'s `*.toml` by name.
     fn files(&self) -> Result<Vec<PathBuf>, String> {
@@ -138,6 +164,9 @@ fn main() -> ExitCode {
         Command::CheckConfig { config } => check_config(&config),
         Command::Run { config, log_format } => run(&config, log_format.as_deref()),
         Command::Status { http, json } => status(&http, json),
+        Command::Onvif(OnvifCommand::Discover { interface, timeout }) => {
+            onvif_discover(interface.as_deref(), timeout)
+        }
         Command::Plan { config, date } => plan(&config, &date),
         Command::Simulate {
             config,
@@ -339,6 +368,44 @@ fn commission(args: &ConfigArgs, bus: &str, all: bool) -> ExitCode {
         Err(e) => {
             eprintln!("cabinetd dali commission: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `cabinetd onvif discover`: one line per device, `ADDRESS types=T,… scopes=S …
+/// endpoint=EPR` (ADDRESS = its first device service URL, without credentials).
+fn onvif_discover(interface: Option<&str>, timeout: Duration) -> ExitCode {
+    use cabinetd_onvif::discovery::{discover, DiscoveryOptions, Interface};
+    let interface = interface.map(|i| match i.parse() {
+        Ok(addr) => Interface::Addr(addr),
+        Err(_) => Interface::Name(i.to_string()),
+    });
+    let opts = DiscoveryOptions {
+        timeout,
+        interface,
+        ..DiscoveryOptions::default()
+    };
+    let found = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .and_then(|rt| rt.block_on(discover(&opts)));
+    match found {
+        Ok(devices) => {
+            for d in &devices {
+                let address = d.xaddrs.first().unwrap_or(&d.endpoint);
+                println!(
+                    "{address} types={} scopes={} endpoint={}",
+                    d.types.join(","),
+                    d.scopes.join(","),
+                    d.endpoint
+                );
+            }
+            eprintln!("{} device(s) answered within {timeout:?}", devices.len());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("onvif discover: {e}");
+            ExitCode::from(1)
         }
     }
 }

@@ -27,6 +27,9 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 # openssl: the key files of `cabinetd key generate` are checked to be readable by OpenSSL.
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# ONVIF: the ipycam peer runs in a private network namespace (unshare, ip).
+command -v ip >/dev/null 2>&1 || [[ -x /usr/sbin/ip ]] || missing+=(iproute2)
+command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
 if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   as_root apt-get update -qq
