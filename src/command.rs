@@ -10,26 +10,11 @@ use std::time::SystemTime;
 
 use serde_json::Value;
 
+use crate::light::{self, LightTarget};
 use crate::record::{CommandResult, CommandStatus};
 
 /// How many command ids the ledger remembers (a day of busy crisis traffic).
 pub const LEDGER_CAPACITY: usize = 4096;
-
-/// Target of a lighting command.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LightTarget {
-    /// Every luminaire of every bus.
-    All,
-    /// A DALI group number 0..=15 (on every bus that has it).
-    Group(u8),
-    /// One luminaire `BUS/ADDR`.
-    Gear {
-        /// Bus (device) name.
-        bus: String,
-        /// Short address 0..=63.
-        address: u8,
-    },
-}
 
 /// A validated action.
 #[derive(Debug, Clone, PartialEq)]
@@ -174,16 +159,17 @@ fn parse_action(name: &str, args: &serde_json::Map<String, Value>) -> Result<Act
             None => Err(format!("field `args.{key}`: missing")),
         }
     };
-    let opt_seconds = |key: &str| -> Result<Option<f64>, String> {
+    let opt_number = |key: &str| -> Result<Option<f64>, String> {
         match args.get(key) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => match v.as_f64() {
-                Some(s) if (0.0..=86_400.0).contains(&s) => Ok(Some(s)),
-                _ => Err(format!(
-                    "field `args.{key}`: must be a number of seconds from 0 to 86400"
-                )),
-            },
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| format!("field `args.{key}`: must be a number")),
         }
+    };
+    let target = |key: &str| -> Result<LightTarget, String> {
+        light::parse_target(&string(key)?).map_err(|e| format!("field `args.{key}`: {e}"))
     };
     let allowed: &[&str] = match name {
         "point.write" => &["point", "value"],
@@ -216,25 +202,22 @@ fn parse_action(name: &str, args: &serde_json::Map<String, Value>) -> Result<Act
             Action::PointWrite { point, value }
         }
         "light.set" => {
-            let target = parse_target(&string("target")?)?;
+            let target = target("target")?;
             let level_percent = args
                 .get("level_percent")
                 .and_then(Value::as_f64)
                 .ok_or("field `args.level_percent`: missing or not a number")?;
-            if !(0.0..=100.0).contains(&level_percent) {
-                return Err(format!(
-                    "field `args.level_percent`: {level_percent} is outside 0..100"
-                ));
-            }
+            let (fade_s, hold_s) = (opt_number("fade_s")?, opt_number("hold_s")?);
+            light::check_set(level_percent, fade_s, hold_s).map_err(|e| e.to_string())?;
             Action::LightSet {
                 target,
                 level_percent,
-                fade_s: opt_seconds("fade_s")?,
-                hold_s: opt_seconds("hold_s")?,
+                fade_s,
+                hold_s,
             }
         }
         "light.release" => Action::LightRelease {
-            target: parse_target(&string("target")?)?,
+            target: target("target")?,
         },
         "camera.goto_preset" => Action::CameraGotoPreset {
             camera: string("camera")?,
@@ -247,11 +230,6 @@ fn parse_action(name: &str, args: &serde_json::Map<String, Value>) -> Result<Act
             camera: string("camera")?,
         },
     })
-}
-
-/// Parse `all`, `group:N` or `DEVICE/ADDR` (the lighting module's syntax), naming the field.
-pub fn parse_target(s: &str) -> Result<LightTarget, String> {
-    crate::lighting::parse_target(s).map_err(|e| format!("field `args.target`: {e}"))
 }
 
 /// Build a result record.
@@ -352,20 +330,6 @@ mod tests {
             );
         }
         assert_eq!(parse(b"not json").unwrap_err().id, None);
-    }
-
-    #[test]
-    fn targets() {
-        assert_eq!(parse_target("all").unwrap(), LightTarget::All);
-        assert_eq!(parse_target("group:3").unwrap(), LightTarget::Group(3));
-        assert_eq!(
-            parse_target("bus-a/12").unwrap(),
-            LightTarget::Gear {
-                bus: "bus-a".into(),
-                address: 12
-            }
-        );
-        assert!(parse_target("bus-a/64").is_err());
     }
 
     #[test]

@@ -524,30 +524,9 @@ async fn bridge_modbus(
 
 /// A programme step for a person: `all at dusk+15min → 100 % (dusk)`.
 fn describe_step(step: &config::LightingStep) -> String {
-    let fmt_offset = |name: &str, secs: i64| match secs {
-        0 => name.to_owned(),
-        s if s > 0 => format!(
-            "{name}+{}",
-            humantime::format_duration(Duration::from_secs(s.unsigned_abs()))
-        ),
-        s => format!(
-            "{name}-{}",
-            humantime::format_duration(Duration::from_secs(s.unsigned_abs()))
-        ),
-    };
-    let at = match step.at {
-        config::StepTime::Dusk(s) => fmt_offset("dusk", s),
-        config::StepTime::Dawn(s) => fmt_offset("dawn", s),
-        config::StepTime::Clock { hour, minute } => format!("{hour:02}:{minute:02}"),
-    };
-    let target = match &step.target {
-        command::LightTarget::All => "all".to_owned(),
-        command::LightTarget::Group(g) => format!("group:{g}"),
-        command::LightTarget::Gear { bus, address } => format!("{bus}/{address}"),
-    };
     format!(
-        "lighting: {target} at {at} → {} % ({})",
-        step.level_percent, step.reason
+        "lighting: {} at {} → {} % ({})",
+        step.target, step.at, step.level_percent, step.reason
     )
 }
 
@@ -1313,7 +1292,7 @@ impl Runtime {
                 fade_s,
                 hold_s,
             } => {
-                let action = crate::dali::LightAction::Set {
+                let action = crate::light::LightAction::Set {
                     level_percent,
                     fade_s,
                     hold_s,
@@ -1325,7 +1304,7 @@ impl Runtime {
                     cmd.id,
                     "light.release",
                     target,
-                    crate::dali::LightAction::Release,
+                    crate::light::LightAction::Release,
                 );
             }
             Action::CameraGotoPreset { camera, .. }
@@ -1349,8 +1328,8 @@ impl Runtime {
         &self,
         id: String,
         action_name: &'static str,
-        target: command::LightTarget,
-        action: crate::dali::LightAction,
+        target: crate::light::LightTarget,
+        action: crate::light::LightAction,
     ) {
         let router = self
             .equipment

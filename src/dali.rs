@@ -69,11 +69,11 @@ use cabinetd_dali::{
 };
 use serde::Serialize;
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use crate::command::LightTarget;
 use crate::config::{self, DaliBus, DaliInterface, ReportPolicy};
+use crate::light::{check_set, LightAction, LightError, LightRequest, LightTarget};
 use crate::metrics::Metrics;
 use crate::record::{Event, Quality, RecordBody, Severity, Telemetry};
 use crate::report::PointReporter;
@@ -81,58 +81,6 @@ use crate::report::PointReporter;
 pub use cli::commission_cli;
 pub use lock::{lock_path, try_lock, BusLock, LockError};
 use overrides::{Groups, Overrides, Scope};
-
-/// A `light.set` / `light.release` for one bus, answered on `reply`.
-#[derive(Debug)]
-pub struct LightRequest {
-    /// What to act on.
-    pub target: LightTarget,
-    /// What to do.
-    pub action: LightAction,
-    /// Exactly one reply per request.
-    pub reply: oneshot::Sender<Result<(), LightError>>,
-}
-
-/// The lighting action.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum LightAction {
-    /// Override the level.
-    Set {
-        /// 0..=100 % of full output (standard DALI curve).
-        level_percent: f64,
-        /// Fade duration; `None` keeps the gear's fade time.
-        fade_s: Option<f64>,
-        /// Release automatically after this many seconds.
-        hold_s: Option<f64>,
-    },
-    /// Back to the programme's level (or, where the programme has not spoken yet, to the level
-    /// before the first override).
-    Release,
-    /// The lighting programme's level for the target. Gear under a central override keep the
-    /// override; the programme level becomes what a release returns them to.
-    Programme {
-        /// 0..=100 % of full output.
-        level_percent: f64,
-    },
-}
-
-/// Why a light request did not succeed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LightError {
-    /// The request is wrong for this bus (result `rejected`); the text names the field.
-    #[error("{0}")]
-    Rejected(String),
-    /// The bus could not carry it out (result `failed`).
-    #[error("{0}")]
-    Failed(String),
-}
-
-impl LightError {
-    /// True for [`LightError::Rejected`].
-    pub fn is_rejection(&self) -> bool {
-        matches!(self, LightError::Rejected(_))
-    }
-}
 
 /// What `/status` shows of a bus.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -347,35 +295,6 @@ pub fn resolve_target(
             "field `args.target`: {b}/{address} is not on DALI bus {bus}"
         ))),
     }
-}
-
-/// Checks the arguments of a `Set`.
-pub fn check_set(
-    level_percent: f64,
-    fade_s: Option<f64>,
-    hold_s: Option<f64>,
-) -> Result<(), LightError> {
-    let bad = |f: &str, why: String| Err(LightError::Rejected(format!("field `args.{f}`: {why}")));
-    if !(0.0..=100.0).contains(&level_percent) {
-        return bad(
-            "level_percent",
-            format!("{level_percent} is outside 0..=100"),
-        );
-    }
-    if let Some(f) = fade_s {
-        if !(0.0..=3600.0).contains(&f) {
-            return bad("fade_s", format!("{f} is outside 0..=3600 s"));
-        }
-    }
-    if let Some(h) = hold_s {
-        if !(h > 0.0 && h <= 7.0 * 86_400.0) {
-            return bad(
-                "hold_s",
-                format!("{h} must be more than 0 and at most a week"),
-            );
-        }
-    }
-    Ok(())
 }
 
 async fn recv(rx: &mut Option<mpsc::Receiver<LightRequest>>) -> Option<LightRequest> {

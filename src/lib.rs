@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod dali;
 pub mod http;
+pub mod light;
 pub mod lighting;
 pub mod logging;
 pub mod metrics;

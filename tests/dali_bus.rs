@@ -6,9 +6,9 @@ mod support;
 
 use std::time::Duration;
 
-use cabinetd::command::LightTarget;
 use cabinetd::config::{DaliBus, DaliGroup, DaliInterface};
-use cabinetd::dali::{run_bus, BusOptions, BusStatus, LightAction, LightError, LightRequest};
+use cabinetd::dali::{run_bus, BusOptions, BusStatus};
+use cabinetd::light::{LightAction, LightError, LightRequest, LightTarget};
 use cabinetd::metrics::Metrics;
 use cabinetd::record::{Event, Quality, RecordBody, Severity, Telemetry};
 use cabinetd_dali::percent_to_arc;

@@ -18,12 +18,14 @@ mod units;
 mod validate;
 
 pub use load::{digest, load_files, load_sources, load_sources_with_version};
+pub use units::time_zone;
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::light::{LightTarget, StepTime};
 pub use cabinetd_modbus::{
     DataType, DeviceSpec, Parity, PointSpec, SerialSettings, Table, Transport, WordOrder,
 };
@@ -268,8 +270,6 @@ pub struct Simulator {
     pub listen: SocketAddr,
 }
 
-pub use crate::command::LightTarget;
-
 /// Which sun depression below the horizon defines dusk and dawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Twilight {
@@ -278,22 +278,6 @@ pub enum Twilight {
     Official,
     /// Civil twilight: centre of the sun 6° below the horizon (zenith 96°).
     Civil,
-}
-
-/// When a lighting step happens, relative to the night it belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepTime {
-    /// Dusk of the night, plus this many seconds (negative: before).
-    Dusk(i64),
-    /// Dawn ending the night, plus this many seconds (negative: before).
-    Dawn(i64),
-    /// A local clock time in `cabinet.timezone`, its occurrence between dusk and dawn.
-    Clock {
-        /// 0..=23.
-        hour: u8,
-        /// 0..=59.
-        minute: u8,
-    },
 }
 
 /// One `[[lighting.step]]`.

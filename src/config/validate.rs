@@ -19,6 +19,7 @@ use super::units::{
     split_host_port, suggest,
 };
 use super::*;
+use crate::light::{LEVEL_MAX, LEVEL_MIN};
 
 const TOP_KEYS: &[&str] = &[
     "cabinet",
@@ -583,7 +584,7 @@ fn cabinet(cx: &mut Cx, root: &Tbl) -> CabinetConfig {
                 .all(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '/' | '_' | '-' | '+'));
         if !shape {
             cx.err(loc, format!("cabinet.timezone must be an IANA time zone name like \"Europe/Paris\", found {tz:?}"));
-        } else if let Err(e) = crate::lighting::time_zone(tz) {
+        } else if let Err(e) = super::units::time_zone(tz) {
             // The lighting programme's clock times are local: an unknown zone would move them.
             cx.err(loc, format!("cabinet.timezone: {e}"));
         } else {
@@ -1352,33 +1353,32 @@ fn lighting(
         let sp = format!("lighting.step[{j}]");
         let sp = sp.as_str();
         cx.check_keys(st, sp, STEP_KEYS);
-        let target = cx.req_str(st, sp, "target").and_then(|(s, loc)| {
-            match crate::lighting::parse_target(s) {
-                Ok(LightTarget::Gear { bus, .. }) if !dali.iter().any(|b| b.name == bus) => {
-                    cx.err(
-                        loc,
-                        format!("{sp}.target {s:?}: no [[dali]] bus is named {bus:?}"),
-                    );
-                    None
-                }
-                Ok(tg) => Some(tg),
-                Err(m) => {
-                    cx.err(loc, format!("{sp}.target: {m}"));
-                    None
-                }
-            }
-        });
+        let target =
+            cx.req_str(st, sp, "target")
+                .and_then(|(s, loc)| match crate::light::parse_target(s) {
+                    Ok(LightTarget::Gear { bus, .. }) if !dali.iter().any(|b| b.name == bus) => {
+                        cx.err(
+                            loc,
+                            format!("{sp}.target {s:?}: no [[dali]] bus is named {bus:?}"),
+                        );
+                        None
+                    }
+                    Ok(tg) => Some(tg),
+                    Err(m) => {
+                        cx.err(loc, format!("{sp}.target: {m}"));
+                        None
+                    }
+                });
         let at =
-            cx.req_str(st, sp, "at").and_then(|(s, loc)| {
-                match crate::lighting::parse_step_time(s) {
+            cx.req_str(st, sp, "at")
+                .and_then(|(s, loc)| match crate::light::parse_step_time(s) {
                     Ok(at) => Some((at, s.trim().to_string(), loc)),
                     Err(m) => {
                         cx.err(loc, format!("{sp}.at: {m}"));
                         None
                     }
-                }
-            });
-        let level = cx.req_num(st, sp, "level_percent", 0.0, 100.0);
+                });
+        let level = cx.req_num(st, sp, "level_percent", LEVEL_MIN, LEVEL_MAX);
         let reason = cx.opt_str(st, sp, "reason").and_then(|(r, loc)| {
             if (1..=64).contains(&r.chars().count()) && !r.contains(char::is_control) {
                 Some(r.to_string())
@@ -1403,7 +1403,7 @@ fn lighting(
                     "{sp} conflicts with lighting.step[{i}] (first defined at {}:{}): same target {:?} at the same instant {at_text:?}",
                     names[first.src],
                     first.line,
-                    crate::lighting::target_name(&target)
+                    crate::light::target_name(&target)
                 ),
             );
             continue;

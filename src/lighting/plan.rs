@@ -24,8 +24,9 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use super::astro::SunEvent;
-use super::{target_name, PlanError, Programme};
-use crate::config::{Config, LightTarget};
+use super::{PlanError, Programme};
+use crate::config::Config;
+use crate::light::{target_name, LightTarget};
 use crate::record::format_ts;
 
 /// Which polar case a night is in.

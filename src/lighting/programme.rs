@@ -24,8 +24,9 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::astro::{self, SunEvent};
 use super::plan::{Night, Plan, Step};
-use super::{target_name, time_zone, PlanError};
-use crate::config::{Config, LightTarget, LightingStep, StepTime, Twilight};
+use super::PlanError;
+use crate::config::{time_zone, Config, LightingStep, Twilight};
+use crate::light::{LightTarget, StepTime};
 
 /// How far [`Programme::level_at`] and [`Programme::next_change_after`] look for a step: a year
 /// covers the longest polar day or night.
@@ -55,30 +56,6 @@ pub struct Programme {
     steps: Vec<LightingStep>,
     /// (bus, group, members) from `[[dali.group]]`.
     groups: Vec<(String, u8, Vec<u8>)>,
-}
-
-fn specificity(t: &LightTarget) -> u8 {
-    match t {
-        LightTarget::All => 0,
-        LightTarget::Group(_) => 1,
-        LightTarget::Gear { .. } => 2,
-    }
-}
-
-fn at_text(at: StepTime) -> String {
-    let off = |name: &str, s: i64| {
-        if s == 0 {
-            return name.to_string();
-        }
-        let sign = if s < 0 { '-' } else { '+' };
-        let d = std::time::Duration::from_secs(s.unsigned_abs());
-        format!("{name}{sign}{}", humantime::format_duration(d))
-    };
-    match at {
-        StepTime::Dusk(s) => off("dusk", s),
-        StepTime::Dawn(s) => off("dawn", s),
-        StepTime::Clock { hour, minute } => format!("{hour:02}:{minute:02}"),
-    }
 }
 
 impl Programme {
@@ -207,20 +184,19 @@ impl Programme {
                 let why = match s.at {
                     StepTime::Clock { .. } => format!(
                         "{} {} is not between dusk and dawn",
-                        at_text(s.at),
+                        s.at,
                         self.tz.iana_name().unwrap_or("local")
                     ),
                     _ => "there is no dawn".to_string(),
                 };
                 notes.push(format!(
                     "lighting.step[{i}] ({} {}) skipped: {why}",
-                    at_text(s.at),
-                    target_name(&s.target)
+                    s.at, s.target
                 ));
                 continue;
             };
             out.push((
-                (at, specificity(&s.target), i),
+                (at, LightTarget::specificity(&s.target), i),
                 Step {
                     at,
                     target: s.target.clone(),

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::{Config, LightTarget};
-use crate::dali::{LightAction, LightError, LightRequest};
+use crate::config::Config;
+use crate::light::{LightAction, LightError, LightRequest, LightTarget};
 
 use super::Programme;
 
@@ -115,11 +115,7 @@ pub fn programmed_targets(cfg: &Config) -> Vec<LightTarget> {
             targets.push(step.target.clone());
         }
     }
-    targets.sort_by_key(|t| match t {
-        LightTarget::All => 0,
-        LightTarget::Group(_) => 1,
-        LightTarget::Gear { .. } => 2,
-    });
+    targets.sort_by_key(LightTarget::specificity);
     targets
 }
 
