@@ -331,11 +331,12 @@ impl Equipment {
         let mut lights = LightRouter::default();
         for bus in &cfg.dali {
             let (req_tx, req_rx) = mpsc::channel(16);
-            let (status_tx, status_rx) = watch::channel(crate::dali::BusStatus::default());
+            let (status_tx, status_rx) =
+                watch::channel(crate::equipment::dali::BusStatus::default());
             lights.add(bus, req_tx);
-            tasks.push(tokio::spawn(crate::dali::run_bus(
+            tasks.push(tokio::spawn(crate::equipment::dali::run_bus(
                 bus.clone(),
-                crate::dali::BusOptions::with_storage(&cfg.storage.path),
+                crate::equipment::dali::BusOptions::with_storage(&cfg.storage.path),
                 records.clone(),
                 shared.metrics.clone(),
                 req_rx,
@@ -533,7 +534,7 @@ fn describe_step(step: &config::LightingStep) -> String {
 /// Mirror a DALI bus's status into `/status`; every change proves its task makes progress.
 async fn watch_dali(
     name: String,
-    mut status: watch::Receiver<crate::dali::BusStatus>,
+    mut status: watch::Receiver<crate::equipment::dali::BusStatus>,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
 ) {

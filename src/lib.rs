@@ -7,7 +7,7 @@
 pub mod command;
 pub mod config;
 pub mod daemon;
-pub mod dali;
+pub mod equipment;
 pub mod http;
 pub mod light;
 pub mod lighting;

@@ -279,7 +279,9 @@ fn commission(args: &ConfigArgs, bus: &str, all: bool) -> ExitCode {
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    match runtime.block_on(cabinetd::dali::commission_cli(&cfg, bus, all, &mut out)) {
+    match runtime.block_on(cabinetd::equipment::dali::commission_cli(
+        &cfg, bus, all, &mut out,
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cabinetd dali commission: {e:#}");

@@ -1,4 +1,4 @@
-//! The daemon's DALI bus task (`cabinetd::dali::run_bus`) against a real peer: python-dali fake
+//! The daemon's DALI bus task (`cabinetd::equipment::dali::run_bus`) against a real peer: python-dali fake
 //! gear behind the ATX DALI HAT emulator (`tests/peers/atx_hat_emulator.py`) on a pty, reached
 //! through tokio-serial as in production. Faults are injected on the emulator's stdin.
 
@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use cabinetd::config::{DaliBus, DaliGroup, DaliInterface};
-use cabinetd::dali::{run_bus, BusOptions, BusStatus};
+use cabinetd::equipment::dali::{run_bus, BusOptions, BusStatus};
 use cabinetd::light::{LightAction, LightError, LightRequest, LightTarget};
 use cabinetd::metrics::Metrics;
 use cabinetd::record::{Event, Quality, RecordBody, Severity, Telemetry};

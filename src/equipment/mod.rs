@@ -1,0 +1,3 @@
+//! Equipment: the devices and buses the cabinet supervises.
+
+pub mod dali;
