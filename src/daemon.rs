@@ -26,7 +26,7 @@ use crate::lighting::run::LightRouter;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::outbox::{Outbox, OutboxOptions};
-use crate::record::{CommandStatus, Event, Quality, RecordBody, Severity, Telemetry};
+use crate::record::{CommandStatus, Event, Quality, RecordBody, Telemetry};
 use crate::report::PointReporter;
 use crate::uplink::{self, Incoming, UplinkHandle, UplinkParams};
 
@@ -464,21 +464,17 @@ async fn bridge_modbus(
             }
             DeviceEvent::Down { error } => {
                 up_gauge.set(0);
-                let message = format!("{name} stopped answering: {error}");
                 tracing::warn!(device = %name, error = %error, "device down");
                 shared.device(&name, |d| {
                     d.up = Some(false);
                     d.last_error = Some(error.to_string());
                 });
                 let now = SystemTime::now();
-                out.push(RecordBody::Event(Event {
-                    ts: now,
-                    kind: "device_down".into(),
-                    severity: Severity::Major,
-                    source: name.clone(),
-                    message,
-                    data: serde_json::json!({"protocol": "modbus", "error": error.to_string()}),
-                }));
+                out.push(RecordBody::Event(Event::device_down(
+                    &name,
+                    crate::event::EquipmentKind::Modbus,
+                    &error.to_string(),
+                )));
                 let instant = Instant::now();
                 for (idx, point) in dev.spec.points.iter().enumerate() {
                     if reporters[idx].offer(&last_values[idx], Quality::Bad, instant) {
@@ -504,14 +500,10 @@ async fn bridge_modbus(
                 };
                 tracing::info!(device = %name, "device up");
                 if was_down {
-                    out.push(RecordBody::Event(Event {
-                        ts: SystemTime::now(),
-                        kind: "device_up".into(),
-                        severity: Severity::Info,
-                        source: name.clone(),
-                        message: format!("{name} answers again"),
-                        data: serde_json::json!({"protocol": "modbus"}),
-                    }));
+                    out.push(RecordBody::Event(Event::device_up(
+                        &name,
+                        crate::event::EquipmentKind::Modbus,
+                    )));
                 }
             }
         }
@@ -855,17 +847,10 @@ pub async fn run(files: Vec<PathBuf>, cfg: Config, notifier: Notifier) -> anyhow
         let moved_to = rec.moved_to.as_ref().map(|p| p.display().to_string());
         tracing::error!(moved_to = ?moved_to, reason = %rec.reason, "outbox store lost (unreadable: moved aside; or missing); started fresh");
         let _ = records
-            .send(RecordBody::Event(Event {
-                ts: SystemTime::now(),
-                kind: "store_recovered".into(),
-                severity: Severity::Critical,
-                source: "cabinetd".into(),
-                message: format!(
-                    "the outbox store was lost ({}); a fresh one was started",
-                    rec.reason
-                ),
-                data: serde_json::json!({"moved_to": moved_to, "reason": rec.reason}),
-            }))
+            .send(RecordBody::Event(Event::store_recovered(
+                moved_to.as_deref(),
+                &rec.reason,
+            )))
             .await;
     }
 
@@ -955,17 +940,7 @@ pub async fn run(files: Vec<PathBuf>, cfg: Config, notifier: Notifier) -> anyhow
                         shared.metrics.energy_baseline_kwh_total.inc_by(e.baseline_kwh.max(0.0));
                         let data = e.data();
                         tracing::info!(%data, "energy of the night");
-                        rt.push(RecordBody::Event(Event {
-                            ts: SystemTime::now(),
-                            kind: "energy_daily".into(),
-                            severity: Severity::Info,
-                            source: "cabinetd".into(),
-                            message: format!(
-                                "night of {}: {} kWh against {} kWh at full power ({})",
-                                data["date"].as_str().unwrap_or(""), data["kwh"], data["baseline_kwh"], data["source"].as_str().unwrap_or("")
-                            ),
-                            data,
-                        }))
+                        rt.push(RecordBody::Event(Event::energy_daily(data)))
                         .await;
                     }
                     Some(crate::lighting::accountant::Due::Unaccountable(date, why)) => {

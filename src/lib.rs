@@ -8,6 +8,7 @@ pub mod command;
 pub mod config;
 pub mod daemon;
 pub mod equipment;
+pub mod event;
 pub mod http;
 pub mod light;
 pub mod lighting;

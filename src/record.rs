@@ -10,6 +10,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::event::EventKind;
+
 /// The three upward streams; each has its own `seq` counter and MQTT topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -124,7 +126,7 @@ pub struct Event {
     #[serde(with = "ts_millis")]
     pub ts: SystemTime,
     /// Machine-readable kind (`device_down`, `lamp_failure`, `outbox_evicted`, …).
-    pub kind: String,
+    pub kind: EventKind,
     /// Severity.
     pub severity: Severity,
     /// `DEVICE` or `DEVICE/POINT`, or `cabinetd` for the daemon itself.
@@ -302,7 +304,7 @@ mod tests {
     fn event_round_trips() {
         let e = Event {
             ts: at(1000),
-            kind: "device_down".into(),
+            kind: EventKind::DeviceDown,
             severity: Severity::Major,
             source: "meter-main".into(),
             message: "no answer".into(),

@@ -375,7 +375,7 @@ fn telemetry(i: u64) -> RecordBody {
 fn event(i: u64) -> RecordBody {
     RecordBody::Event(Event {
         ts: SystemTime::now(),
-        kind: "device_down".into(),
+        kind: cabinetd::event::EventKind::DeviceDown,
         severity: Severity::Major,
         source: "meter-main".into(),
         message: format!("event {i}"),

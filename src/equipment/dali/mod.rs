@@ -68,14 +68,15 @@ use cabinetd_dali::{
     ShortAddress, Status, Supervisor, SupervisorConfig,
 };
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::config::{self, DaliBus, DaliInterface, ReportPolicy};
+use crate::event::EquipmentKind;
 use crate::light::{check_set, LightAction, LightError, LightRequest, LightTarget};
 use crate::metrics::Metrics;
-use crate::record::{Event, Quality, RecordBody, Severity, Telemetry};
+use crate::record::{Event, Quality, RecordBody, Telemetry};
 use crate::report::PointReporter;
 
 pub use cli::commission_cli;
@@ -411,18 +412,6 @@ impl Runner {
         }
     }
 
-    async fn event(&mut self, kind: &str, severity: Severity, message: String, data: Value) {
-        let ev = Event {
-            ts: SystemTime::now(),
-            kind: kind.into(),
-            severity,
-            source: self.name.clone(),
-            message,
-            data,
-        };
-        self.emit(RecordBody::Event(ev)).await;
-    }
-
     fn publish_status(&self) {
         self.status.send_replace(BusStatus {
             up: self.up,
@@ -473,14 +462,8 @@ impl Runner {
         // Status first: whoever sees the records finds the status already consistent.
         self.publish_status();
         if was != Some(false) {
-            let msg = format!("DALI bus {} is down: {error}", self.name);
-            self.event(
-                "device_down",
-                Severity::Major,
-                msg,
-                json!({"protocol": "dali", "error": error}),
-            )
-            .await;
+            let ev = Event::device_down(&self.name, EquipmentKind::Dali, error);
+            self.emit(RecordBody::Event(ev)).await;
             let mut points: Vec<String> = self.last.keys().cloned().collect();
             points.sort();
             for p in points {
@@ -498,14 +481,8 @@ impl Runner {
         self.last_error = None;
         self.publish_status();
         if was_down {
-            let msg = format!("DALI bus {} answers again", self.name);
-            self.event(
-                "device_up",
-                Severity::Info,
-                msg,
-                json!({"protocol": "dali"}),
-            )
-            .await;
+            let ev = Event::device_up(&self.name, EquipmentKind::Dali);
+            self.emit(RecordBody::Event(ev)).await;
         }
         tracing::info!(bus = %self.name, "DALI bus up");
     }
@@ -757,14 +734,7 @@ impl Runner {
             Err(OpError::Other(e)) => {
                 let source = points::gear_source(&self.name, a);
                 tracing::warn!(gear = %source, error = %e, "DALI gear refused its configuration");
-                let ev = Event {
-                    ts: SystemTime::now(),
-                    kind: "dali_config_error".into(),
-                    severity: Severity::Minor,
-                    message: format!("{source} refused its configuration: {e}"),
-                    source,
-                    data: json!({"bus": self.name, "address": a, "error": e}),
-                };
+                let ev = Event::dali_config_error(&source, &self.name, a, &e);
                 self.emit(RecordBody::Event(ev)).await;
                 self.last_error = Some(e.clone());
                 Err(OpError::Other(e))

@@ -10,6 +10,7 @@ use tokio::task::JoinHandle;
 
 use super::*;
 use crate::config::DaliGroup;
+use crate::record::Severity;
 
 /// Virtual-time deadline of every wait (the paused clock jumps over idle periods).
 const DEADLINE: Duration = Duration::from_secs(600);
