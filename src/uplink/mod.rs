@@ -32,8 +32,8 @@
 //! - Incoming messages go to a channel of 64; a consumer that stops reading stalls the poll task
 //!   (and with it keep-alive), so the daemon must drain it promptly or drop the receiver.
 
-pub mod backoff;
 mod driver;
+pub mod failover;
 pub mod inflight;
 mod poll;
 pub mod tls;
@@ -58,7 +58,8 @@ use crate::outbox::cursor::{Lane, SendCursors};
 use crate::outbox::{Outbox, ENVELOPE_ROOM, STREAMS};
 use crate::record::{envelope, format_ts, Stream};
 
-pub use backoff::{Backoff, Failover};
+pub use cabinetd_backoff::Backoff;
+pub use failover::Failover;
 pub use inflight::{InFlight, Tag};
 pub use topics::{offline_payload, online_payload, Topics};
 

@@ -19,6 +19,7 @@
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
+use cabinetd_backoff::Backoff;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -72,39 +73,6 @@ pub struct WriteRequest {
     pub value: Value,
     /// Receives the outcome: `Ok` once the device acknowledged the write.
     pub reply: oneshot::Sender<Result<(), Error>>,
-}
-
-/// Capped exponential backoff with "equal jitter": each delay is drawn from `[d/2, d]` where
-/// `d` doubles from the base up to the cap. Pure; the caller supplies the randomness.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    base: Duration,
-    cap: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    /// A backoff starting at `base`, never longer than `cap`.
-    pub fn new(base: Duration, cap: Duration) -> Self {
-        Self {
-            base,
-            cap,
-            attempt: 0,
-        }
-    }
-
-    /// The next delay; `unit` is a random number in `[0, 1)`.
-    pub fn next_delay(&mut self, unit: f64) -> Duration {
-        let factor = 2u32.saturating_pow(self.attempt.min(16));
-        let full = self.base.saturating_mul(factor).min(self.cap);
-        self.attempt = self.attempt.saturating_add(1);
-        full.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
-    }
-
-    /// Back to the base delay.
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
 }
 
 /// Runs a device until `shutdown` becomes true (or its sender is dropped), or `events` is
@@ -350,23 +318,6 @@ mod tests {
     use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_modbus::client::Context;
-
-    #[test]
-    fn backoff_doubles_to_cap_with_jitter() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        assert_eq!(b.next_delay(1.0), Duration::from_millis(100));
-        assert_eq!(b.next_delay(1.0), Duration::from_millis(200));
-        assert_eq!(b.next_delay(0.0), Duration::from_millis(200));
-        assert_eq!(b.next_delay(1.0), Duration::from_millis(800));
-        assert_eq!(b.next_delay(1.0), Duration::from_millis(1600));
-        assert_eq!(b.next_delay(1.0), Duration::from_millis(3200));
-        for _ in 0..40 {
-            let d = b.next_delay(fastrand::f64());
-            assert!(d >= Duration::from_millis(2500) && d <= Duration::from_secs(5));
-        }
-        b.reset();
-        assert_eq!(b.next_delay(1.0), Duration::from_millis(100));
-    }
 
     /// In-memory device over `tokio::io::duplex`: answers FC3 with zeros unless `silent`.
     struct Fake {

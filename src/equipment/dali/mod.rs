@@ -60,6 +60,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use cabinetd_backoff::Backoff;
 use cabinetd_dali::atx::AtxHat;
 use cabinetd_dali::command::{fade_code_for_seconds, Command, Query};
 use cabinetd_dali::sim::SimBus;
@@ -113,7 +114,7 @@ pub struct BusOptions {
     pub lock_dir: Option<PathBuf>,
     /// Reply deadline of the ATX HAT.
     pub reply_timeout: Duration,
-    /// First reconnect delay; doubles up to `backoff_max`.
+    /// First reconnect delay; doubles up to `backoff_max` (jittered, see `cabinetd_backoff`).
     pub backoff_min: Duration,
     /// Longest reconnect delay.
     pub backoff_max: Duration,
@@ -156,7 +157,7 @@ pub async fn run_bus(
 ) {
     let mut runner = Runner::new(cfg, opts, records, metrics, status);
     let mut requests = Some(requests);
-    let mut backoff = runner.opts.backoff_min;
+    let mut backoff = Backoff::new(runner.opts.backoff_min, runner.opts.backoff_max);
     loop {
         if *shutdown.borrow() || runner.closed {
             return;
@@ -166,7 +167,7 @@ pub async fn run_bus(
                 End::Stop => return,
                 End::Lost { error, was_up } => {
                     if was_up {
-                        backoff = runner.opts.backoff_min;
+                        backoff.reset();
                     }
                     error
                 }
@@ -174,12 +175,12 @@ pub async fn run_bus(
             Err(e) => e,
         };
         runner.mark_down(&error).await;
-        tracing::warn!(bus = %runner.name, error = %error, retry_in = ?backoff, "DALI bus down");
-        let until = Instant::now() + backoff;
+        let delay = backoff.next_delay(fastrand::f64());
+        tracing::warn!(bus = %runner.name, error = %error, retry_in = ?delay, "DALI bus down");
+        let until = Instant::now() + delay;
         if runner.idle_until(until, &mut requests, &mut shutdown).await {
             return;
         }
-        backoff = (backoff * 2).min(runner.opts.backoff_max);
     }
 }
 
