@@ -261,8 +261,9 @@ impl Equipment {
                     format!("simulator {}: cannot listen on {}", sim.name, sim.listen)
                 })?;
             tracing::info!(simulator = %sim.name, listen = %sim.listen, "simulated energy meter serving");
-            let (name, stop) = (sim.name.clone(), stop_rx.clone());
+            let (name, mut stop) = (sim.name.clone(), stop_rx.clone());
             tasks.push(tokio::spawn(async move {
+                let stop = async move { crate::stopped(&mut stop).await };
                 if let Err(e) = cabinetd_modbus::sim::serve_energy_meter(listener, stop).await {
                     tracing::error!(simulator = %name, error = %e, "simulator stopped");
                 }
@@ -319,7 +320,10 @@ impl Equipment {
                 dev.spec.clone(),
                 ev_tx,
                 w_rx,
-                stop_rx.clone(),
+                {
+                    let mut stop = stop_rx.clone();
+                    async move { crate::stopped(&mut stop).await }
+                },
             )));
             tasks.push(tokio::spawn(bridge_modbus(
                 dev.clone(),

@@ -6,18 +6,20 @@
 //! reconnects with backoff after any timeout or protocol error.
 //!
 //! Wiring: for each [`DeviceSpec`] spawn [`run_device`] with an event channel, a write channel
-//! and a shutdown watch. Devices are independent tasks, so a dead device never delays another.
+//! and a stop trigger (any `Future<Output = ()>`). Devices are independent tasks, so a dead device never delays another.
 //!
 //! ```no_run
 //! # async fn wire(spec: cabinetd_modbus::DeviceSpec) {
 //! use cabinetd_modbus::{run_device, DeviceEvent, Value, WriteRequest};
-//! use tokio::sync::{mpsc, oneshot, watch};
+//! use tokio::sync::{mpsc, oneshot};
 //!
 //! let (events_tx, mut events) = mpsc::channel(64);
 //! let (writes, writes_rx) = mpsc::channel(8);
-//! let (stop, stop_rx) = watch::channel(false);
+//! let (stop, stop_rx) = oneshot::channel::<()>();
 //! let points = spec.points.clone();
-//! tokio::spawn(run_device(spec, events_tx, writes_rx, stop_rx));
+//! tokio::spawn(run_device(spec, events_tx, writes_rx, async move {
+//!     let _ = stop_rx.await;
+//! }));
 //!
 //! let (reply, answer) = oneshot::channel();
 //! let req = WriteRequest { point: "setpoint".into(), value: Value::Float(21.5), reply };
@@ -37,7 +39,7 @@
 //!         DeviceEvent::Up => { /* device_up = 1 */ }
 //!     }
 //! }
-//! stop.send(true).unwrap();
+//! stop.send(()).unwrap();
 //! # }
 //! ```
 #![warn(missing_docs)]

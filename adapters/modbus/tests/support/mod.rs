@@ -263,8 +263,10 @@ impl Running {
     pub fn start(spec: DeviceSpec) -> Running {
         let (ev_tx, events) = mpsc::channel(256);
         let (writes, w_rx) = mpsc::channel(8);
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(cabinetd_modbus::run_device(spec, ev_tx, w_rx, stop_rx));
+        let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(cabinetd_modbus::run_device(spec, ev_tx, w_rx, async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        }));
         Running {
             events,
             writes,
