@@ -17,14 +17,12 @@ pub mod metrics;
 pub mod notify;
 pub mod outbox;
 pub mod record;
+pub mod recorder;
 pub mod report;
+pub mod status;
+pub mod tasks;
 pub mod uplink;
-
-/// Resolve once the shutdown flag is true (or its sender is gone, which also means stop).
-pub async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
-    // The guard `wait_for` returns is not `Send`; drop it here so callers' futures stay `Send`.
-    let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
-}
+pub mod watchdog;
 
 /// `cabinetd --version`: version, git commit, target triple.
 pub const LONG_VERSION: &str = concat!(

@@ -18,6 +18,7 @@ use cabinetd::record::{
 use cabinetd::uplink::{self, UplinkParams};
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 const PREFIX: &str = "cabinets/v1";
@@ -430,12 +431,12 @@ async fn records_arrive_in_order_with_contiguous_seqs_and_status_is_retained() {
     let obs = Observer::connect(&broker, "observer-1", false).await;
     let dir = tempfile::tempdir().unwrap();
     let cab = open_cabinet(dir.path());
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shutdown = CancellationToken::new();
     let (handle, mut incoming, task) = uplink::start(
         params(uplink_config(vec![broker.broker()])),
         cab.outbox.clone(),
         cab.metrics.clone(),
-        shutdown_rx,
+        shutdown.clone(),
     );
 
     wait_for("online status", Duration::from_secs(10), || {
@@ -531,7 +532,7 @@ async fn records_arrive_in_order_with_contiguous_seqs_and_status_is_retained() {
     .await;
 
     // Clean stop: the retained status says offline; the task ends on its own.
-    shutdown_tx.send(true).unwrap();
+    shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(8), task)
         .await
         .expect("uplink stops within 8 s")
@@ -568,12 +569,12 @@ async fn broker_restart_mid_stream_loses_nothing() {
     let obs = Observer::connect(&broker, "observer-restart", true).await;
     let dir = tempfile::tempdir().unwrap();
     let cab = open_cabinet(dir.path());
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shutdown = CancellationToken::new();
     let (handle, _incoming, task) = uplink::start(
         params(uplink_config(vec![broker.broker()])),
         cab.outbox.clone(),
         cab.metrics.clone(),
-        shutdown_rx,
+        shutdown.clone(),
     );
     wait_for("connected", Duration::from_secs(10), || {
         handle.status().connected
@@ -633,7 +634,7 @@ async fn broker_restart_mid_stream_loses_nothing() {
         cab.outbox.stats().total_records() == 0
     })
     .await;
-    shutdown_tx.send(true).unwrap();
+    shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(8), task)
         .await
         .unwrap()
@@ -646,12 +647,12 @@ async fn the_will_marks_the_cabinet_offline_when_the_uplink_dies_abruptly() {
     let obs = Observer::connect(&broker, "observer-will", false).await;
     let dir = tempfile::tempdir().unwrap();
     let cab = open_cabinet(dir.path());
-    let (_shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shutdown = CancellationToken::new();
     let (handle, _incoming, task) = uplink::start(
         params(uplink_config(vec![broker.broker()])),
         cab.outbox.clone(),
         cab.metrics.clone(),
-        shutdown_rx,
+        shutdown.clone(),
     );
     wait_for("online status", Duration::from_secs(10), || {
         obs.statuses().iter().any(|m| m.payload["online"] == true)
@@ -688,7 +689,7 @@ async fn failover_uses_the_next_broker_when_the_first_is_down() {
     let dir = tempfile::tempdir().unwrap();
     let cab = open_cabinet(dir.path());
     cab.outbox.append(&result(1)).unwrap();
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shutdown = CancellationToken::new();
     let brokers = vec![
         Broker {
             tls: false,
@@ -701,7 +702,7 @@ async fn failover_uses_the_next_broker_when_the_first_is_down() {
         params(uplink_config(brokers)),
         cab.outbox.clone(),
         cab.metrics.clone(),
-        shutdown_rx,
+        shutdown.clone(),
     );
     wait_for(
         "result delivered via the second broker",
@@ -710,10 +711,11 @@ async fn failover_uses_the_next_broker_when_the_first_is_down() {
     )
     .await;
     let st = handle.status();
-    assert_eq!(st.broker, Some(format!("127.0.0.1:{}", broker.port)));
+    // One spelling of a broker everywhere (issue 14): its URL.
+    assert_eq!(st.broker, Some(format!("mqtt://127.0.0.1:{}", broker.port)));
     // Stored before the first session: a replay.
     assert_eq!(obs.seqs(Stream::Results), vec![(1, true)]);
-    shutdown_tx.send(true).unwrap();
+    shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(8), task)
         .await
         .unwrap()
@@ -735,12 +737,12 @@ async fn fresh_records_flow_while_the_backlog_drains() {
     let mut config = uplink_config(vec![broker.broker()]);
     // A thin link: the backlog takes ~5 s.
     config.replay_rate = Some(300);
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shutdown = CancellationToken::new();
     let (handle, _incoming, task) = uplink::start(
         params(config),
         cab.outbox.clone(),
         cab.metrics.clone(),
-        shutdown_rx,
+        shutdown.clone(),
     );
     wait_for("backlog starts", Duration::from_secs(10), || {
         !obs.seqs(Stream::Telemetry).is_empty()
@@ -791,7 +793,7 @@ async fn fresh_records_flow_while_the_backlog_drains() {
         !handle.status().replaying
     })
     .await;
-    shutdown_tx.send(true).unwrap();
+    shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(8), task)
         .await
         .unwrap()
@@ -806,12 +808,12 @@ async fn a_black_holed_broker_is_detected_and_nothing_is_lost() {
     let cab = open_cabinet(dir.path());
     let mut config = uplink_config(vec![broker.broker()]);
     config.keep_alive = Duration::from_secs(1);
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shutdown = CancellationToken::new();
     let (handle, _incoming, task) = uplink::start(
         params(config),
         cab.outbox.clone(),
         cab.metrics.clone(),
-        shutdown_rx,
+        shutdown.clone(),
     );
     wait_for("connected", Duration::from_secs(10), || {
         handle.status().connected
@@ -867,7 +869,7 @@ async fn a_black_holed_broker_is_detected_and_nothing_is_lost() {
         "retained status {:?}",
         last.payload
     );
-    shutdown_tx.send(true).unwrap();
+    shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(8), task)
         .await
         .unwrap()
@@ -911,12 +913,12 @@ async fn mqtts_with_the_configured_ca_delivers_and_a_wrong_ca_is_refused() {
         let cab = open_cabinet(dir.path());
         let mut config = uplink_config(vec![tls_broker.clone()]);
         config.ca_file = Some(other.path().join("ca.pem"));
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let shutdown = CancellationToken::new();
         let (handle, _incoming, task) = uplink::start(
             params(config),
             cab.outbox.clone(),
             cab.metrics.clone(),
-            shutdown_rx,
+            shutdown.clone(),
         );
         wait_for("a TLS error", Duration::from_secs(10), || {
             handle.status().last_error.is_some()
@@ -926,7 +928,7 @@ async fn mqtts_with_the_configured_ca_delivers_and_a_wrong_ca_is_refused() {
         assert!(!st.connected);
         let err = st.last_error.unwrap();
         assert!(err.contains("TLS"), "{err}");
-        shutdown_tx.send(true).unwrap();
+        shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(8), task)
             .await
             .unwrap()
@@ -937,12 +939,12 @@ async fn mqtts_with_the_configured_ca_delivers_and_a_wrong_ca_is_refused() {
     let cab = open_cabinet(dir.path());
     let mut config = uplink_config(vec![tls_broker]);
     config.ca_file = Some(broker.dir.path().join("ca.pem"));
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shutdown = CancellationToken::new();
     let (handle, _incoming, task) = uplink::start(
         params(config),
         cab.outbox.clone(),
         cab.metrics.clone(),
-        shutdown_rx,
+        shutdown.clone(),
     );
     for i in 0..50 {
         cab.outbox.append(&telemetry(i)).unwrap();
@@ -954,9 +956,9 @@ async fn mqtts_with_the_configured_ca_delivers_and_a_wrong_ca_is_refused() {
     assert_complete(&obs.seqs(Stream::Telemetry), 50, "telemetry over TLS");
     assert_eq!(
         handle.status().broker,
-        Some(format!("localhost:{}", broker.tls_port.unwrap()))
+        Some(format!("mqtts://localhost:{}", broker.tls_port.unwrap()))
     );
-    shutdown_tx.send(true).unwrap();
+    shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(8), task)
         .await
         .unwrap()

@@ -10,6 +10,7 @@
 //! `config/cabinetd.example.toml`) → `validate` (walks the merged tree, collecting every error) →
 //! `load` (sorts errors by file order then position). `units` holds the pure value parsers.
 
+pub mod desired;
 mod load;
 #[cfg(test)]
 mod tests;
@@ -84,6 +85,67 @@ pub struct Config {
     pub lighting: LightingConfig,
 }
 
+impl Config {
+    /// The first section whose change needs a restart: the store, the uplink session, the HTTP
+    /// socket and the cabinet's identity are not swapped while running.
+    pub fn restart_section(&self, new: &Config) -> Option<&'static str> {
+        [
+            ("cabinet", self.cabinet != new.cabinet),
+            ("storage", self.storage != new.storage),
+            ("uplink", self.uplink != new.uplink),
+            ("http", self.http != new.http),
+        ]
+        .into_iter()
+        .find_map(|(section, changed)| changed.then_some(section))
+    }
+}
+
+/// A thing only one entry can own at a time (as Vector's `Resource`). Validation refuses two
+/// owners of one; the equipment rack never lets two generations hold one at once.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Resource {
+    /// A serial line (opened exclusively): a Modbus RTU line, a DALI interface.
+    SerialLine(PathBuf),
+    /// A listening socket.
+    Listen(SocketAddr),
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Resource::SerialLine(p) => write!(f, "serial line {}", p.display()),
+            Resource::Listen(a) => write!(f, "listening address {a}"),
+        }
+    }
+}
+
+impl ModbusDevice {
+    /// An RTU device's line (shared with the other units on it: see [`SerialSettings`]).
+    pub fn resources(&self) -> Vec<Resource> {
+        match &self.spec.transport {
+            Transport::Rtu(s) => vec![Resource::SerialLine(s.path.clone())],
+            Transport::Tcp { .. } => Vec::new(),
+        }
+    }
+}
+
+impl DaliBus {
+    /// An ATX HAT's serial port.
+    pub fn resources(&self) -> Vec<Resource> {
+        match &self.interface {
+            DaliInterface::AtxHat { port } => vec![Resource::SerialLine(port.clone())],
+            DaliInterface::Sim { .. } => Vec::new(),
+        }
+    }
+}
+
+impl Simulator {
+    /// Its listening address.
+    pub fn resources(&self) -> Vec<Resource> {
+        vec![Resource::Listen(self.listen)]
+    }
+}
+
 /// `[cabinet]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CabinetConfig {
@@ -117,6 +179,19 @@ pub struct Broker {
     pub host: String,
     /// Port (1883 / 8883 by default).
     pub port: u16,
+}
+
+impl Broker {
+    /// `mqtt://host:port` or `mqtts://host:port` (`[v6]` hosts bracketed): the one spelling of
+    /// a broker in logs, `/status`, `cabinetd status` and metric labels.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        if self.host.contains(':') {
+            format!("{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            format!("{scheme}://{}:{}", self.host, self.port)
+        }
+    }
 }
 
 /// `[uplink]`.

@@ -1,7 +1,9 @@
 //! The lighting programme: astronomical clock, the night's plan, the programme evaluator the
-//! executor follows, and the daily energy accounting.
+//! equipment follows (`equipment::lights` carries its steps to the DALI buses), and the daily
+//! energy accounting.
 //!
-//! Everything here is pure (no I/O, no wall clock): callers pass the date or the instant.
+//! Everything here is pure (no I/O, no wall clock: callers pass the date or the instant), except
+//! [`accountant::run`], the task that feeds the accountant and appends its `energy_daily` event.
 //!
 //! - [`astro`]: NOAA sunrise/sunset in UTC for a latitude/longitude and a date, with the polar
 //!   day/night guard ([`astro::SunEvent`]).
@@ -10,19 +12,17 @@
 //! - [`programme`]: [`Programme::level_at`] and [`Programme::next_change_after`] over any number
 //!   of nights.
 //! - [`energy`]: the `energy_daily` event data, metered or estimated.
+//! - [`accountant`]: which night is due, from the readings of the night.
 //!
-//! Time zones: programme clock times (`"22:00"`) are local times in `cabinet.timezone`, resolved
-//! with jiff. The system tzdb (`/usr/share/zoneinfo`, kept current by Debian's `tzdata`) is
-//! preferred; a copy bundled in the binary is the fallback when the host has none or lacks the
-//! zone, so a cabinet with a broken tzdata still keeps local time and tests do not depend on
-//! the host.
+//! Targets and step times are `crate::light`'s. Time zones: programme clock times (`"22:00"`)
+//! are local times in `cabinet.timezone`, resolved with jiff by `config::time_zone` (the system
+//! tzdb first, a copy bundled in the binary as fallback).
 
 pub mod accountant;
 pub mod astro;
 pub mod energy;
 pub mod plan;
 pub mod programme;
-pub mod run;
 #[cfg(test)]
 mod tests;
 

@@ -38,7 +38,7 @@ impl TokenBucket {
 
 pub(super) struct Driver {
     pub(super) params: UplinkParams,
-    pub(super) config_version: Arc<Mutex<String>>,
+    pub(super) config_version: watch::Receiver<String>,
     pub(super) topics: Topics,
     pub(super) brokers: Vec<Broker>,
     pub(super) outbox: Arc<Outbox>,
@@ -59,6 +59,7 @@ pub(super) struct Driver {
     pub(super) reported_gen: u64,
     pub(super) acked_since_progress: u64,
     pub(super) offline_acked: bool,
+    pub(super) outage: OutageReminder,
 }
 
 impl Driver {
@@ -66,18 +67,20 @@ impl Driver {
         mut self,
         mut events: mpsc::Receiver<PollEvent>,
         mut reported_rx: mpsc::Receiver<Vec<u8>>,
-        mut shutdown: watch::Receiver<bool>,
+        stop: CancellationToken,
         poll: AbortOnDrop,
-        stop: Arc<AtomicBool>,
+        disconnecting: CancellationToken,
     ) {
         let mut durable = self.outbox.subscribe_durable();
         let mut progress = tokio::time::interval(PROGRESS_EVERY);
         progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut progress_at = Instant::now();
+        let mut outage_tick = tokio::time::interval(outage::TICK);
         let mut reported_open = true;
+        let mut version_open = true;
         loop {
             *self.heartbeat.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-            if *shutdown.borrow() {
+            if stop.is_cancelled() {
                 break;
             }
             let replay_wait = self.replay_wait();
@@ -92,7 +95,12 @@ impl Driver {
                     }
                     self.pump();
                 }
-                r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { break },
+                () = stop.cancelled() => break,
+                r = self.config_version.changed(), if version_open => match r {
+                    Ok(()) => self.republish_online(),
+                    Err(_) => version_open = false,
+                },
+                _ = outage_tick.tick() => self.remind_outage(),
                 doc = reported_rx.recv(), if reported_open => match doc {
                     Some(doc) => {
                         self.reported_gen += 1;
@@ -108,7 +116,7 @@ impl Driver {
                 }
             }
         }
-        self.stop(events, poll, stop).await;
+        self.stop(events, poll, disconnecting).await;
     }
 
     fn on_event(&mut self, ev: PollEvent) {
@@ -161,6 +169,7 @@ impl Driver {
                     s.connected = false;
                     s.mode = "autonomous";
                     s.last_error = Some(error);
+                    s.last_error_at = Some(SystemTime::now());
                     s.batches_in_flight = 0;
                     s.replaying = false;
                 });
@@ -171,7 +180,7 @@ impl Driver {
     }
 
     fn on_connack(&mut self, broker: usize) {
-        let name = broker_name(&self.brokers[broker]);
+        let name = self.brokers[broker].url();
         self.connected = true;
         self.metrics.uplink_connected.set(1);
         self.metrics.set_mode("connected");
@@ -193,19 +202,7 @@ impl Driver {
         if self.stopping {
             return;
         }
-        self.params.config_version = self
-            .config_version
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let online = online_payload(&self.params, SystemTime::now());
-        match self
-            .client
-            .try_publish(self.topics.status.clone(), QoS::AtLeastOnce, true, online)
-        {
-            Ok(()) => self.inflight.queued(Tag::OnlineStatus),
-            Err(e) => tracing::warn!(error = %e, "could not queue the online status"),
-        }
+        self.publish_online();
         let subs = [
             &self.topics.cmd,
             &self.topics.all_cmd,
@@ -229,6 +226,55 @@ impl Driver {
         }
         self.cursors = Some(SendCursors::new_session(first, durable));
         self.pump();
+    }
+
+    /// The retained online status, naming the running configuration's version.
+    fn publish_online(&mut self) {
+        self.params.config_version = self.config_version.borrow_and_update().clone();
+        let online = online_payload(&self.params, SystemTime::now());
+        match self
+            .client
+            .try_publish(self.topics.status.clone(), QoS::AtLeastOnce, true, online)
+        {
+            Ok(()) => self.inflight.queued(Tag::OnlineStatus),
+            Err(e) => tracing::warn!(error = %e, "could not queue the online status"),
+        }
+    }
+
+    /// A new configuration runs: the retained status must name it now, not at the next
+    /// reconnect (issue 13 item 7).
+    fn republish_online(&mut self) {
+        if self.connected && !self.stopping {
+            tracing::info!(config_version = %*self.config_version.borrow(), "online status published again");
+            self.publish_online();
+        }
+    }
+
+    /// Once a second: the "central post unreachable" reminder, when one is due.
+    fn remind_outage(&mut self) {
+        let Some(down_for) = self.outage.observe(self.connected, Instant::now()) else {
+            return;
+        };
+        let stats = self.outbox.stats();
+        let oldest = stats
+            .streams
+            .iter()
+            .filter_map(|s| s.oldest_age_seconds)
+            .fold(0.0, f64::max);
+        let last_error = self
+            .status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_error
+            .clone();
+        tracing::warn!(
+            down_for = %humantime::format_duration(Duration::from_secs(down_for.as_secs())),
+            last_error = last_error.as_deref().unwrap_or("-"),
+            buffered_records = stats.total_records(),
+            oldest_record_s = oldest.round(),
+            budget_used_percent = (100.0 * stats.disk_bytes as f64 / stats.budget_bytes.max(1) as f64).round(),
+            "central post unreachable: polling goes on, records are buffered in the outbox"
+        );
     }
 
     fn publish_reported(&mut self) {
@@ -383,7 +429,7 @@ impl Driver {
         mut self,
         mut events: mpsc::Receiver<PollEvent>,
         mut poll: AbortOnDrop,
-        stop: Arc<AtomicBool>,
+        disconnecting: CancellationToken,
     ) {
         self.stopping = true;
         let deadline = tokio::time::Instant::now() + STOP_DRAIN;
@@ -393,7 +439,7 @@ impl Driver {
                 Ok(None) | Err(_) => break,
             }
         }
-        stop.store(true, Ordering::SeqCst);
+        disconnecting.cancel();
         if self.connected {
             let offline = offline_payload(&self.params, SystemTime::now());
             match self.client.try_publish(

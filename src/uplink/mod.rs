@@ -9,7 +9,9 @@
 //!   every request still queued in rumqttc, picks the broker (failover in order) and sets a fresh
 //!   last will (pitfall 8) before polling again.
 //! - The *driver task* decides what to publish, only with `try_publish` (never blocks on the
-//!   client, pitfall 7), and tracks pkids in [`InFlight`].
+//!   client, pitfall 7), and tracks pkids in [`InFlight`]. It also republishes the retained online
+//!   status when the running configuration's version changes, and reminds the log while the
+//!   central post is unreachable ([`outage`]).
 //!
 //! # Invariants
 //! - Publishes are handed to the client only while a session is up (between the driver seeing
@@ -22,7 +24,7 @@
 //!   records (`replay: false`), which keep a reserved part of the in-flight window.
 //! - On every ConnAck: retained online status, then subscriptions to `P/C/cmd`, `P/all/cmd`,
 //!   `P/C/config/desired` (QoS 1; rumqttc does not restore them, pitfall 4).
-//! - Clean stop: no new batches, wait (≤ 3 s) for in-flight acks, publish the retained offline
+//! - Clean stop (the stop token is cancelled): no new batches, wait (≤ 3 s) for in-flight acks, publish the retained offline
 //!   status and wait (≤ 1.5 s) for its ack, DISCONNECT, flush the outbox (≤ 1 s) so the
 //!   deletions of the last acks are durable. An abrupt end (task aborted, process killed) drops
 //!   the TCP connection without DISCONNECT, so the broker publishes the will. A will of an older
@@ -35,11 +37,11 @@
 mod driver;
 pub mod failover;
 pub mod inflight;
+pub mod outage;
 mod poll;
 pub mod tls;
 mod topics;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -51,12 +53,13 @@ use rustls::ClientConfig;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Broker, UplinkConfig};
 use crate::metrics::Metrics;
 use crate::outbox::cursor::{Lane, SendCursors};
 use crate::outbox::{Outbox, ENVELOPE_ROOM, STREAMS};
-use crate::record::{envelope, format_ts, Stream};
+use crate::record::{envelope, format_ts, ts_millis, Stream};
 
 pub use cabinetd_backoff::Backoff;
 pub use failover::Failover;
@@ -64,8 +67,8 @@ pub use inflight::{InFlight, Tag};
 pub use topics::{offline_payload, online_payload, Topics};
 
 use driver::{Driver, TokenBucket};
+use outage::OutageReminder;
 use poll::{poll_loop, AbortOnDrop, OptionsBuilder, PollEvent};
-use topics::broker_name;
 
 /// First reconnect delay: a broker restart is usually over quickly.
 pub const BACKOFF_FIRST: Duration = Duration::from_millis(100);
@@ -102,6 +105,32 @@ pub struct UplinkParams {
     pub password: Option<String>,
 }
 
+impl UplinkParams {
+    /// The parameters of cabinet `cfg` for run `boot_id`: reads `uplink.password_file`.
+    pub fn from_config(cfg: &crate::config::Config, boot_id: &str) -> Result<Self, UplinkError> {
+        let password = match &cfg.uplink.password_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| UplinkError::PasswordFile {
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    })?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        Ok(UplinkParams {
+            cabinet_id: cfg.cabinet.id.clone(),
+            boot_id: boot_id.to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            config_version: cfg.version.clone(),
+            config: cfg.uplink.clone(),
+            password,
+        })
+    }
+}
+
 /// A message received on a command or config topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Incoming {
@@ -120,10 +149,14 @@ pub struct UplinkStatus {
     pub connected: bool,
     /// `connected` while the session is up, `autonomous` otherwise.
     pub mode: &'static str,
-    /// `host:port` of the broker in use (or last tried).
+    /// `mqtt[s]://host:port` of the broker in use (or last tried).
     pub broker: Option<String>,
-    /// Last connection error (no secrets: rumqttc errors carry none).
+    /// Last connection error (no secrets: rumqttc errors carry none). Kept after a reconnect:
+    /// show it only while disconnected.
     pub last_error: Option<String>,
+    /// When [`UplinkStatus::last_error`] happened.
+    #[serde(serialize_with = "opt_ts")]
+    pub last_error_at: Option<SystemTime>,
     /// Sessions established after the first.
     pub reconnects: u64,
     /// Record batches published and not yet acknowledged.
@@ -139,10 +172,18 @@ impl Default for UplinkStatus {
             mode: "autonomous",
             broker: None,
             last_error: None,
+            last_error_at: None,
             reconnects: 0,
             batches_in_flight: 0,
             replaying: false,
         }
+    }
+}
+
+fn opt_ts<S: serde::Serializer>(ts: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match ts {
+        Some(t) => ts_millis::serialize(t, s),
+        None => s.serialize_none(),
     }
 }
 
@@ -152,17 +193,19 @@ pub struct UplinkHandle {
     status: Arc<Mutex<UplinkStatus>>,
     heartbeat: Arc<Mutex<Instant>>,
     reported_tx: mpsc::Sender<Vec<u8>>,
-    config_version: Arc<Mutex<String>>,
+    config_version: Arc<watch::Sender<String>>,
 }
 
 impl UplinkHandle {
-    /// The configuration version the next online status names (after a reload or a desired
-    /// configuration was applied).
+    /// The version of the configuration now running (after a reload or a desired configuration
+    /// was applied): the retained online status is published again with it at once when a
+    /// session is up, and every later online status names it.
     pub fn set_config_version(&self, version: &str) {
-        *self
-            .config_version
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = version.to_owned();
+        self.config_version.send_if_modified(|v| {
+            let changed = v != version;
+            version.clone_into(v);
+            changed
+        });
     }
 
     /// When the uplink's driver loop last ran (at least every [`PROGRESS_EVERY`] while it is
@@ -197,6 +240,14 @@ pub enum UplinkError {
     /// The uplink task has ended (permanent).
     #[error("the uplink has stopped")]
     Stopped,
+    /// `uplink.password_file` cannot be read: permanent until the file or config changes.
+    #[error("uplink.password_file {path}: cannot read: {reason}")]
+    PasswordFile {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
     /// TLS cannot be set up (CA bundle missing or invalid): permanent until the config changes.
     #[error("TLS setup: {reason}")]
     TlsSetup {
@@ -206,24 +257,24 @@ pub enum UplinkError {
 }
 
 /// Start the uplink. Returns its handle, the channel of incoming command/config messages, and
-/// the driver task, which ends after a clean stop once `shutdown` becomes true. Aborting that
-/// task drops the connection abruptly (the broker then publishes the will).
+/// the driver task, which ends after a clean stop once `stop` is cancelled. Aborting that task
+/// drops the connection abruptly (the broker then publishes the will).
 pub fn start(
     params: UplinkParams,
     outbox: Arc<Outbox>,
     metrics: Metrics,
-    shutdown: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> (UplinkHandle, mpsc::Receiver<Incoming>, JoinHandle<()>) {
     let status = Arc::new(Mutex::new(UplinkStatus::default()));
     let heartbeat = Arc::new(Mutex::new(Instant::now()));
     let (inbound_tx, inbound_rx) = mpsc::channel(64);
     let (reported_tx, reported_rx) = mpsc::channel(4);
-    let config_version = Arc::new(Mutex::new(params.config_version.clone()));
+    let (config_version_tx, config_version) = watch::channel(params.config_version.clone());
     let handle = UplinkHandle {
         status: status.clone(),
         heartbeat: heartbeat.clone(),
         reported_tx,
-        config_version: config_version.clone(),
+        config_version: Arc::new(config_version_tx),
     };
     let topics = Topics::new(&params.config.topic_prefix, &params.cabinet_id);
     let window = params.config.inflight.clamp(1, 1000);
@@ -241,7 +292,10 @@ pub fn start(
             Ok(config) => tls = Some(config),
             Err(e) => {
                 tracing::error!(error = %e, "uplink: mqtts:// brokers unusable");
-                set_status(&status, |s| s.last_error = Some(e.to_string()));
+                set_status(&status, |s| {
+                    s.last_error = Some(e.to_string());
+                    s.last_error_at = Some(SystemTime::now());
+                });
             }
         }
     }
@@ -255,11 +309,10 @@ pub fn start(
     if brokers.is_empty() {
         tracing::error!("uplink: no usable broker; staying offline");
         let task = tokio::spawn(async move {
-            let mut shutdown = shutdown;
             let mut reported_rx = reported_rx;
             loop {
                 tokio::select! {
-                    r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { break },
+                    () = stop.cancelled() => break,
                     _ = reported_rx.recv() => {}
                 }
             }
@@ -277,13 +330,15 @@ pub fn start(
     // Channel sized so `try_publish` only fails if rumqttc stopped reading (window full).
     let (client, eventloop) = AsyncClient::new(options, usize::from(window) + 8);
     let (ev_tx, ev_rx) = mpsc::channel(256);
-    let stop = Arc::new(AtomicBool::new(false));
+    // Cancelled once the driver has sent DISCONNECT: the poll task then ends instead of
+    // reconnecting.
+    let disconnecting = CancellationToken::new();
     let poll = tokio::spawn(poll_loop(
         eventloop,
         builder,
         ev_tx,
         inbound_tx,
-        stop.clone(),
+        disconnecting.clone(),
     ));
     let max_json = params
         .config
@@ -315,9 +370,53 @@ pub fn start(
         reported_gen: 0,
         acked_since_progress: 0,
         offline_acked: false,
+        outage: OutageReminder::new(Instant::now()),
     };
-    let task = tokio::spawn(driver.run(ev_rx, reported_rx, shutdown, AbortOnDrop(poll), stop));
+    let poll = AbortOnDrop(poll);
+    let task = tokio::spawn(driver.run(ev_rx, reported_rx, stop, poll, disconnecting));
     (handle, inbound_rx, task)
+}
+
+/// The running uplink, as the daemon holds it.
+pub struct Uplink {
+    /// Its handle (status, heartbeat, config version, config/reported).
+    pub handle: UplinkHandle,
+    /// Commands and desired configurations.
+    pub incoming: mpsc::Receiver<Incoming>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Uplink {
+    /// Starts the uplink (see [`start`]); it runs until [`Uplink::stop`].
+    pub fn start(params: UplinkParams, outbox: Arc<Outbox>, metrics: Metrics) -> Uplink {
+        let stop = CancellationToken::new();
+        let (handle, incoming, task) = start(params, outbox, metrics, stop.clone());
+        Uplink {
+            handle,
+            incoming,
+            stop,
+            task,
+        }
+    }
+
+    /// Clean stop until `deadline`, then aborted (the broker then publishes the will; records
+    /// not acknowledged stay in the outbox).
+    pub async fn stop(&mut self, deadline: tokio::time::Instant) {
+        self.stop.cancel();
+        if tokio::time::timeout_at(deadline, &mut self.task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("uplink: did not finish within the stop budget; aborted (unacknowledged records stay in the outbox)");
+            self.task.abort();
+        }
+    }
+
+    /// A handle to abort it (a second stop signal).
+    pub fn abort_handle(&self) -> tokio::task::AbortHandle {
+        self.task.abort_handle()
+    }
 }
 
 fn set_status(status: &Mutex<UplinkStatus>, f: impl FnOnce(&mut UplinkStatus)) {

@@ -76,7 +76,7 @@ pub(super) async fn poll_loop(
     builder: OptionsBuilder,
     events: mpsc::Sender<PollEvent>,
     inbound: mpsc::Sender<Incoming>,
-    stop: Arc<AtomicBool>,
+    disconnecting: CancellationToken,
 ) {
     let mut failover = Failover::new(builder.brokers.len());
     let mut backoff = Backoff::new(BACKOFF_FIRST, BACKOFF_CAP);
@@ -103,10 +103,10 @@ pub(super) async fn poll_loop(
                 None
             }
             Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Some(PollEvent::Sent(pkid)),
-            Ok(Event::Outgoing(Outgoing::Disconnect)) if stop.load(Ordering::SeqCst) => return,
+            Ok(Event::Outgoing(Outgoing::Disconnect)) if disconnecting.is_cancelled() => return,
             Ok(_) => None,
             Err(e) => {
-                if stop.load(Ordering::SeqCst) {
+                if disconnecting.is_cancelled() {
                     return;
                 }
                 let (done_tx, done_rx) = oneshot::channel();

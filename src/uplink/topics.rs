@@ -62,7 +62,3 @@ pub fn offline_payload(p: &UplinkParams, ts: SystemTime) -> Vec<u8> {
     }))
     .expect("json value serialises")
 }
-
-pub(super) fn broker_name(b: &Broker) -> String {
-    format!("{}:{}", b.host, b.port)
-}

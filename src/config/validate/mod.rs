@@ -25,6 +25,7 @@ mod camera;
 mod dali;
 mod lighting;
 mod modbus;
+mod resources;
 mod sections;
 mod simulator;
 
@@ -32,6 +33,7 @@ use camera::camera;
 use dali::dali_bus;
 use lighting::lighting;
 use modbus::modbus_device;
+use resources::Claims;
 use sections::{cabinet, http, log, storage, uplink};
 use simulator::simulator;
 
@@ -447,17 +449,26 @@ pub(crate) fn validate(root: &Tbl, names: &[String], version: String) -> Result<
     let log = log(&mut cx, root);
 
     let mut devices = Unique::new("device name");
+    let mut claims = Claims::default();
     let modbus: Vec<ModbusDevice> = cx
         .tables(root, "modbus", "modbus")
         .into_iter()
         .enumerate()
-        .filter_map(|(i, t)| modbus_device(&mut cx, t, i, &mut devices, names))
+        .filter_map(|(i, t)| {
+            let d = modbus_device(&mut cx, t, i, &mut devices, names)?;
+            claims.modbus(&d, t.loc);
+            Some(d)
+        })
         .collect();
     let dali: Vec<DaliBus> = cx
         .tables(root, "dali", "dali")
         .into_iter()
         .enumerate()
-        .filter_map(|(i, t)| dali_bus(&mut cx, t, i, &mut devices, names))
+        .filter_map(|(i, t)| {
+            let b = dali_bus(&mut cx, t, i, &mut devices, names)?;
+            claims.dali(&b, t.loc);
+            Some(b)
+        })
         .collect();
     let cameras = cx
         .tables(root, "camera", "camera")
@@ -471,9 +482,15 @@ pub(crate) fn validate(root: &Tbl, names: &[String], version: String) -> Result<
         .tables(root, "simulator", "simulator")
         .into_iter()
         .enumerate()
-        .filter_map(|(i, t)| simulator(&mut cx, t, i, &mut sims))
+        .filter_map(|(i, t)| {
+            let sim = simulator(&mut cx, t, i, &mut sims)?;
+            claims.simulator(&sim, t.loc);
+            Some(sim)
+        })
         .collect();
     sims.report(&mut cx, names);
+    claims.http(root, http.listen);
+    claims.report(&mut cx, names);
     let lighting = lighting(&mut cx, root, &modbus, &dali, names);
 
     if !cx.errs.is_empty() {

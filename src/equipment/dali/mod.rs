@@ -38,74 +38,54 @@
 //! single gear, verifies it with QUERY ACTUAL LEVEL (a running fade or a level clamped to the
 //! gear's MIN/MAX also counts as applied). `hold_s` releases automatically after that time.
 //!
-//! **There is no lighting programme in the daemon yet.** `Release` therefore restores, per
-//! gear, the level it had *before the first override* that reached it (read just before that
-//! override), and the configured fade time if an override changed it; a gear never overridden
-//! is left as it is. See [`overrides`] for the exact rules (which later command cancels which
+//! `Programme` requests carry the lighting programme's level (see `equipment::lights`): gear
+//! under a central override keep the override and only note the level for their release.
+//! `Release` restores, per gear, the programme's level when the programme has spoken since the
+//! override, else the level it had *before the first override* that reached it (read just
+//! before that override), and the configured fade time if an override changed it; a gear never
+//! overridden is left as it is. See [`overrides`] for the exact rules (which later command cancels which
 //! hold). Overrides are kept in memory only: a daemon restart forgets them, and the gear keep
 //! the level they were last set to.
 //!
 //! Invariants: one task owns one line (every transaction on it is serialised through one
-//! [`Bus`]); every request gets exactly one reply; records are only produced by this task, so
-//! events are never duplicated by a reconnect (the supervisor's state survives it).
+//! [`Bus`]); every request gets exactly one reply (a request interrupted by the stop sees its
+//! reply channel closed); records are only produced by this task, so events are never
+//! duplicated by a reconnect (the supervisor's state survives it). Errors are typed by what the
+//! session must do ([`SessionError`]): a lost line (or an interface timeout) ends the session and
+//! the line is reopened with backoff; a gear that refuses is reported and the session goes on.
+//!
+//! Files: this one holds the task's loop and the pure helpers; [`session`] the line's life
+//! (open, discover, poll, program the gear, down/up); [`control`] the light requests.
 
 mod cli;
+mod control;
 pub mod lock;
 pub mod overrides;
 pub mod points;
+mod session;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use cabinetd_backoff::Backoff;
-use cabinetd_dali::atx::AtxHat;
-use cabinetd_dali::command::{fade_code_for_seconds, Command, Query};
+use cabinetd_dali::command::fade_code_for_seconds;
 use cabinetd_dali::sim::SimBus;
-use cabinetd_dali::{
-    percent_to_arc, Address, Bus, ErrorClass, Event as DaliEvent, Fallback, GearSample, Interface,
-    ShortAddress, Status, Supervisor, SupervisorConfig,
-};
-use serde::Serialize;
-use serde_json::Value;
-use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
+use cabinetd_dali::{percent_to_arc, Address, ErrorClass, Fallback};
+use tokio::sync::mpsc;
 
-use crate::config::{self, DaliBus, DaliInterface, ReportPolicy};
+use super::{Equipment, EquipmentError, Starter, StatusTx};
+use crate::config::{DaliBus, Resource};
 use crate::event::EquipmentKind;
-use crate::light::{check_set, LightAction, LightError, LightRequest, LightTarget};
+use crate::light::{LightError, LightRequest, LightTarget};
 use crate::metrics::Metrics;
-use crate::record::{Event, Quality, RecordBody, Telemetry};
-use crate::report::PointReporter;
+use crate::record::RecordBody;
 
 pub use cli::commission_cli;
 pub use lock::{lock_path, try_lock, BusLock, LockError};
-use overrides::{Groups, Overrides, Scope};
-
-/// What `/status` shows of a bus.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct BusStatus {
-    /// `None` until the first open attempt settled.
-    pub up: Option<bool>,
-    /// Gear answering at the last poll.
-    pub gear: usize,
-    /// Gear reporting a lamp failure at the last poll.
-    pub lamp_failures: usize,
-    /// End of the last successful poll cycle (RFC 3339 in JSON).
-    #[serde(serialize_with = "opt_ts")]
-    pub last_poll: Option<SystemTime>,
-    /// Last error seen (transport, refused configuration…); cleared when the bus comes back up.
-    pub last_error: Option<String>,
-}
-
-fn opt_ts<S: serde::Serializer>(ts: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
-    match ts {
-        Some(t) => s.collect_str(&crate::record::format_ts(*t)),
-        None => s.serialize_none(),
-    }
-}
+use overrides::{Groups, Scope};
+use session::Runner;
 
 /// Runtime knobs of a bus task that are not in the configuration.
 #[derive(Debug, Clone)]
@@ -145,99 +125,97 @@ impl BusOptions {
     }
 }
 
-/// Runs one DALI bus until `shutdown` turns true (or its sender is dropped) or `records` closes.
+/// Runs one DALI bus until `shutdown` resolves or `records` closes. Stopping drops whatever
+/// the task was doing (every wait in it is on the line, a timer or a channel); the bus lock and
+/// the port are released when it returns.
 pub async fn run_bus(
     cfg: DaliBus,
     opts: BusOptions,
     records: mpsc::Sender<RecordBody>,
     metrics: Metrics,
     requests: mpsc::Receiver<LightRequest>,
-    status: watch::Sender<BusStatus>,
-    mut shutdown: watch::Receiver<bool>,
+    status: StatusTx,
+    shutdown: impl std::future::Future<Output = ()> + Send,
 ) {
-    let mut runner = Runner::new(cfg, opts, records, metrics, status);
-    let mut requests = Some(requests);
-    let mut backoff = Backoff::new(runner.opts.backoff_min, runner.opts.backoff_max);
-    loop {
-        if *shutdown.borrow() || runner.closed {
-            return;
-        }
-        let error = match runner.open_line() {
-            Ok(bus) => match runner.session(bus, &mut requests, &mut shutdown).await {
-                End::Stop => return,
-                End::Lost { error, was_up } => {
-                    if was_up {
-                        backoff.reset();
-                    }
-                    error
-                }
-            },
-            Err(e) => e,
-        };
-        runner.mark_down(&error).await;
-        let delay = backoff.next_delay(fastrand::f64());
-        tracing::warn!(bus = %runner.name, error = %error, retry_in = ?delay, "DALI bus down");
-        let until = Instant::now() + delay;
-        if runner.idle_until(until, &mut requests, &mut shutdown).await {
-            return;
-        }
+    let runner = Runner::new(cfg, opts, records, metrics, status);
+    tokio::select! {
+        biased;
+        () = shutdown => {}
+        () = runner.run(requests) => {}
     }
 }
 
-enum End {
-    Stop,
-    Lost { error: String, was_up: bool },
+impl Equipment for DaliBus {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn resources(&self) -> Vec<Resource> {
+        DaliBus::resources(self)
+    }
+
+    fn start(&self, s: &mut Starter<'_>) -> Result<(), EquipmentError> {
+        let (req_tx, req_rx) = mpsc::channel(16);
+        s.controls().lights.add(self, req_tx);
+        let status = s.status(&self.name, EquipmentKind::Dali, 0);
+        let ctx = s.context();
+        let bus = run_bus(
+            self.clone(),
+            BusOptions::with_storage(&ctx.storage),
+            ctx.records.clone(),
+            ctx.metrics.clone(),
+            req_rx,
+            status,
+            s.entry_token().cancelled_owned(),
+        );
+        s.spawn(format!("dali {}", self.name), bus);
+        Ok(())
+    }
 }
 
-/// A bus operation's failure: transport (the session is lost) or anything else (the gear
-/// refused, a collision…: reported, the session goes on).
-enum OpError {
-    Transport(String),
-    Other(String),
+/// Why a bus operation failed, typed by what the session must do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    /// The interface did not reply within its deadline: the line cannot be trusted; reopen it.
+    #[error("DALI interface did not reply within {0:?}")]
+    Timeout(Duration),
+    /// The line failed (port gone, I/O error, protocol violation, bus lock held): reopen it.
+    #[error("{0}")]
+    LineLost(String),
+    /// A gear refused or answered wrongly (collision, failed verify): reported, the session
+    /// goes on.
+    #[error("{0}")]
+    GearRefused(String),
 }
 
-impl From<cabinetd_dali::Error> for OpError {
+impl SessionError {
+    /// Any failure as a loss of the line (discovery and polling cannot go on without it).
+    fn lost(e: cabinetd_dali::Error) -> SessionError {
+        match e {
+            cabinetd_dali::Error::Timeout(d) => SessionError::Timeout(d),
+            e => SessionError::LineLost(e.to_string()),
+        }
+    }
+
+    /// True when the session must end and the line be reopened.
+    pub fn ends_session(&self) -> bool {
+        !matches!(self, SessionError::GearRefused(_))
+    }
+}
+
+impl From<cabinetd_dali::Error> for SessionError {
     fn from(e: cabinetd_dali::Error) -> Self {
         match e.class() {
-            ErrorClass::Device => OpError::Other(e.to_string()),
+            ErrorClass::Device => SessionError::GearRefused(e.to_string()),
             // Permanent errors mid-session (a protocol violation by the HAT) mean the line
             // cannot be trusted either: reopen it.
-            ErrorClass::Transient | ErrorClass::Permanent => OpError::Transport(e.to_string()),
+            ErrorClass::Transient | ErrorClass::Permanent => SessionError::lost(e),
         }
     }
-}
-
-type Line = Bus<Interface>;
-
-struct Runner {
-    name: String,
-    cfg: DaliBus,
-    opts: BusOptions,
-    records: mpsc::Sender<RecordBody>,
-    status: watch::Sender<BusStatus>,
-    metrics: Metrics,
-    closed: bool,
-    lock: Option<BusLock>,
-    sup: Supervisor,
-    groups: Groups,
-    bitmaps: BTreeMap<u8, u16>,
-    fallbacks: BTreeMap<u8, Fallback>,
-    configured: BTreeSet<u8>,
-    present: BTreeSet<u8>,
-    fade: BTreeMap<u8, u8>,
-    energy: BTreeMap<u8, f64>,
-    reporters: HashMap<String, PointReporter>,
-    last: HashMap<String, Value>,
-    overrides: Overrides,
-    up: Option<bool>,
-    last_error: Option<String>,
-    last_poll: Option<SystemTime>,
-    lamp_failures: usize,
-    poll_soon: bool,
 }
 
 /// The configured fallback of each member, field by field from its first group setting it.
-fn fallbacks(cfg: &DaliBus) -> BTreeMap<u8, Fallback> {
+pub(super) fn fallbacks(cfg: &DaliBus) -> BTreeMap<u8, Fallback> {
     let mut out: BTreeMap<u8, Fallback> = BTreeMap::new();
     for g in &cfg.groups {
         for &a in &g.members {
@@ -299,679 +277,7 @@ pub fn resolve_target(
     }
 }
 
-async fn recv(rx: &mut Option<mpsc::Receiver<LightRequest>>) -> Option<LightRequest> {
-    match rx.as_mut() {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-impl Runner {
-    fn new(
-        cfg: DaliBus,
-        opts: BusOptions,
-        records: mpsc::Sender<RecordBody>,
-        metrics: Metrics,
-        status: watch::Sender<BusStatus>,
-    ) -> Self {
-        let mut groups = Groups::new();
-        let mut bitmaps: BTreeMap<u8, u16> = BTreeMap::new();
-        let mut configured = BTreeSet::new();
-        for g in &cfg.groups {
-            groups.insert(g.number, g.members.clone());
-            for &a in &g.members {
-                *bitmaps.entry(a).or_default() |= 1 << g.number;
-                configured.insert(a);
-            }
-        }
-        let mut sup = Supervisor::new(SupervisorConfig {
-            energy_interval: cfg.energy_poll,
-            ..SupervisorConfig::default()
-        });
-        sup.watch(configured.iter().filter_map(|a| ShortAddress::new(*a).ok()));
-        let name = cfg.name.clone();
-        metrics.device_up.with_label_values(&[&name, "dali"]).set(0);
-        metrics.dali_gear_present.with_label_values(&[&name]).set(0);
-        metrics
-            .dali_lamp_failures
-            .with_label_values(&[&name])
-            .set(0);
-        metrics.poll_errors_total.with_label_values(&[&name]);
-        Runner {
-            fallbacks: fallbacks(&cfg),
-            name,
-            cfg,
-            opts,
-            records,
-            status,
-            metrics,
-            closed: false,
-            lock: None,
-            sup,
-            groups,
-            bitmaps,
-            configured,
-            present: BTreeSet::new(),
-            fade: BTreeMap::new(),
-            energy: BTreeMap::new(),
-            reporters: HashMap::new(),
-            last: HashMap::new(),
-            overrides: Overrides::default(),
-            up: None,
-            last_error: None,
-            last_poll: None,
-            lamp_failures: 0,
-            poll_soon: false,
-        }
-    }
-
-    fn open_line(&mut self) -> Result<Line, String> {
-        if self.lock.is_none() {
-            if let Some(dir) = &self.opts.lock_dir {
-                self.lock = Some(try_lock(dir, &self.name).map_err(|e| e.to_string())?);
-            }
-        }
-        let iface = match &self.cfg.interface {
-            DaliInterface::Sim { luminaires } => {
-                // Built once: the simulated line keeps its state across a (theoretical) reopen.
-                let sim = self
-                    .opts
-                    .sim
-                    .get_or_insert_with(|| SimBus::with_gear((*luminaires).min(64), 0).0);
-                Interface::Sim(sim.clone())
-            }
-            DaliInterface::AtxHat { port } => {
-                let port = port
-                    .to_str()
-                    .ok_or_else(|| format!("port {} is not UTF-8", port.display()))?;
-                Interface::AtxHat(
-                    AtxHat::open(port)
-                        .map_err(|e| e.to_string())?
-                        .with_reply_timeout(self.opts.reply_timeout),
-                )
-            }
-        };
-        Ok(Bus::new(iface))
-    }
-
-    fn known(&self) -> BTreeSet<u8> {
-        let mut k: BTreeSet<u8> = self.sup.watched().iter().map(|a| a.get()).collect();
-        k.extend(&self.configured);
-        k
-    }
-
-    async fn emit(&mut self, r: RecordBody) {
-        if self.records.send(r).await.is_err() {
-            self.closed = true;
-        }
-    }
-
-    fn publish_status(&self) {
-        self.status.send_replace(BusStatus {
-            up: self.up,
-            gear: self.present.len(),
-            lamp_failures: self.lamp_failures,
-            last_poll: self.last_poll,
-            last_error: self.last_error.clone(),
-        });
-    }
-
-    /// Offers one reading to its reporter; `None` repeats the last value (quality bad/uncertain).
-    async fn offer(&mut self, point: String, value: Option<Value>, quality: Quality) {
-        let value = match value {
-            Some(v) => {
-                self.last.insert(point.clone(), v.clone());
-                v
-            }
-            None => self.last.get(&point).cloned().unwrap_or(Value::Null),
-        };
-        let reporter = self.reporters.entry(point.clone()).or_insert_with(|| {
-            PointReporter::new(ReportPolicy {
-                deadband: None,
-                heartbeat: config::DEFAULT_HEARTBEAT,
-            })
-        });
-        if reporter.offer(&value, quality, Instant::now().into_std()) {
-            let t = Telemetry {
-                ts: SystemTime::now(),
-                point,
-                value,
-                quality,
-            };
-            self.emit(RecordBody::Telemetry(t)).await;
-        }
-    }
-
-    async fn mark_down(&mut self, error: &str) {
-        self.metrics
-            .device_up
-            .with_label_values(&[&self.name, "dali"])
-            .set(0);
-        self.metrics
-            .poll_errors_total
-            .with_label_values(&[&self.name])
-            .inc();
-        self.last_error = Some(error.to_owned());
-        let was = self.up.replace(false);
-        // Status first: whoever sees the records finds the status already consistent.
-        self.publish_status();
-        if was != Some(false) {
-            let ev = Event::device_down(&self.name, EquipmentKind::Dali, error);
-            self.emit(RecordBody::Event(ev)).await;
-            let mut points: Vec<String> = self.last.keys().cloned().collect();
-            points.sort();
-            for p in points {
-                self.offer(p, None, Quality::Bad).await;
-            }
-        }
-    }
-
-    async fn mark_up(&mut self) {
-        self.metrics
-            .device_up
-            .with_label_values(&[&self.name, "dali"])
-            .set(1);
-        let was_down = self.up.replace(true) == Some(false);
-        self.last_error = None;
-        self.publish_status();
-        if was_down {
-            let ev = Event::device_up(&self.name, EquipmentKind::Dali);
-            self.emit(RecordBody::Event(ev)).await;
-        }
-        tracing::info!(bus = %self.name, "DALI bus up");
-    }
-
-    /// While the line is down: answer requests (failed) until `until`; true = stop.
-    async fn idle_until(
-        &mut self,
-        until: Instant,
-        requests: &mut Option<mpsc::Receiver<LightRequest>>,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> bool {
-        loop {
-            tokio::select! {
-                biased;
-                _ = crate::stopped(shutdown) => return true,
-                req = recv(requests) => match req {
-                    Some(req) => {
-                        let r = self.check(&req).and_then(|_| {
-                            Err(LightError::Failed(format!(
-                                "DALI bus {} is down: {}",
-                                self.name,
-                                self.last_error.as_deref().unwrap_or("not open")
-                            )))
-                        });
-                        let _ = req.reply.send(r.map(|_: Option<Scope>| ()));
-                    }
-                    None => *requests = None,
-                },
-                _ = tokio::time::sleep_until(until) => return self.closed,
-            }
-        }
-    }
-
-    /// Validates a request against this bus; `Ok(None)` = nothing to do here.
-    fn check(&self, req: &LightRequest) -> Result<Option<Scope>, LightError> {
-        if let LightAction::Set {
-            level_percent,
-            fade_s,
-            hold_s,
-        } = req.action
-        {
-            check_set(level_percent, fade_s, hold_s)?;
-        }
-        resolve_target(&req.target, &self.name, &self.known(), &self.groups)
-    }
-
-    async fn session(
-        &mut self,
-        mut bus: Line,
-        requests: &mut Option<mpsc::Receiver<LightRequest>>,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> End {
-        let lost = |error: String, was_up| End::Lost { error, was_up };
-        let found = tokio::select! {
-            r = self.sup.discover(&mut bus) => r,
-            _ = crate::stopped(shutdown) => return End::Stop,
-        };
-        let events = match found {
-            Ok(ev) => ev,
-            Err(e) => return lost(e.to_string(), false),
-        };
-        self.mark_up().await;
-        let done = tokio::select! {
-            r = self.transitions(&mut bus, events) => r,
-            _ = crate::stopped(shutdown) => return End::Stop,
-        };
-        if let Err(e) = done {
-            return lost(e, true);
-        }
-        let mut next_poll = Instant::now();
-        let mut next_scan = Instant::now() + self.cfg.energy_poll;
-        loop {
-            if self.closed {
-                return End::Stop;
-            }
-            if self.poll_soon {
-                self.poll_soon = false;
-                next_poll = Instant::now();
-            }
-            let hold = self.overrides.next_deadline();
-            let step = tokio::select! {
-                biased;
-                _ = crate::stopped(shutdown) => return End::Stop,
-                req = recv(requests) => match req {
-                    Some(req) => self.request(&mut bus, req).await,
-                    None => {
-                        *requests = None;
-                        Ok(())
-                    }
-                },
-                _ = sleep_until_opt(hold) => {
-                    let mut r = Ok(());
-                    for scope in self.overrides.expired(Instant::now()) {
-                        tracing::info!(bus = %self.name, ?scope, "light hold expired, releasing");
-                        r = self.release(&mut bus, scope).await.map(|_| ());
-                        if r.is_err() {
-                            break;
-                        }
-                    }
-                    r
-                }
-                _ = tokio::time::sleep_until(next_poll) => {
-                    let started = Instant::now();
-                    next_poll = started + self.cfg.poll;
-                    let rescan = started >= next_scan;
-                    if rescan {
-                        next_scan = started + self.cfg.energy_poll;
-                    }
-                    tokio::select! {
-                        r = self.cycle(&mut bus, rescan) => r,
-                        _ = crate::stopped(shutdown) => return End::Stop,
-                    }
-                }
-            };
-            if let Err(e) = step {
-                return lost(e, true);
-            }
-        }
-    }
-
-    /// One poll cycle (with a rescan first when due). `Err` = the line is lost.
-    async fn cycle(&mut self, bus: &mut Line, rescan: bool) -> Result<(), String> {
-        let started = std::time::Instant::now();
-        if rescan {
-            let events = self.sup.discover(bus).await.map_err(|e| e.to_string())?;
-            self.transitions(bus, events).await?;
-        }
-        let result = self.sup.poll_cycle(bus, Instant::now()).await;
-        self.metrics
-            .poll_duration_seconds
-            .with_label_values(&[&self.name])
-            .observe(started.elapsed().as_secs_f64());
-        let cycle = match result {
-            Ok(c) => c,
-            Err(e) => {
-                return match OpError::from(e) {
-                    OpError::Transport(e) => Err(e),
-                    OpError::Other(e) => {
-                        self.metrics
-                            .poll_errors_total
-                            .with_label_values(&[&self.name])
-                            .inc();
-                        tracing::warn!(bus = %self.name, error = %e, "DALI poll cycle failed");
-                        self.last_error = Some(e);
-                        self.publish_status();
-                        Ok(())
-                    }
-                };
-            }
-        };
-        for s in &cycle.samples {
-            self.sample(s).await;
-        }
-        self.present = cycle
-            .samples
-            .iter()
-            .filter(|s| s.present)
-            .map(|s| s.address.get())
-            .collect();
-        self.lamp_failures = cycle
-            .samples
-            .iter()
-            .filter(|s| s.lamp_failure == Some(true))
-            .count();
-        self.last_poll = Some(SystemTime::now());
-        let m = &self.metrics;
-        m.dali_gear_present
-            .with_label_values(&[&self.name])
-            .set(self.present.len() as i64);
-        m.dali_lamp_failures
-            .with_label_values(&[&self.name])
-            .set(self.lamp_failures as i64);
-        self.transitions(bus, cycle.events).await?;
-        self.publish_status();
-        Ok(())
-    }
-
-    async fn sample(&mut self, s: &GearSample) {
-        let a = s.address.get();
-        for (point, value, quality) in points::readings(s) {
-            self.offer(points::point_name(&self.name, a, point), value, quality)
-                .await;
-        }
-        if let Some(e) = s.energy_wh {
-            self.energy.insert(a, e);
-            self.metrics
-                .energy_wh_total
-                .with_label_values(&[&self.name])
-                .set(self.energy.values().sum());
-        }
-    }
-
-    /// Emits transition events and programs every gear found. `Err` = the line is lost.
-    async fn transitions(&mut self, bus: &mut Line, events: Vec<DaliEvent>) -> Result<(), String> {
-        for ev in events {
-            let rec = points::event_record(&self.name, &ev, SystemTime::now());
-            tracing::info!(bus = %self.name, kind = %rec.kind, source = %rec.source, "DALI event");
-            self.emit(RecordBody::Event(rec)).await;
-            match ev {
-                DaliEvent::GearFound { address } => {
-                    self.present.insert(address.get());
-                    if let Err(OpError::Transport(e)) = self.program(bus, address).await {
-                        return Err(e);
-                    }
-                }
-                DaliEvent::GearMissing { address } => {
-                    self.present.remove(&address.get());
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    /// Audits and programs groups and fallback of one gear, reporting drift.
-    async fn program(&mut self, bus: &mut Line, address: ShortAddress) -> Result<(), OpError> {
-        let a = address.get();
-        let mut drift: Vec<points::DriftItem> = Vec::new();
-        let result = async {
-            if !self.groups.is_empty() {
-                let wanted = self.bitmaps.get(&a).copied().unwrap_or(0);
-                let found = bus.groups(address).await?;
-                if found != Some(wanted) {
-                    drift.push(points::DriftItem {
-                        parameter: "groups",
-                        wanted,
-                        found,
-                    });
-                    bus.program_groups(address, wanted).await?;
-                }
-            }
-            if let Some(fb) = self.fallbacks.get(&a) {
-                let d = bus.program_fallback(address, fb).await?;
-                drift.extend(d.into_iter().map(points::DriftItem::from));
-                if let Some(code) = fb.fade_time {
-                    self.fade.insert(a, code);
-                }
-            }
-            Ok::<(), cabinetd_dali::Error>(())
-        }
-        .await;
-        if !drift.is_empty() {
-            let rec = points::drift_record(&self.name, address, &drift, SystemTime::now());
-            tracing::info!(bus = %self.name, address = a, message = %rec.message, "DALI configuration drift corrected");
-            self.emit(RecordBody::Event(rec)).await;
-        }
-        match result.map_err(OpError::from) {
-            Ok(()) => Ok(()),
-            Err(OpError::Other(e)) => {
-                let source = points::gear_source(&self.name, a);
-                tracing::warn!(gear = %source, error = %e, "DALI gear refused its configuration");
-                let ev = Event::dali_config_error(&source, &self.name, a, &e);
-                self.emit(RecordBody::Event(ev)).await;
-                self.last_error = Some(e.clone());
-                Err(OpError::Other(e))
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Handles one request on an open line. `Err` = the line is lost.
-    async fn request(&mut self, bus: &mut Line, req: LightRequest) -> Result<(), String> {
-        let scope = match self.check(&req) {
-            Ok(Some(s)) => s,
-            Ok(None) => {
-                let _ = req.reply.send(Ok(()));
-                return Ok(());
-            }
-            Err(e) => {
-                let _ = req.reply.send(Err(e));
-                return Ok(());
-            }
-        };
-        let outcome = match req.action {
-            LightAction::Set {
-                level_percent,
-                fade_s,
-                hold_s,
-            } => self.set(bus, scope, level_percent, fade_s, hold_s).await,
-            LightAction::Release => self.release(bus, scope).await,
-            LightAction::Programme { level_percent } => {
-                self.programme(bus, scope, level_percent).await
-            }
-        };
-        self.poll_soon = true;
-        match outcome {
-            Ok(r) => {
-                let _ = req.reply.send(r);
-                Ok(())
-            }
-            Err(e) => {
-                let _ = req.reply.send(Err(LightError::Failed(format!(
-                    "DALI bus {} failed: {e}",
-                    self.name
-                ))));
-                Err(e)
-            }
-        }
-    }
-
-    /// `Ok(reply)` keeps the session; `Err` = the line is lost.
-    async fn set(
-        &mut self,
-        bus: &mut Line,
-        scope: Scope,
-        level_percent: f64,
-        fade_s: Option<f64>,
-        hold_s: Option<f64>,
-    ) -> Result<Result<(), LightError>, String> {
-        let present: Vec<u8> = self.present.iter().copied().collect();
-        let reached = scope.addresses(&present, &self.groups);
-        let transport = |e: cabinetd_dali::Error| match OpError::from(e) {
-            OpError::Transport(e) => Err(e),
-            OpError::Other(e) => Ok(e),
-        };
-        // The level before the first override, for release.
-        for a in self.overrides.unsaved(&reached) {
-            match bus.query_value(short(a), Query::ActualLevel).await {
-                Ok(Some(arc)) if arc != 255 => self.overrides.save(a, arc),
-                Ok(_) => {}
-                Err(e) => {
-                    transport(e)?;
-                }
-            }
-        }
-        let code = fade_s.map(fade_code);
-        let program_fade = fade_to_program(code, &reached, &self.fade).is_some();
-        let target = match scope {
-            Scope::All => Address::Broadcast,
-            Scope::Group(g) => Address::group(g).map_err(|e| e.to_string())?,
-            Scope::Gear(a) => short(a),
-        };
-        let arc = match bus
-            .set_level(target, level_percent, code.filter(|_| program_fade))
-            .await
-        {
-            Ok(arc) => arc,
-            Err(e) => {
-                let e = transport(e)?;
-                return Ok(Err(LightError::Failed(e)));
-            }
-        };
-        if let (true, Some(c)) = (program_fade, code) {
-            for a in &reached {
-                self.fade.insert(*a, c);
-            }
-        }
-        if let Scope::Gear(a) = scope {
-            match self.verify(bus, a, arc).await {
-                Ok(Ok(level)) => {
-                    let p = points::point_name(&self.name, a, "level");
-                    self.offer(p, Some(points::number(level, 2)), Quality::Good)
-                        .await;
-                }
-                Ok(Err(reason)) => return Ok(Err(LightError::Failed(reason))),
-                Err(e) => {
-                    let e = transport(e)?;
-                    return Ok(Err(LightError::Failed(e)));
-                }
-            }
-        }
-        let hold_until = hold_s.map(|h| Instant::now() + Duration::from_secs_f64(h));
-        self.overrides.set(scope, hold_until, &self.groups);
-        tracing::info!(bus = %self.name, ?scope, level_percent, arc, ?fade_s, ?hold_s, "light set");
-        Ok(Ok(()))
-    }
-
-    /// A programme step: overridden gear only remember the level for their release; the others
-    /// get it now, in one frame when none of the scope is overridden.
-    async fn programme(
-        &mut self,
-        bus: &mut Line,
-        scope: Scope,
-        level_percent: f64,
-    ) -> Result<Result<(), LightError>, String> {
-        let present: Vec<u8> = self.present.iter().copied().collect();
-        let reached = scope.addresses(&present, &self.groups);
-        let arc = percent_to_arc(level_percent);
-        let (overridden, free): (Vec<u8>, Vec<u8>) = reached
-            .iter()
-            .partition(|a| self.overrides.saved(**a).is_some());
-        for a in &overridden {
-            self.overrides.replace_saved(*a, arc);
-        }
-        let targets: Vec<Address> = if overridden.is_empty() {
-            vec![match scope {
-                Scope::All => Address::Broadcast,
-                Scope::Group(g) => Address::group(g).map_err(|e| e.to_string())?,
-                Scope::Gear(a) => short(a),
-            }]
-        } else {
-            free.iter().map(|a| short(*a)).collect()
-        };
-        for target in targets {
-            if let Err(e) = bus.set_level(target, level_percent, None).await {
-                return match OpError::from(e) {
-                    OpError::Transport(e) => Err(e),
-                    OpError::Other(e) => Ok(Err(LightError::Failed(e))),
-                };
-            }
-        }
-        tracing::info!(bus = %self.name, ?scope, level_percent, kept_overrides = overridden.len(), "programme step");
-        Ok(Ok(()))
-    }
-
-    /// QUERY ACTUAL LEVEL after a DAPC to one gear: the level in percent, or why it is not set.
-    async fn verify(
-        &mut self,
-        bus: &mut Line,
-        a: u8,
-        arc: u8,
-    ) -> Result<Result<f64, String>, cabinetd_dali::Error> {
-        let source = points::gear_source(&self.name, a);
-        let actual = bus.query_value(short(a), Query::ActualLevel).await?;
-        let Some(actual) = actual else {
-            return Ok(Err(format!("{source} did not answer QUERY ACTUAL LEVEL")));
-        };
-        if actual == arc {
-            return Ok(Ok(cabinetd_dali::arc_to_percent(arc).unwrap_or(0.0)));
-        }
-        let status = bus
-            .query_value(short(a), Query::Status)
-            .await?
-            .map(Status::from_byte);
-        match status {
-            Some(s) if s.lamp_failure => Ok(Err(format!(
-                "{source} has a lamp failure: level not reached"
-            ))),
-            // Still fading towards it, or clamped to the gear's own MIN/MAX: applied.
-            Some(s) if s.fade_running || s.limit_error => {
-                Ok(Ok(cabinetd_dali::arc_to_percent(actual).unwrap_or(0.0)))
-            }
-            Some(_) => {
-                // Not every gear flags a clamped level (LIMIT ERROR is optional in practice):
-                // compare with its limits directly.
-                let min = bus.query_value(short(a), Query::MinLevel).await?;
-                let max = bus.query_value(short(a), Query::MaxLevel).await?;
-                match (min, max) {
-                    (Some(lo), Some(hi)) if arc > 0 && lo <= hi && actual == arc.clamp(lo, hi) => {
-                        Ok(Ok(cabinetd_dali::arc_to_percent(actual).unwrap_or(0.0)))
-                    }
-                    _ => Ok(Err(format!(
-                        "{source} reads back arc level {actual} after DAPC {arc}"
-                    ))),
-                }
-            }
-            None => Ok(Err(format!(
-                "{source} did not answer QUERY STATUS after DAPC {arc}"
-            ))),
-        }
-    }
-
-    /// Restores the saved levels `scope` covers. `Err` = the line is lost.
-    async fn release(
-        &mut self,
-        bus: &mut Line,
-        scope: Scope,
-    ) -> Result<Result<(), LightError>, String> {
-        let restore = self.overrides.release(scope, &self.groups);
-        let mut failures = Vec::new();
-        for (a, arc) in restore {
-            let result = async {
-                let wanted = self.fallbacks.get(&a).and_then(|f| f.fade_time);
-                if let Some(code) = wanted.filter(|c| self.fade.get(&a) != Some(c)) {
-                    bus.send(Command::Dtr0(code)).await?;
-                    bus.send(Command::SetFadeTime(short(a))).await?;
-                    self.fade.insert(a, code);
-                }
-                bus.send(Command::Dapc(short(a), arc)).await
-            }
-            .await;
-            if let Err(e) = result {
-                match OpError::from(e) {
-                    OpError::Transport(e) => return Err(e),
-                    OpError::Other(e) => failures.push(format!("{a}: {e}")),
-                }
-            }
-        }
-        tracing::info!(bus = %self.name, ?scope, "light released");
-        if failures.is_empty() {
-            Ok(Ok(()))
-        } else {
-            Ok(Err(LightError::Failed(failures.join("; "))))
-        }
-    }
-}
-
-fn short(a: u8) -> Address {
+pub(super) fn short(a: u8) -> Address {
     // Addresses here come from validated configuration (0..=63) or from the bus itself; the mask
     // makes the conversion total.
     Address::short(a & 0x3F).expect("a 6-bit value is a short address")

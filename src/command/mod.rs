@@ -3,14 +3,18 @@
 //!
 //! Parsing is pure: a payload becomes either a [`Command`] to execute or a rejection whose reason
 //! names the offending field. Every command gets exactly one final result; an id seen before is not
-//! executed again — its earlier result is published again ([`Ledger`]).
+//! executed again — its earlier result is published again ([`Ledger`]). Execution is
+//! [`exec`]'s: a bounded set of tasks, one per command in flight. Every way a command can end
+//! badly is a [`CommandError`], mapped to its [`CommandStatus`] in one place.
+
+pub mod exec;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::SystemTime;
 
 use serde_json::Value;
 
-use crate::light::{self, LightTarget};
+use crate::light::{self, LightError, LightTarget};
 use crate::record::{CommandResult, CommandStatus};
 
 /// How many command ids the ledger remembers (a day of busy crisis traffic).
@@ -232,6 +236,71 @@ fn parse_action(name: &str, args: &serde_json::Map<String, Value>) -> Result<Act
     })
 }
 
+/// Why a command did not succeed; [`CommandError::status`] is the one mapping to the result's
+/// status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The command is wrong (unknown action or target, bad argument, not writable, out of
+    /// range): never retried. The text names the field.
+    #[error("{0}")]
+    Rejected(String),
+    /// Too many commands in flight: not executed.
+    #[error("busy: {0} commands are in flight; send it again later with a new id")]
+    Busy(usize),
+    /// Arrived after its `expires_at`: not executed.
+    #[error("{0}")]
+    Expired(String),
+    /// Tried and failed (device error, timeout, the device or the daemon stopping).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CommandError {
+    /// The result status: wrong or refused → `rejected`, too late → `expired`, tried → `failed`.
+    pub fn status(&self) -> CommandStatus {
+        match self {
+            CommandError::Rejected(_) | CommandError::Busy(_) => CommandStatus::Rejected,
+            CommandError::Expired(_) => CommandStatus::Expired,
+            CommandError::Failed(_) => CommandStatus::Failed,
+        }
+    }
+
+    /// The result record of command `id`.
+    pub fn result(&self, id: &str) -> CommandResult {
+        result(id, self.status(), self.to_string())
+    }
+}
+
+impl From<LightError> for CommandError {
+    fn from(e: LightError) -> Self {
+        match e {
+            LightError::Rejected(r) => CommandError::Rejected(r),
+            LightError::Failed(r) => CommandError::Failed(r),
+        }
+    }
+}
+
+impl From<cabinetd_modbus::Error> for CommandError {
+    /// A write the adapter refused before touching the bus is `rejected` (naming the field);
+    /// every other failure (link, device exception, device task stopped) is `failed`.
+    fn from(e: cabinetd_modbus::Error) -> Self {
+        match e {
+            cabinetd_modbus::Error::Rejected { field, reason } => {
+                CommandError::Rejected(format!("field `args.{field}`: {reason}"))
+            }
+            e => CommandError::Failed(e.to_string()),
+        }
+    }
+}
+
+/// The outcome of command `id` as its result record.
+pub fn outcome(id: &str, r: Result<(), CommandError>) -> CommandResult {
+    match r {
+        Ok(()) => result(id, CommandStatus::Succeeded, ""),
+        Err(e) => e.result(id),
+    }
+}
+
 /// Build a result record.
 pub fn result(id: &str, status: CommandStatus, reason: impl Into<String>) -> CommandResult {
     CommandResult {
@@ -330,6 +399,34 @@ mod tests {
             );
         }
         assert_eq!(parse(b"not json").unwrap_err().id, None);
+    }
+
+    #[test]
+    fn errors_map_to_one_status_each() {
+        let modbus = |e| CommandError::from(e).status();
+        assert_eq!(
+            modbus(cabinetd_modbus::Error::Rejected {
+                field: "value",
+                reason: "above max".into()
+            }),
+            CommandStatus::Rejected
+        );
+        assert_eq!(
+            modbus(cabinetd_modbus::Error::DeviceDown),
+            CommandStatus::Failed
+        );
+        assert_eq!(
+            CommandError::from(LightError::Rejected("x".into())).status(),
+            CommandStatus::Rejected
+        );
+        let busy = CommandError::Busy(32).result("c1");
+        assert_eq!(busy.status, CommandStatus::Rejected);
+        assert!(busy.reason.starts_with("busy"), "{}", busy.reason);
+        assert_eq!(
+            outcome("c1", Err(CommandError::Expired("late".into()))).status,
+            CommandStatus::Expired
+        );
+        assert_eq!(outcome("c1", Ok(())).status, CommandStatus::Succeeded);
     }
 
     #[test]
