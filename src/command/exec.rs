@@ -247,7 +247,9 @@ impl Commands {
             self.finish(action, e.result(&cmd.id)).await;
             return;
         }
-        if let Err(r) = self.exec.submit(cmd, controls) {
+        let submitted = self.exec.submit(cmd, controls);
+        self.gauge();
+        if let Err(r) = submitted {
             self.finish(action, r).await;
         }
     }
@@ -259,6 +261,7 @@ impl Commands {
 
     /// Records a final result: ledger, metrics, log, record.
     pub async fn finish(&mut self, action: &'static str, r: CommandResult) {
+        self.gauge();
         tracing::info!(id = %r.id, status = r.status.as_str(), reason = %r.reason, "command result");
         self.count(action, r.status);
         self.ledger.finish(&r);
@@ -275,6 +278,11 @@ impl Commands {
         for (action, r) in self.exec.stop(deadline).await {
             self.finish(action, r).await;
         }
+    }
+
+    fn gauge(&self) {
+        let n = i64::try_from(self.exec.in_flight()).unwrap_or(i64::MAX);
+        self.metrics.commands_in_flight.set(n);
     }
 
     fn count(&self, action: &str, status: CommandStatus) {
