@@ -240,7 +240,7 @@ mod tests {
     use crate::config::ReportPolicy;
     use crate::event::EventKind;
     use crate::record::Severity;
-    use cabinetd_modbus::{DataType, DeviceSpec, Error, PointSpec, Table, Transport};
+    use cabinetd_modbus::{DataType, DeviceSpec, Error, PointSpec, Table};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
     use std::time::Duration;
@@ -250,20 +250,12 @@ mod tests {
             deadband: None,
             heartbeat: Duration::from_secs(60),
         };
+        let points = vec![
+            PointSpec::new("power", Table::Input, 0, DataType::U16),
+            PointSpec::new("relay", Table::Coil, 0, DataType::Bool),
+        ];
         ModbusDevice {
-            spec: DeviceSpec {
-                name: "meter".into(),
-                transport: Transport::Tcp {
-                    address: "127.0.0.1:502".into(),
-                },
-                unit_id: 1,
-                poll: Duration::from_secs(1),
-                timeout: Duration::from_millis(500),
-                points: vec![
-                    PointSpec::new("power", Table::Input, 0, DataType::U16),
-                    PointSpec::new("relay", Table::Coil, 0, DataType::Bool),
-                ],
-            },
+            spec: DeviceSpec::tcp("meter", "127.0.0.1:502", points),
             report: vec![policy, policy],
         }
     }

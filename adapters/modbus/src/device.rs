@@ -352,16 +352,10 @@ mod tests {
     }
 
     fn spec() -> DeviceSpec {
-        DeviceSpec {
-            name: "fake".into(),
-            transport: Transport::Tcp {
-                address: "unused:0".into(),
-            },
-            unit_id: 1,
-            poll: Duration::from_secs(1),
-            timeout: Duration::from_millis(300),
-            points: vec![PointSpec::new("x", Table::Holding, 0, DataType::U16)],
-        }
+        let point = PointSpec::new("x", Table::Holding, 0, DataType::U16);
+        let mut spec = DeviceSpec::tcp("fake", "unused:0", vec![point]);
+        spec.timeout = Duration::from_millis(300);
+        spec
     }
 
     #[tokio::test(start_paused = true)]

@@ -220,6 +220,23 @@ pub struct DeviceSpec {
     pub points: Vec<PointSpec>,
 }
 
+impl DeviceSpec {
+    /// A Modbus TCP device at `address` (`host:port`), unit 1, polled every second with a
+    /// 500 ms timeout; set the other fields on the result.
+    pub fn tcp(name: &str, address: &str, points: Vec<PointSpec>) -> DeviceSpec {
+        DeviceSpec {
+            name: name.into(),
+            transport: Transport::Tcp {
+                address: address.into(),
+            },
+            unit_id: 1,
+            poll: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            points,
+        }
+    }
+}
+
 /// Checks a device's points for what the planner, decoder and encoder cannot handle.
 ///
 /// Returns one message per problem, each naming the point, so configuration checking can report
@@ -279,15 +296,10 @@ mod tests {
         let mut range = point("r", Table::Holding, 1, DataType::U16);
         range.min = Some(5.0);
         range.max = Some(1.0);
-        let spec = DeviceSpec {
-            name: "d".into(),
-            transport: Transport::Tcp {
-                address: "127.0.0.1:502".into(),
-            },
-            unit_id: 1,
-            poll: Duration::from_secs(1),
-            timeout: Duration::from_millis(500),
-            points: vec![
+        let spec = DeviceSpec::tcp(
+            "d",
+            "127.0.0.1:502",
+            vec![
                 point("ok", Table::Holding, 0, DataType::F32),
                 point("ok", Table::Holding, 2, DataType::U16),
                 point("c", Table::Coil, 0, DataType::U16),
@@ -296,7 +308,7 @@ mod tests {
                 ro_write,
                 range,
             ],
-        };
+        );
         let problems = validate_device(&spec);
         assert_eq!(problems.len(), 6, "{problems:#?}");
         for needle in [
