@@ -7,16 +7,13 @@
 //! characters, not a built-in name). [`EquipmentKind`] is the `protocol` of `/status`, of
 //! `cabinetd_device_up` and of `device_down`/`device_up` data.
 //!
-//! Each kind with a fixed `data` shape has one constructor on [`Event`] here (or, for the DALI
-//! gear transitions, in `equipment::dali::points`), so each shape is written once.
+//! Each kind with a fixed `data` shape has one constructor on `record::Event` (or, for the DALI
+//! gear transitions, in `equipment::dali::points`), so each shape is written once. This module
+//! is a leaf: `record` builds on it, not the other way round.
 
 use std::fmt;
-use std::time::SystemTime;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use serde_json::{json, Value};
-
-use crate::record::{Event, Severity};
 
 macro_rules! kinds {
     ($($(#[$doc:meta])* $variant:ident = $name:literal,)*) => {
@@ -213,7 +210,7 @@ impl EquipmentKind {
     }
 
     /// How a person calls one: `DALI bus bus-a`, `meter-main` (a Modbus device by its name).
-    fn describe(self, name: &str) -> String {
+    pub fn describe(self, name: &str) -> String {
         match self {
             EquipmentKind::Dali => format!("DALI bus {name}"),
             EquipmentKind::Modbus | EquipmentKind::Onvif => name.to_owned(),
@@ -224,120 +221,6 @@ impl EquipmentKind {
 impl fmt::Display for EquipmentKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// The source of events the daemon raises about itself.
-pub const DAEMON_SOURCE: &str = "cabinetd";
-
-impl Event {
-    /// An event of `kind` at `ts`.
-    pub fn new(
-        kind: EventKind,
-        severity: Severity,
-        source: impl Into<String>,
-        message: impl Into<String>,
-        data: Value,
-    ) -> Event {
-        Event {
-            ts: SystemTime::now(),
-            kind,
-            severity,
-            source: source.into(),
-            message: message.into(),
-            data,
-        }
-    }
-
-    /// `device_down` (major): `source` of kind `protocol` stopped answering.
-    pub fn device_down(source: &str, protocol: EquipmentKind, error: &str) -> Event {
-        let what = protocol.describe(source);
-        let message = match protocol {
-            EquipmentKind::Dali => format!("{what} is down: {error}"),
-            _ => format!("{what} stopped answering: {error}"),
-        };
-        Event::new(
-            EventKind::DeviceDown,
-            Severity::Major,
-            source,
-            message,
-            json!({"protocol": protocol, "error": error}),
-        )
-    }
-
-    /// `device_up` (info): it answers again.
-    pub fn device_up(source: &str, protocol: EquipmentKind) -> Event {
-        Event::new(
-            EventKind::DeviceUp,
-            Severity::Info,
-            source,
-            format!("{} answers again", protocol.describe(source)),
-            json!({"protocol": protocol}),
-        )
-    }
-
-    /// `store_recovered` (critical): the outbox store was lost and started fresh.
-    pub fn store_recovered(moved_to: Option<&str>, reason: &str) -> Event {
-        Event::new(
-            EventKind::StoreRecovered,
-            Severity::Critical,
-            DAEMON_SOURCE,
-            format!("the outbox store was lost ({reason}); a fresh one was started"),
-            json!({"moved_to": moved_to, "reason": reason}),
-        )
-    }
-
-    /// `energy_daily` (info), with the SPEC's data `{date, kwh, baseline_kwh, savings_percent,
-    /// source}` as the accountant computed it.
-    pub fn energy_daily(data: Value) -> Event {
-        let message = format!(
-            "night of {}: {} kWh against {} kWh at full power ({})",
-            data["date"].as_str().unwrap_or(""),
-            data["kwh"],
-            data["baseline_kwh"],
-            data["source"].as_str().unwrap_or("")
-        );
-        Event::new(
-            EventKind::EnergyDaily,
-            Severity::Info,
-            DAEMON_SOURCE,
-            message,
-            data,
-        )
-    }
-
-    /// `config_rolled_back` (major): configuration `version` did not start (`reason`); the
-    /// previous one, `running`, runs again (`restored`), or nothing does.
-    pub fn config_rolled_back(version: &str, running: &str, reason: &str, restored: bool) -> Event {
-        let message = if restored {
-            format!("configuration {version} did not start ({reason}); {running} runs again")
-        } else {
-            format!(
-                "configuration {version} did not start ({reason}) and {running} could not be restored: no equipment runs"
-            )
-        };
-        Event::new(
-            EventKind::ConfigRolledBack,
-            if restored {
-                Severity::Major
-            } else {
-                Severity::Critical
-            },
-            DAEMON_SOURCE,
-            message,
-            json!({"version": version, "running": running, "reason": reason, "restored": restored}),
-        )
-    }
-
-    /// `dali_config_error` (minor): gear `source` (`BUS/ADDR`) refused its configuration.
-    pub fn dali_config_error(source: &str, bus: &str, address: u8, error: &str) -> Event {
-        Event::new(
-            EventKind::DaliConfigError,
-            Severity::Minor,
-            source,
-            format!("{source} refused its configuration: {error}"),
-            json!({"bus": bus, "address": address, "error": error}),
-        )
     }
 }
 
@@ -398,10 +281,5 @@ mod tests {
         for k in EquipmentKind::ALL {
             assert_eq!(serde_json::to_value(k).unwrap(), k.as_str());
         }
-        let e = Event::device_down("bus-a", EquipmentKind::Dali, "port gone");
-        assert_eq!(e.data, json!({"protocol": "dali", "error": "port gone"}));
-        assert_eq!(e.message, "DALI bus bus-a is down: port gone");
-        let e = Event::device_up("meter-main", EquipmentKind::Modbus);
-        assert_eq!(e.message, "meter-main answers again");
     }
 }
