@@ -1,8 +1,10 @@
 //! cabinetd: the edge gateway daemon of a smart-city street cabinet.
 //!
-//! Equipment adapters (Modbus, DALI, ONVIF) produce [`record`]s; the [`outbox`] makes them durable
-//! in sled and numbers them per stream; the [`uplink`] publishes them to the central post over MQTT
-//! and deletes them only after the broker acknowledged them.
+//! The [`equipment`] (Modbus devices, DALI buses; cameras later) produces [`record`]s; the
+//! [`recorder`] appends them to the [`outbox`], which makes them durable in sled and numbers them
+//! per stream; the [`uplink`] publishes them to the central post over MQTT and deletes them only
+//! after the broker acknowledged them. [`daemon`] wires it all and owns the lifecycle;
+//! `ARCHITECTURE.md` draws the whole, from a register to a PUBACK.
 
 pub mod command;
 pub mod config;
