@@ -382,6 +382,8 @@ impl Generation {
     }
 }
 
+// The placeholder of this build: the ONVIF adapter replaces this impl by `equipment/camera.rs`
+// (supervision, camera commands through `Controls`), keeping the trait and the status model.
 impl Equipment for config::Camera {
     fn name(&self) -> &str {
         &self.name
