@@ -23,8 +23,8 @@
 //! 3. Polls every `poll` (≤ 2 queries per gear), reads the D4i banks 202/205 every
 //!    `energy_poll` (spread over cycles), and rescans the line every `energy_poll` for gear that
 //!    appeared. Points `BUS/ADDR/{level,lamp_failure,gear_failure,present}` and, when read,
-//!    `power_w`, `energy_wh`, `operating_hours` go through a [`PointReporter`] (first reading
-//!    always, then on change or heartbeat [`config::DEFAULT_HEARTBEAT`]). Transitions become
+//!    `power_w`, `energy_wh`, `operating_hours` go through a `report::PointReporter` (first reading
+//!    always, then on change or heartbeat `config::DEFAULT_HEARTBEAT`). Transitions become
 //!    events once each, source `BUS/ADDR`: `lamp_failure` / `gear_failure` / `gear_missing`
 //!    (major), `dali_collision` (minor), `gear_found` (info); a cleared fault is the same kind
 //!    with `data.active = false`, severity info.
@@ -48,14 +48,14 @@
 //! the level they were last set to.
 //!
 //! Invariants: one task owns one line (every transaction on it is serialised through one
-//! [`Bus`]); every request gets exactly one reply (a request interrupted by the stop sees its
+//! `cabinetd_dali::Bus`); every request gets exactly one reply (a request interrupted by the stop sees its
 //! reply channel closed); records are only produced by this task, so events are never
 //! duplicated by a reconnect (the supervisor's state survives it). Errors are typed by what the
 //! session must do ([`SessionError`]): a lost line (or an interface timeout) ends the session and
 //! the line is reopened with backoff; a gear that refuses is reported and the session goes on.
 //!
-//! Files: this one holds the task's loop and the pure helpers; [`session`] the line's life
-//! (open, discover, poll, program the gear, down/up); [`control`] the light requests.
+//! Files: this one holds the task's loop and the pure helpers; `session.rs` the line's life
+//! (open, discover, poll, program the gear, down/up); `control.rs` the light requests.
 
 mod cli;
 mod control;
