@@ -238,3 +238,56 @@ async fn a_reload_never_lets_two_tasks_own_one_bus() {
     dali::try_lock(dir.path(), "bus-a").expect("released at the stop");
     assert!(h.metrics.render().contains("protocol=\"dali\""));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_modbus_device_polls_the_simulated_meter_through_the_rack() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "{}[[modbus]]\nname = \"meter\"\naddress = \"127.0.0.1:{port}\"\npoll = \"100ms\"\n\
+             [[modbus.point]]\nname = \"energy\"\ntable = \"input\"\naddress = 8\ntype = \"u32\"\n\
+             [[modbus.point]]\nname = \"power_limit\"\ntable = \"holding\"\naddress = 0\nwritable = true\n",
+            simulator("meter-sim", port)
+        ),
+    );
+    let mut h = rack(dir.path());
+    h.rack.start(&cfg).await.unwrap();
+    let st = h
+        .status("meter", |s| s.up() == Some(true) && s.last_poll.is_some())
+        .await;
+    assert_eq!((st.kind, st.points), (EquipmentKind::Modbus, 2));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let reading = loop {
+        let r = tokio::time::timeout_at(deadline, h.records.recv())
+            .await
+            .expect("a reading within 30 s")
+            .unwrap();
+        if let RecordBody::Telemetry(t) = r {
+            if t.point == "meter/energy" {
+                break t;
+            }
+        }
+    };
+    assert!(
+        reading.value.as_u64().is_some_and(|wh| wh >= 1_250_000),
+        "{reading:?}"
+    );
+    // Commands reach the device through the controls.
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    let write = cabinetd_modbus::WriteRequest {
+        point: "power_limit".into(),
+        value: cabinetd_modbus::Value::Int(4000),
+        reply,
+    };
+    h.rack.controls().writers["meter"]
+        .send(write)
+        .await
+        .unwrap();
+    rx.await
+        .unwrap()
+        .expect("the simulated meter takes the write");
+    h.rack.stop(Instant::now() + RELOAD_STOP).await;
+    assert!(h.rack.controls().writers.is_empty());
+}
