@@ -1,9 +1,11 @@
 //! The cabinet's local HTTP endpoint: `GET /metrics`, `/healthz`, `/readyz`, `/status`.
 //!
 //! Deliberately small: GET only, one request per connection, request head capped at
-//! [`MAX_REQUEST_HEAD`] and read within [`REQUEST_TIMEOUT`], so a stuck or hostile client cannot
-//! hold memory or a task for long. It listens on loopback by default; ops scrape it through the
-//! cabinet's own agent or tunnel.
+//! [`MAX_REQUEST_HEAD`] and read within [`REQUEST_TIMEOUT`], at most [`MAX_CONNECTIONS`]
+//! connections at once (beyond that a new connection gets `503` and is closed at once), so a
+//! stuck or hostile client cannot hold memory, tasks or file descriptors (which the outbox needs
+//! too) for long. Connections are tasks of one `JoinSet`, aborted when the endpoint stops. It
+//! listens on loopback by default; ops scrape it through the cabinet's own agent or tunnel.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,12 +13,16 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 /// Largest request head accepted.
 pub const MAX_REQUEST_HEAD: usize = 8 * 1024;
 /// Time a client has to send its request head.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once; `systemd/cabinetd.service` sets `LimitNOFILE` well above it.
+pub const MAX_CONNECTIONS: usize = 64;
+/// What a connection beyond [`MAX_CONNECTIONS`] gets before it is closed.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 5\r\nConnection: close\r\nRetry-After: 1\r\n\r\nbusy\n";
 
 /// What the endpoint serves; implemented by the daemon.
 pub trait Endpoint: Send + Sync + 'static {
@@ -73,19 +79,31 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Serve until `shutdown` becomes true.
+/// Serve until `stop` resolves; then the open connections are aborted.
 pub async fn serve(
     listener: TcpListener,
     endpoint: Arc<dyn Endpoint>,
-    mut shutdown: watch::Receiver<bool>,
+    stop: impl std::future::Future<Output = ()> + Send,
 ) {
+    let mut stop = std::pin::pin!(stop);
+    let mut conns = JoinSet::new();
     loop {
         tokio::select! {
-            _ = crate::stopped(&mut shutdown) => return,
+            () = &mut stop => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => match accepted {
+                Ok((stream, _)) if conns.len() >= MAX_CONNECTIONS => {
+                    // Answer and close at once: costs no task and frees the fd now. What the
+                    // client already sent is read first, so the close is a FIN, not a reset
+                    // (a request arriving later still meets a reset: the client sees an error
+                    // either way, never a hang).
+                    let mut sink = [0u8; 1024];
+                    let _ = stream.try_read(&mut sink);
+                    let _ = stream.try_write(BUSY);
+                }
                 Ok((stream, _)) => {
                     let endpoint = endpoint.clone();
-                    tokio::spawn(async move {
+                    conns.spawn(async move {
                         if let Err(e) = handle(stream, endpoint.as_ref()).await {
                             tracing::debug!(error = %e, "http connection ended with an error");
                         }
@@ -99,6 +117,7 @@ pub async fn serve(
             },
         }
     }
+    conns.shutdown().await;
 }
 
 async fn handle(mut stream: TcpStream, endpoint: &dyn Endpoint) -> std::io::Result<()> {
@@ -232,14 +251,39 @@ mod tests {
     async fn serves_over_tcp_and_stops_on_shutdown() {
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
-        let (tx, rx) = watch::channel(false);
-        let task = tokio::spawn(serve(listener, Arc::new(Fake { ready: true }), rx));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let stop = async move {
+            let _ = rx.await;
+        };
+        let task = tokio::spawn(serve(listener, Arc::new(Fake { ready: true }), stop));
         let (code, body) = get(&addr, "/metrics", Duration::from_secs(5))
             .await
             .unwrap();
         assert_eq!(code, 200);
         assert!(body.contains("cabinetd_uplink_connected"));
-        tx.send(true).unwrap();
+        // Idle connections beyond the cap: a new client is told 503 at once, not left hanging.
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            idle.push(TcpStream::connect(&addr).await.unwrap());
+        }
+        match get(&addr, "/metrics", Duration::from_secs(5)).await {
+            Ok((code, _)) => assert_eq!(code, 503),
+            Err(e) => assert_ne!(e.kind(), std::io::ErrorKind::TimedOut, "{e}"),
+        }
+        drop(idle);
+        // Once they are gone, it answers again (within the bound of a few tries).
+        let mut code = 0;
+        for _ in 0..100 {
+            code = get(&addr, "/metrics", Duration::from_secs(5))
+                .await
+                .map_or(0, |r| r.0);
+            if code == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(code, 200);
+        tx.send(()).unwrap();
         tokio::time::timeout(Duration::from_secs(5), task)
             .await
             .unwrap()

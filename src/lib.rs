@@ -1,15 +1,19 @@
 //! cabinetd: the edge gateway daemon of a smart-city street cabinet.
 //!
-//! Equipment adapters (Modbus, DALI, ONVIF) produce [`record`]s; the [`outbox`] makes them durable
-//! in sled and numbers them per stream; the [`uplink`] publishes them to the central post over MQTT
-//! and deletes them only after the broker acknowledged them.
+//! The [`equipment`] (Modbus devices, DALI buses; cameras later) produces [`record`]s; the
+//! [`recorder`] appends them to the [`outbox`], which makes them durable in sled and numbers them
+//! per stream; the [`uplink`] publishes them to the central post over MQTT and deletes them only
+//! after the broker acknowledged them. [`daemon`] wires it all and owns the lifecycle;
+//! `ARCHITECTURE.md` draws the whole, from a register to a PUBACK.
 
 pub mod auth;
 pub mod command;
 pub mod config;
 pub mod daemon;
-pub mod dali;
+pub mod equipment;
+pub mod event;
 pub mod http;
+pub mod light;
 pub mod lighting;
 pub mod logging;
 pub mod metrics;
@@ -17,16 +21,14 @@ pub mod notify;
 pub mod ops;
 pub mod outbox;
 pub mod record;
+pub mod recorder;
 pub mod report;
 pub mod rules;
 pub mod safety;
+pub mod status;
+pub mod tasks;
 pub mod uplink;
-
-/// Resolve once the shutdown flag is true (or its sender is gone, which also means stop).
-pub async fn stopped(shutdown: &mut tokio::sync::watch::Receiver<bool>) {
-    // The guard `wait_for` returns is not `Send`; drop it here so callers' futures stay `Send`.
-    let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
-}
+pub mod watchdog;
 
 /// `cabinetd --version`: version, git commit, target triple.
 pub const LONG_VERSION: &str = concat!(

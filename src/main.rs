@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use cabinetd::config;
+use cabinetd::daemon::{Daemon, Signal};
 
 /// EX_CONFIG from sysexits.h: systemd's unit must not restart on it.
 const EXIT_CONFIG: u8 = 78;
@@ -247,9 +248,16 @@ fn run(args: &ConfigArgs, log_format: Option<&str>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(cabinetd::daemon::run(files, cfg, notifier));
-    // Do not wait for stuck blocking tasks (a serial port read) past the SPEC's 10 s stop budget.
-    runtime.shutdown_timeout(Duration::from_secs(2));
+    let result = runtime.block_on(async {
+        let signals = signals()?;
+        Daemon::build(files, cfg, notifier)
+            .await?
+            .run(signals)
+            .await
+    });
+    // Do not wait for stuck blocking tasks past the SPEC's 10 s stop budget (the daemon used
+    // STOP_BUDGET of it).
+    runtime.shutdown_timeout(Duration::from_millis(500));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -258,6 +266,28 @@ fn run(args: &ConfigArgs, log_format: Option<&str>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// SIGTERM and SIGINT ask to stop, SIGHUP to reload; a task forwards them to the daemon.
+fn signals() -> anyhow::Result<tokio::sync::mpsc::Receiver<Signal>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(async move {
+        loop {
+            let s = tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM: stopping"); Signal::Stop }
+                _ = int.recv() => { tracing::info!("SIGINT: stopping"); Signal::Stop }
+                _ = hup.recv() => Signal::Reload,
+            };
+            if tx.send(s).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(rx)
 }
 
 fn status(http: &str, json: bool) -> ExitCode {
@@ -285,7 +315,10 @@ fn status(http: &str, json: bool) -> ExitCode {
     }
     match serde_json::from_str::<serde_json::Value>(&body) {
         Ok(doc) => {
-            print!("{}", cabinetd::daemon::render_status(&doc));
+            print!(
+                "{}",
+                cabinetd::status::render_status(&doc, std::time::SystemTime::now())
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -363,7 +396,9 @@ fn commission(args: &ConfigArgs, bus: &str, all: bool) -> ExitCode {
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    match runtime.block_on(cabinetd::dali::commission_cli(&cfg, bus, all, &mut out)) {
+    match runtime.block_on(cabinetd::equipment::dali::commission_cli(
+        &cfg, bus, all, &mut out,
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("cabinetd dali commission: {e:#}");

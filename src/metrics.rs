@@ -56,6 +56,8 @@ pub struct Metrics {
     pub poll_errors_total: IntCounterVec,
     /// `cabinetd_commands_total{action,status}`.
     pub commands_total: IntCounterVec,
+    /// `cabinetd_commands_in_flight`: commands executing now (at most the executor's limit).
+    pub commands_in_flight: IntGauge,
     /// `cabinetd_uplink_reconnects_total`: broker sessions established after the first.
     pub uplink_reconnects_total: IntCounterVec,
     /// `cabinetd_energy_kwh_total`: luminaire energy of the nights accounted (`energy_daily`).
@@ -180,6 +182,11 @@ impl Metrics {
             &["action", "status"],
         )
         .expect("valid metric");
+        let commands_in_flight = IntGauge::new(
+            "cabinetd_commands_in_flight",
+            "Commands executing now; beyond the executor's limit new ones are rejected busy.",
+        )
+        .expect("valid metric");
         let uplink_reconnects_total = IntCounterVec::new(
             Opts::new(
                 "cabinetd_uplink_reconnects_total",
@@ -294,6 +301,7 @@ impl Metrics {
             Box::new(poll_duration_seconds.clone()),
             Box::new(poll_errors_total.clone()),
             Box::new(commands_total.clone()),
+            Box::new(commands_in_flight.clone()),
             Box::new(uplink_reconnects_total.clone()),
             Box::new(store_recoveries_total.clone()),
             Box::new(dali_lamp_failures.clone()),
@@ -325,6 +333,7 @@ impl Metrics {
             poll_duration_seconds,
             poll_errors_total,
             commands_total,
+            commands_in_flight,
             uplink_reconnects_total,
             store_recoveries_total,
             dali_lamp_failures,

@@ -10,6 +10,10 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use serde_json::{json, Value};
+
+use crate::event::{EquipmentKind, EventKind};
+
 /// The three upward streams; each has its own `seq` counter and MQTT topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -124,7 +128,7 @@ pub struct Event {
     #[serde(with = "ts_millis")]
     pub ts: SystemTime,
     /// Machine-readable kind (`device_down`, `lamp_failure`, `outbox_evicted`, …).
-    pub kind: String,
+    pub kind: EventKind,
     /// Severity.
     pub severity: Severity,
     /// `DEVICE` or `DEVICE/POINT`, or `cabinetd` for the daemon itself.
@@ -134,6 +138,120 @@ pub struct Event {
     /// Kind-specific details (an object, `{}` when none).
     #[serde(default = "empty_object")]
     pub data: serde_json::Value,
+}
+
+/// The source of events the daemon raises about itself.
+pub const DAEMON_SOURCE: &str = "cabinetd";
+
+impl Event {
+    /// An event of `kind` at `ts`.
+    pub fn new(
+        kind: EventKind,
+        severity: Severity,
+        source: impl Into<String>,
+        message: impl Into<String>,
+        data: Value,
+    ) -> Event {
+        Event {
+            ts: SystemTime::now(),
+            kind,
+            severity,
+            source: source.into(),
+            message: message.into(),
+            data,
+        }
+    }
+
+    /// `device_down` (major): `source` of kind `protocol` stopped answering.
+    pub fn device_down(source: &str, protocol: EquipmentKind, error: &str) -> Event {
+        let what = protocol.describe(source);
+        let message = match protocol {
+            EquipmentKind::Dali => format!("{what} is down: {error}"),
+            _ => format!("{what} stopped answering: {error}"),
+        };
+        Event::new(
+            EventKind::DeviceDown,
+            Severity::Major,
+            source,
+            message,
+            json!({"protocol": protocol, "error": error}),
+        )
+    }
+
+    /// `device_up` (info): it answers again.
+    pub fn device_up(source: &str, protocol: EquipmentKind) -> Event {
+        Event::new(
+            EventKind::DeviceUp,
+            Severity::Info,
+            source,
+            format!("{} answers again", protocol.describe(source)),
+            json!({"protocol": protocol}),
+        )
+    }
+
+    /// `store_recovered` (critical): the outbox store was lost and started fresh.
+    pub fn store_recovered(moved_to: Option<&str>, reason: &str) -> Event {
+        Event::new(
+            EventKind::StoreRecovered,
+            Severity::Critical,
+            DAEMON_SOURCE,
+            format!("the outbox store was lost ({reason}); a fresh one was started"),
+            json!({"moved_to": moved_to, "reason": reason}),
+        )
+    }
+
+    /// `energy_daily` (info), with the SPEC's data `{date, kwh, baseline_kwh, savings_percent,
+    /// source}` as the accountant computed it.
+    pub fn energy_daily(data: Value) -> Event {
+        let message = format!(
+            "night of {}: {} kWh against {} kWh at full power ({})",
+            data["date"].as_str().unwrap_or(""),
+            data["kwh"],
+            data["baseline_kwh"],
+            data["source"].as_str().unwrap_or("")
+        );
+        Event::new(
+            EventKind::EnergyDaily,
+            Severity::Info,
+            DAEMON_SOURCE,
+            message,
+            data,
+        )
+    }
+
+    /// `config_rolled_back` (major): configuration `version` did not start (`reason`); the
+    /// previous one, `running`, runs again (`restored`), or nothing does.
+    pub fn config_rolled_back(version: &str, running: &str, reason: &str, restored: bool) -> Event {
+        let message = if restored {
+            format!("configuration {version} did not start ({reason}); {running} runs again")
+        } else {
+            format!(
+                "configuration {version} did not start ({reason}) and {running} could not be restored: no equipment runs"
+            )
+        };
+        Event::new(
+            EventKind::ConfigRolledBack,
+            if restored {
+                Severity::Major
+            } else {
+                Severity::Critical
+            },
+            DAEMON_SOURCE,
+            message,
+            json!({"version": version, "running": running, "reason": reason, "restored": restored}),
+        )
+    }
+
+    /// `dali_config_error` (minor): gear `source` (`BUS/ADDR`) refused its configuration.
+    pub fn dali_config_error(source: &str, bus: &str, address: u8, error: &str) -> Event {
+        Event::new(
+            EventKind::DaliConfigError,
+            Severity::Minor,
+            source,
+            format!("{source} refused its configuration: {error}"),
+            json!({"bus": bus, "address": address, "error": error}),
+        )
+    }
 }
 
 /// The final result of a command.
@@ -299,10 +417,19 @@ mod tests {
     }
 
     #[test]
+    fn device_events_say_what_and_why() {
+        let e = Event::device_down("bus-a", EquipmentKind::Dali, "port gone");
+        assert_eq!(e.data, json!({"protocol": "dali", "error": "port gone"}));
+        assert_eq!(e.message, "DALI bus bus-a is down: port gone");
+        let e = Event::device_up("meter-main", EquipmentKind::Modbus);
+        assert_eq!(e.message, "meter-main answers again");
+    }
+
+    #[test]
     fn event_round_trips() {
         let e = Event {
             ts: at(1000),
-            kind: "device_down".into(),
+            kind: EventKind::DeviceDown,
             severity: Severity::Major,
             source: "meter-main".into(),
             message: "no answer".into(),

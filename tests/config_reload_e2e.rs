@@ -136,8 +136,12 @@ fn desired_config_is_applied_or_rejected_whole_and_reported() {
             .find(|j| j["version"] == version)
     };
 
-    // Rejected: a broken document; errors name the position in the desired text.
-    let bad = format!("{}\n[[modbus.point]]\nname = 1\n", meter("remote", &port));
+    // Rejected: a broken document; errors name the position in the desired text, every one of
+    // them, exactly as check-config prints them for the same text (issue 13 item 8).
+    let bad = format!(
+        "{}\n[[modbus.point]]\nname = 1\nbogus_key = 2\n",
+        meter("remote", &port)
+    );
     probe.publish(
         desired,
         json!({"version": "v1", "config": bad})
@@ -156,6 +160,23 @@ fn desired_config_is_applied_or_rejected_whole_and_reported() {
         "{r}"
     );
     assert!(device_names(&daemon).is_empty());
+    let desired_file = dir.path().join("desired.toml");
+    std::fs::write(&desired_file, &bad).unwrap();
+    let check = std::process::Command::new(cabinetd_bin())
+        .args(["check-config", "--config"])
+        .arg(&daemon.config)
+        .arg("--config")
+        .arg(&desired_file)
+        .output()
+        .unwrap();
+    let checked: Vec<String> = String::from_utf8_lossy(&check.stderr)
+        .lines()
+        .filter_map(|l| l.strip_prefix(&format!("{}:", desired_file.display())))
+        .map(|l| format!("<desired>:{l}"))
+        .collect();
+    let lines: Vec<&str> = errors.iter().map(|e| e.as_str().unwrap()).collect();
+    assert!(lines.len() >= 3, "{r}");
+    assert_eq!(lines, checked, "same lines as check-config");
 
     // Applied: the new device is polled; the status says which version runs.
     probe.publish(
@@ -171,6 +192,20 @@ fn desired_config_is_applied_or_rejected_whole_and_reported() {
         point_records(&probe, "remote/v").into_iter().next()
     });
     assert_eq!(daemon.status()["config_version"], "v2");
+    // The online status is published again at once naming it, retained (issue 13 item 7): not
+    // at the next reconnect. A subscriber arriving afterwards gets v2.
+    wait_until("online status naming v2", Duration::from_secs(20), || {
+        probe
+            .on("/status")
+            .into_iter()
+            .map(|m| m.json())
+            .find(|j| j["online"] == true && j["config_version"] == "v2")
+    });
+    let late = MqttProbe::start(broker.port, "cabinets/v1/test-cab/status");
+    let retained = wait_until("retained status", Duration::from_secs(20), || {
+        late.on("/status").into_iter().find(|m| m.retain)
+    });
+    assert_eq!(retained.json()["config_version"], "v2");
 
     // It survives a restart (persisted), and the online status names it.
     assert!(daemon.stop().success());

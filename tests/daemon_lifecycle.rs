@@ -191,3 +191,56 @@ fn version_names_commit_and_target() {
     assert!(text.contains("commit "), "{text}");
     assert!(text.contains("linux"), "target triple missing: {text}");
 }
+
+/// Regression (issue 13 item 15): 1,100 idle HTTP connections exhausted the 1,024 descriptors,
+/// so accept failed and so did the outbox. Now at most 64 are served; the daemon here runs with
+/// 256 descriptors and is flooded with 400 idle connections.
+#[test]
+fn idle_http_connections_beyond_the_cap_neither_block_a_new_client_nor_the_outbox() {
+    let sim = free_port();
+    let extra = format!(
+        "[[simulator]]\nname = \"sim\"\nkind = \"energy-meter\"\nlisten = \"127.0.0.1:{sim}\"\n\
+         [[modbus]]\nname = \"meter\"\naddress = \"127.0.0.1:{sim}\"\npoll = \"100ms\"\nheartbeat = \"100ms\"\n\
+         [[modbus.point]]\nname = \"energy\"\ntable = \"input\"\naddress = 8\ntype = \"u32\"\n"
+    );
+    let broker = Mosquitto::start();
+    let probe = MqttProbe::start(broker.port, "cabinets/v1/test-cab/telemetry");
+    let daemon = Daemon::start(broker.port, &extra);
+    let limited = Command::new("prlimit")
+        .args(["--pid", &daemon.proc.pid().to_string(), "--nofile=256:256"])
+        .status()
+        .expect("prlimit (util-linux)");
+    assert!(limited.success());
+    wait_until("first reading", Duration::from_secs(20), || {
+        point_records(&probe, "meter/energy").into_iter().next()
+    });
+
+    let idle: Vec<std::net::TcpStream> = (0..400)
+        .filter_map(|_| std::net::TcpStream::connect(&daemon.http).ok())
+        .collect();
+    assert!(idle.len() > 64, "{} connections", idle.len());
+    // A new client is answered 503 or closed at once: never left hanging.
+    match http_get(&daemon.http, "/metrics") {
+        Ok((code, _)) => assert!(code == 503 || code == 200, "HTTP {code}"),
+        Err(e) => assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "{e}"
+        ),
+    }
+    // The outbox keeps working meanwhile: fresh readings still reach the broker.
+    let before = point_records(&probe, "meter/energy").len();
+    wait_until("readings during the flood", Duration::from_secs(20), || {
+        (point_records(&probe, "meter/energy").len() >= before + 5).then_some(())
+    });
+    drop(idle);
+    let (code, body) = wait_until("/metrics for a new client", Duration::from_secs(20), || {
+        http_get(&daemon.http, "/metrics")
+            .ok()
+            .filter(|(c, _)| *c == 200)
+    });
+    assert_eq!(code, 200);
+    assert!(body.contains("cabinetd_outbox_records"));
+}

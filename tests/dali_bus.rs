@@ -1,4 +1,4 @@
-//! The daemon's DALI bus task (`cabinetd::dali::run_bus`) against a real peer: python-dali fake
+//! The daemon's DALI bus task (`cabinetd::equipment::dali::run_bus`) against a real peer: python-dali fake
 //! gear behind the ATX DALI HAT emulator (`tests/peers/atx_hat_emulator.py`) on a pty, reached
 //! through tokio-serial as in production. Faults are injected on the emulator's stdin.
 
@@ -6,9 +6,11 @@ mod support;
 
 use std::time::Duration;
 
-use cabinetd::command::LightTarget;
 use cabinetd::config::{DaliBus, DaliGroup, DaliInterface};
-use cabinetd::dali::{run_bus, BusOptions, BusStatus, LightAction, LightError, LightRequest};
+use cabinetd::equipment::dali::{run_bus, BusOptions};
+use cabinetd::equipment::{Status, StatusTx};
+use cabinetd::event::EquipmentKind;
+use cabinetd::light::{LightAction, LightError, LightRequest, LightTarget};
 use cabinetd::metrics::Metrics;
 use cabinetd::record::{Event, Quality, RecordBody, Severity, Telemetry};
 use cabinetd_dali::percent_to_arc;
@@ -24,8 +26,8 @@ struct Task {
     records: mpsc::Receiver<RecordBody>,
     seen: Vec<RecordBody>,
     requests: mpsc::Sender<LightRequest>,
-    status: watch::Receiver<BusStatus>,
-    stop: watch::Sender<bool>,
+    status: watch::Receiver<Status>,
+    stop: oneshot::Sender<()>,
     handle: tokio::task::JoinHandle<()>,
 }
 
@@ -129,9 +131,15 @@ async fn bus_task_against_the_atx_hat_emulator() {
     };
     let (rec_tx, records) = mpsc::channel(1024);
     let (requests, req_rx) = mpsc::channel(4);
-    let (status_tx, status) = watch::channel(BusStatus::default());
-    let (stop, stop_rx) = watch::channel(false);
     let metrics = Metrics::new("test");
+    let (status_tx, status) = StatusTx::channel(
+        &cfg.name,
+        EquipmentKind::Dali,
+        0,
+        &metrics,
+        Default::default(),
+    );
+    let (stop, stop_rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(run_bus(
         cfg,
         opts,
@@ -139,7 +147,9 @@ async fn bus_task_against_the_atx_hat_emulator() {
         metrics.clone(),
         req_rx,
         status_tx,
-        stop_rx,
+        async move {
+            let _ = stop_rx.await;
+        },
     ));
     let mut t = Task {
         records,
@@ -246,7 +256,7 @@ async fn bus_task_against_the_atx_hat_emulator() {
         "{text}"
     );
 
-    t.stop.send(true).unwrap();
+    t.stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(10), t.handle)
         .await
         .expect("the bus task stops on shutdown")
@@ -276,9 +286,15 @@ async fn hat_gone_is_one_device_down_and_back_is_device_up() {
     };
     let (rec_tx, records) = mpsc::channel(1024);
     let (requests, req_rx) = mpsc::channel(4);
-    let (status_tx, status) = watch::channel(BusStatus::default());
-    let (stop, stop_rx) = watch::channel(false);
     let metrics = Metrics::new("test");
+    let (status_tx, status) = StatusTx::channel(
+        &cfg.name,
+        EquipmentKind::Dali,
+        0,
+        &metrics,
+        Default::default(),
+    );
+    let (stop, stop_rx) = oneshot::channel::<()>();
     let handle = tokio::spawn(run_bus(
         cfg,
         opts,
@@ -286,7 +302,9 @@ async fn hat_gone_is_one_device_down_and_back_is_device_up() {
         metrics.clone(),
         req_rx,
         status_tx,
-        stop_rx,
+        async move {
+            let _ = stop_rx.await;
+        },
     ));
     let mut t = Task {
         records,
@@ -307,7 +325,7 @@ async fn hat_gone_is_one_device_down_and_back_is_device_up() {
     t.point("bus-r/1/level", |p| p.quality == Quality::Bad)
         .await;
     let st = t.status.borrow().clone();
-    assert_eq!(st.up, Some(false), "{st:?} {:#?}", t.seen);
+    assert_eq!(st.up(), Some(false), "{st:?} {:#?}", t.seen);
     let e = t.light(LightTarget::All, set(20.0)).await.unwrap_err();
     assert!(!e.is_rejection(), "{e}");
 
@@ -335,7 +353,7 @@ async fn hat_gone_is_one_device_down_and_back_is_device_up() {
         text.contains("cabinetd_device_up{device=\"bus-r\",protocol=\"dali\"} 1"),
         "{text}"
     );
-    t.stop.send(true).unwrap();
+    t.stop.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(10), t.handle)
         .await
         .expect("the bus task stops on shutdown")

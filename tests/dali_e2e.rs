@@ -285,3 +285,43 @@ fn the_programme_lights_the_night_and_release_returns_to_it() {
     assert_eq!(hat.state(1)["level"], night);
     assert!(daemon.stop().success());
 }
+
+/// Regression (issue 8): a reload swaps the equipment generation; an old bus task must never
+/// still own the serial port or the bus lock when the new one opens them. Three reloads in a
+/// row while the bus is polled and commanded: the bus never reports the port or lock in use,
+/// and it keeps answering commands after each.
+#[test]
+fn reloads_hand_the_bus_over_without_two_owners() {
+    let _hat = AtxEmulator::spawn(&["--gear", "2"]);
+    let hat_port = _hat.port.clone();
+    let broker = Mosquitto::start();
+    let probe = MqttProbe::start(broker.port, "cabinets/v1/test-cab/#");
+    let mut daemon = Daemon::start(broker.port, &bus_config(&hat_port));
+    wait_until("bus-a up", Duration::from_secs(30), || {
+        (daemon.status()["devices"][0]["up"] == true).then_some(())
+    });
+    let base = std::fs::read_to_string(&daemon.config).unwrap();
+    for (i, poll) in ["600ms", "700ms", "800ms"].into_iter().enumerate() {
+        let text = base.replace("poll = \"500ms\"", &format!("poll = \"{poll}\""));
+        std::fs::write(&daemon.config, text).unwrap();
+        let before = daemon.status()["last_reload"]["ts"].clone();
+        daemon.proc.signal(nix::sys::signal::Signal::SIGHUP);
+        let outcome = wait_until("the reload outcome", Duration::from_secs(30), || {
+            let st = daemon.status();
+            (st["last_reload"]["ts"] != before).then(|| st["last_reload"].clone())
+        });
+        assert_eq!(outcome["status"], "applied", "{outcome}");
+        let id = format!("after-reload-{i}");
+        let cmd = json!({"id": id, "action": "light.set",
+            "args": {"target": "bus-a/1", "level_percent": 40 + 10 * i},
+            "expires_at": "2099-01-01T00:00:00Z"});
+        probe.publish(CMD, cmd.to_string().as_bytes(), false);
+        assert_eq!(result_of(&probe, &id)["status"], "succeeded");
+    }
+    let downs = events(&probe, "device_down", "bus-a");
+    assert!(
+        downs.is_empty(),
+        "the bus went down during a reload: {downs:#?}"
+    );
+    assert!(daemon.stop().success());
+}

@@ -58,7 +58,7 @@ fn body(stream: Stream, id: u64) -> RecordBody {
         }),
         Stream::Events => RecordBody::Event(Event {
             ts,
-            kind: "k".into(),
+            kind: cabinetd::event::EventKind::parse("k").unwrap(),
             severity: Severity::Info,
             source: "cabinetd".into(),
             message: id.to_string(),

@@ -168,12 +168,12 @@ fn nights_past_the_date_line_keep_every_step_all_year() {
         (
             "apia",
             "[cabinet]\nid = \"apia\"\nlatitude = -13.83\nlongitude = -171.76\ntimezone = \"Pacific/Apia\"\n",
-            cabinetd::lighting::time_zone("Pacific/Apia"),
+            cabinetd::config::time_zone("Pacific/Apia"),
         ),
         (
             "attu",
             "[cabinet]\nid = \"attu\"\nlatitude = 52.85\nlongitude = 173.18\ntimezone = \"America/Adak\"\n",
-            cabinetd::lighting::time_zone("America/Adak"),
+            cabinetd::config::time_zone("America/Adak"),
         ),
     ];
     let handles: Vec<_> = places

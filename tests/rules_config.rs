@@ -241,7 +241,7 @@ when = "w/temp < 1"
   args = { scene = "none", x = 1 }
 "#,
         &[
-            ("7:48", "field `args.level_percent`: 120 is outside 0..100"),
+            ("7:48", "field `args.level_percent`: 120 is outside 0..=100"),
             ("10:21", "no [[dali]] bus configures group 7"),
             ("13:21", "no [[dali]] bus is named \"bus-b\""),
             ("16:38", "99 is outside w/plan's range [0, 15]"),
@@ -250,7 +250,7 @@ when = "w/temp < 1"
             ("24:12", "field `action`: unknown action \"fly\""),
             (
                 "27:19",
-                "field `args.kind`: \"rule_fired\" is an event the daemon raises",
+                "field `args.kind`: event kind \"rule_fired\" is a built-in kind the daemon raises itself",
             ),
             ("27:44", "field `args.severity`"),
             ("27:61", "field `args.message`"),

@@ -1,11 +1,12 @@
 //! The uplink against a real mosquitto (`/usr/sbin/mosquitto`, spawned per test on a free
-//! loopback port): order and contiguity of seqs, no loss across a broker restart, retained
-//! status and will, commands coming in.
+//! loopback port, `tests/support`'s harness): order and contiguity of seqs, no loss across a
+//! broker restart, retained status and will, commands coming in.
+
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -17,219 +18,19 @@ use cabinetd::record::{
 };
 use cabinetd::uplink::{self, UplinkParams};
 use rumqttc::{AsyncClient, Event as MqttEvent, MqttOptions, Packet, QoS};
+use support::{make_ca, Mosquitto};
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
-const MOSQUITTO: &str = "/usr/sbin/mosquitto";
 const PREFIX: &str = "cabinets/v1";
 const CABINET: &str = "dijon-017";
 
-/// A mosquitto process; killed on drop.
-struct Mosquitto {
-    port: u16,
-    /// Port of the TLS listener, if any.
-    tls_port: Option<u16>,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl is required for the TLS test");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl Mosquitto {
-    /// A broker with a plain listener (for the observer) and a TLS listener whose server
-    /// certificate (for `localhost` and 127.0.0.1) is signed by a fresh CA, `DIR/ca.pem`.
-    fn start_tls() -> Mosquitto {
-        let mut m = Mosquitto::start(false);
-        m.stop();
-        let d = m.dir.path().to_owned();
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ];
-        let mut ca = vec!["req", "-x509"];
-        ca.extend(ec);
-        ca.extend([
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=test-ca",
-        ]);
-        openssl(&d, &ca);
-        let mut csr = vec!["req"];
-        csr.extend(ec);
-        csr.extend([
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ]);
-        openssl(&d, &csr);
-        std::fs::write(
-            d.join("ext.cnf"),
-            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-        )
-        .unwrap();
-        openssl(
-            &d,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "server.csr",
-                "-CA",
-                "ca.pem",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-out",
-                "server.pem",
-                "-days",
-                "2",
-                "-extfile",
-                "ext.cnf",
-            ],
-        );
-        for f in ["ca.pem", "server.pem", "server.key"] {
-            std::fs::set_permissions(
-                d.join(f),
-                std::os::unix::fs::PermissionsExt::from_mode(0o644),
-            )
-            .unwrap();
-        }
-        let tls_port = free_port();
-        let mut conf = std::fs::read_to_string(d.join("mosquitto.conf")).unwrap();
-        conf.push_str(&format!(
-            "listener {tls_port} 127.0.0.1\ncafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\n",
-            d.display()
-        ));
-        std::fs::write(d.join("mosquitto.conf"), conf).unwrap();
-        m.tls_port = Some(tls_port);
-        m.spawn();
-        m
-    }
-
-    /// Start on a free port. `persistence` keeps sessions across a clean restart (SIGTERM).
-    fn start(persistence: bool) -> Mosquitto {
-        assert!(
-            Path::new(MOSQUITTO).exists(),
-            "{MOSQUITTO} is required for these tests (apt install mosquitto)"
-        );
-        let port = free_port();
-        let dir = tempfile::tempdir().unwrap();
-        // mosquitto drops root privileges to its own user: let it write its persistence file.
-        std::fs::set_permissions(
-            dir.path(),
-            std::os::unix::fs::PermissionsExt::from_mode(0o777),
-        )
-        .unwrap();
-        let conf = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence {}\npersistence_location {}/\nmax_queued_messages 100000\nlog_dest stderr\n",
-            persistence,
-            dir.path().display()
-        );
-        std::fs::write(dir.path().join("mosquitto.conf"), conf).unwrap();
-        let mut m = Mosquitto {
-            port,
-            tls_port: None,
-            dir,
-            child: None,
-        };
-        m.spawn();
-        m
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new(MOSQUITTO)
-            .arg("-c")
-            .arg(self.dir.path().join("mosquitto.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn mosquitto");
-        self.child = Some(child);
-        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not listen on {addr}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn pid(&self) -> nix::unistd::Pid {
-        nix::unistd::Pid::from_raw(self.child.as_ref().unwrap().id() as i32)
-    }
-
-    /// Clean stop (SIGTERM: persistent sessions are saved), then start again on the same port.
-    fn restart(&mut self) {
-        self.stop();
-        self.spawn();
-    }
-
-    /// Clean stop (SIGTERM), waiting for the exit.
-    fn stop(&mut self) {
-        nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
-        self.child.take().unwrap().wait().unwrap();
-    }
-
-    /// Freeze (SIGSTOP): TCP stays open, nothing answers — a black-holed broker.
-    fn freeze(&self) {
-        nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGSTOP).unwrap();
-    }
-
-    /// Resume after [`Mosquitto::freeze`].
-    fn thaw(&self) {
-        nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGCONT).unwrap();
-    }
-
-    fn broker(&self) -> Broker {
-        Broker {
-            tls: false,
-            host: "127.0.0.1".into(),
-            port: self.port,
-        }
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(c.id() as i32),
-                nix::sys::signal::Signal::SIGCONT,
-            );
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+/// The broker's plain listener as an uplink broker.
+fn plain(broker: &Mosquitto) -> Broker {
+    Broker {
+        tls: false,
+        host: "127.0.0.1".into(),
+        port: broker.port,
     }
 }
 
@@ -378,7 +179,7 @@ fn telemetry(i: u64) -> RecordBody {
 fn event(i: u64) -> RecordBody {
     RecordBody::Event(Event {
         ts: SystemTime::now(),
-        kind: "device_down".into(),
+        kind: cabinetd::event::EventKind::DeviceDown,
         severity: Severity::Major,
         source: "meter-main".into(),
         message: format!("event {i}"),
@@ -429,16 +230,16 @@ fn assert_complete(seqs: &[(u64, bool)], n: u64, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_arrive_in_order_with_contiguous_seqs_and_status_is_retained() {
-    let broker = Mosquitto::start(false);
+    let broker = Mosquitto::start();
     let obs = Observer::connect(&broker, "observer-1", false).await;
     let dir = tempfile::tempdir().unwrap();
     let cab = open_cabinet(dir.path());
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shutdown = CancellationToken::new();
     let (handle, mut incoming, task) = uplink::start(
-        params(uplink_config(vec![broker.broker()])),
+        params(uplink_config(vec![plain(&broker)])),
         cab.outbox.clone(),
         cab.metrics.clone(),
-        shutdown_rx,
+        shutdown.clone(),
     );
 
     wait_for("online status", Duration::from_secs(10), || {
@@ -534,7 +335,7 @@ async fn records_arrive_in_order_with_contiguous_seqs_and_status_is_retained() {
     .await;
 
     // Clean stop: the retained status says offline; the task ends on its own.
-    shutdown_tx.send(true).unwrap();
+    shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(8), task)
         .await
         .expect("uplink stops within 8 s")
@@ -567,16 +368,16 @@ async fn records_arrive_in_order_with_contiguous_seqs_and_status_is_retained() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_restart_mid_stream_loses_nothing() {
-    let mut broker = Mosquitto::start(true);
+    let mut broker = Mosquitto::start();
     let obs = Observer::connect(&broker, "observer-restart", true).await;
     let dir = tempfile::tempdir().unwrap();
     let cab = open_cabinet(dir.path());
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shutdown = CancellationToken::new();
     let (handle, _incoming, task) = uplink::start(
-        params(uplink_config(vec![broker.broker()])),
+        params(uplink_config(vec![plain(&broker)])),
         cab.outbox.clone(),
         cab.metrics.clone(),
-        shutdown_rx,
+        shutdown.clone(),
     );
     wait_for("connected", Duration::from_secs(10), || {
         handle.status().connected
@@ -636,7 +437,7 @@ async fn broker_restart_mid_stream_loses_nothing() {
         cab.outbox.stats().total_records() == 0
     })
     .await;
-    shutdown_tx.send(true).unwrap();
+    shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(8), task)
         .await
         .unwrap()
@@ -645,16 +446,16 @@ async fn broker_restart_mid_stream_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_will_marks_the_cabinet_offline_when_the_uplink_dies_abruptly() {
-    let broker = Mosquitto::start(false);
+    let broker = Mosquitto::start();
     let obs = Observer::connect(&broker, "observer-will", false).await;
     let dir = tempfile::tempdir().unwrap();
     let cab = open_cabinet(dir.path());
-    let (_shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shutdown = CancellationToken::new();
     let (handle, _incoming, task) = uplink::start(
-        params(uplink_config(vec![broker.broker()])),
+        params(uplink_config(vec![plain(&broker)])),
         cab.outbox.clone(),
         cab.metrics.clone(),
-        shutdown_rx,
+        shutdown.clone(),
     );
     wait_for("online status", Duration::from_secs(10), || {
         obs.statuses().iter().any(|m| m.payload["online"] == true)
@@ -686,25 +487,25 @@ async fn failover_uses_the_next_broker_when_the_first_is_down() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let broker = Mosquitto::start(false);
+    let broker = Mosquitto::start();
     let obs = Observer::connect(&broker, "observer-failover", false).await;
     let dir = tempfile::tempdir().unwrap();
     let cab = open_cabinet(dir.path());
     cab.outbox.append(&result(1)).unwrap();
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shutdown = CancellationToken::new();
     let brokers = vec![
         Broker {
             tls: false,
             host: "127.0.0.1".into(),
             port: dead,
         },
-        broker.broker(),
+        plain(&broker),
     ];
     let (handle, _incoming, task) = uplink::start(
         params(uplink_config(brokers)),
         cab.outbox.clone(),
         cab.metrics.clone(),
-        shutdown_rx,
+        shutdown.clone(),
     );
     wait_for(
         "result delivered via the second broker",
@@ -713,10 +514,11 @@ async fn failover_uses_the_next_broker_when_the_first_is_down() {
     )
     .await;
     let st = handle.status();
-    assert_eq!(st.broker, Some(format!("127.0.0.1:{}", broker.port)));
+    // One spelling of a broker everywhere (issue 14): its URL.
+    assert_eq!(st.broker, Some(format!("mqtt://127.0.0.1:{}", broker.port)));
     // Stored before the first session: a replay.
     assert_eq!(obs.seqs(Stream::Results), vec![(1, true)]);
-    shutdown_tx.send(true).unwrap();
+    shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(8), task)
         .await
         .unwrap()
@@ -725,7 +527,7 @@ async fn failover_uses_the_next_broker_when_the_first_is_down() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fresh_records_flow_while_the_backlog_drains() {
-    let broker = Mosquitto::start(false);
+    let broker = Mosquitto::start();
     let obs = Observer::connect(&broker, "observer-backlog", false).await;
     let dir = tempfile::tempdir().unwrap();
     let cab = open_cabinet(dir.path());
@@ -735,15 +537,15 @@ async fn fresh_records_flow_while_the_backlog_drains() {
         cab.outbox.append(&telemetry(i)).unwrap();
     }
     cab.outbox.flush().await.unwrap();
-    let mut config = uplink_config(vec![broker.broker()]);
+    let mut config = uplink_config(vec![plain(&broker)]);
     // A thin link: the backlog takes ~5 s.
     config.replay_rate = Some(300);
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shutdown = CancellationToken::new();
     let (handle, _incoming, task) = uplink::start(
         params(config),
         cab.outbox.clone(),
         cab.metrics.clone(),
-        shutdown_rx,
+        shutdown.clone(),
     );
     wait_for("backlog starts", Duration::from_secs(10), || {
         !obs.seqs(Stream::Telemetry).is_empty()
@@ -794,7 +596,7 @@ async fn fresh_records_flow_while_the_backlog_drains() {
         !handle.status().replaying
     })
     .await;
-    shutdown_tx.send(true).unwrap();
+    shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(8), task)
         .await
         .unwrap()
@@ -803,18 +605,18 @@ async fn fresh_records_flow_while_the_backlog_drains() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_black_holed_broker_is_detected_and_nothing_is_lost() {
-    let broker = Mosquitto::start(false);
+    let broker = Mosquitto::start();
     let obs = Observer::connect(&broker, "observer-blackhole", true).await;
     let dir = tempfile::tempdir().unwrap();
     let cab = open_cabinet(dir.path());
-    let mut config = uplink_config(vec![broker.broker()]);
+    let mut config = uplink_config(vec![plain(&broker)]);
     config.keep_alive = Duration::from_secs(1);
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shutdown = CancellationToken::new();
     let (handle, _incoming, task) = uplink::start(
         params(config),
         cab.outbox.clone(),
         cab.metrics.clone(),
-        shutdown_rx,
+        shutdown.clone(),
     );
     wait_for("connected", Duration::from_secs(10), || {
         handle.status().connected
@@ -870,7 +672,7 @@ async fn a_black_holed_broker_is_detected_and_nothing_is_lost() {
         "retained status {:?}",
         last.payload
     );
-    shutdown_tx.send(true).unwrap();
+    shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(8), task)
         .await
         .unwrap()
@@ -889,37 +691,18 @@ async fn mqtts_with_the_configured_ca_delivers_and_a_wrong_ca_is_refused() {
 
     // A CA that did not sign the server certificate: the handshake fails, nothing is sent.
     let other = tempfile::tempdir().unwrap();
-    openssl(
-        other.path(),
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=other",
-        ],
-    );
+    make_ca(other.path(), "other");
     {
         let dir = tempfile::tempdir().unwrap();
         let cab = open_cabinet(dir.path());
         let mut config = uplink_config(vec![tls_broker.clone()]);
         config.ca_file = Some(other.path().join("ca.pem"));
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let shutdown = CancellationToken::new();
         let (handle, _incoming, task) = uplink::start(
             params(config),
             cab.outbox.clone(),
             cab.metrics.clone(),
-            shutdown_rx,
+            shutdown.clone(),
         );
         wait_for("a TLS error", Duration::from_secs(10), || {
             handle.status().last_error.is_some()
@@ -929,7 +712,7 @@ async fn mqtts_with_the_configured_ca_delivers_and_a_wrong_ca_is_refused() {
         assert!(!st.connected);
         let err = st.last_error.unwrap();
         assert!(err.contains("TLS"), "{err}");
-        shutdown_tx.send(true).unwrap();
+        shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(8), task)
             .await
             .unwrap()
@@ -939,13 +722,13 @@ async fn mqtts_with_the_configured_ca_delivers_and_a_wrong_ca_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let cab = open_cabinet(dir.path());
     let mut config = uplink_config(vec![tls_broker]);
-    config.ca_file = Some(broker.dir.path().join("ca.pem"));
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    config.ca_file = Some(broker.ca_file());
+    let shutdown = CancellationToken::new();
     let (handle, _incoming, task) = uplink::start(
         params(config),
         cab.outbox.clone(),
         cab.metrics.clone(),
-        shutdown_rx,
+        shutdown.clone(),
     );
     for i in 0..50 {
         cab.outbox.append(&telemetry(i)).unwrap();
@@ -957,9 +740,9 @@ async fn mqtts_with_the_configured_ca_delivers_and_a_wrong_ca_is_refused() {
     assert_complete(&obs.seqs(Stream::Telemetry), 50, "telemetry over TLS");
     assert_eq!(
         handle.status().broker,
-        Some(format!("localhost:{}", broker.tls_port.unwrap()))
+        Some(format!("mqtts://localhost:{}", broker.tls_port.unwrap()))
     );
-    shutdown_tx.send(true).unwrap();
+    shutdown.cancel();
     tokio::time::timeout(Duration::from_secs(8), task)
         .await
         .unwrap()

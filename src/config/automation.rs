@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::{Camera, DaliBus, DataType, LightTarget, ModbusDevice};
+use super::{Camera, DaliBus, DataType, ModbusDevice};
 use crate::command::Action;
+use crate::light::LightTarget;
 use crate::record::Severity;
 use crate::rules::expr::{Expr, ValueType};
 
@@ -161,8 +162,8 @@ impl RuleAction {
 /// An event a rule or scene raises.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventSpec {
-    /// `[a-z0-9_]+`, not a built-in kind.
-    pub kind: String,
+    /// `[a-z0-9_]+`, not a built-in kind (checked at load).
+    pub kind: crate::event::CustomKind,
     /// Severity.
     pub severity: Severity,
     /// One human sentence.

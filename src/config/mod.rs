@@ -11,6 +11,7 @@
 //! `load` (sorts errors by file order then position). `units` holds the pure value parsers.
 
 mod automation;
+pub mod desired;
 mod load;
 #[cfg(test)]
 mod tests;
@@ -28,12 +29,14 @@ mod remote;
 pub fn parse_broker(url: &str) -> Result<Broker, String> {
     units::parse_broker(url)
 }
+pub use units::time_zone;
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::light::{LightTarget, StepTime};
 pub use cabinetd_modbus::{
     DataType, DeviceSpec, Parity, PointSpec, SerialSettings, Table, Transport, WordOrder,
 };
@@ -129,6 +132,67 @@ impl Default for SafetyConfig {
     }
 }
 
+impl Config {
+    /// The first section whose change needs a restart: the store, the uplink session, the HTTP
+    /// socket and the cabinet's identity are not swapped while running.
+    pub fn restart_section(&self, new: &Config) -> Option<&'static str> {
+        [
+            ("cabinet", self.cabinet != new.cabinet),
+            ("storage", self.storage != new.storage),
+            ("uplink", self.uplink != new.uplink),
+            ("http", self.http != new.http),
+        ]
+        .into_iter()
+        .find_map(|(section, changed)| changed.then_some(section))
+    }
+}
+
+/// A thing only one entry can own at a time (as Vector's `Resource`). Validation refuses two
+/// owners of one; the equipment rack never lets two generations hold one at once.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Resource {
+    /// A serial line (opened exclusively): a Modbus RTU line, a DALI interface.
+    SerialLine(PathBuf),
+    /// A listening socket.
+    Listen(SocketAddr),
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Resource::SerialLine(p) => write!(f, "serial line {}", p.display()),
+            Resource::Listen(a) => write!(f, "listening address {a}"),
+        }
+    }
+}
+
+impl ModbusDevice {
+    /// An RTU device's line (shared with the other units on it: see [`SerialSettings`]).
+    pub fn resources(&self) -> Vec<Resource> {
+        match &self.spec.transport {
+            Transport::Rtu(s) => vec![Resource::SerialLine(s.path.clone())],
+            Transport::Tcp { .. } => Vec::new(),
+        }
+    }
+}
+
+impl DaliBus {
+    /// An ATX HAT's serial port.
+    pub fn resources(&self) -> Vec<Resource> {
+        match &self.interface {
+            DaliInterface::AtxHat { port } => vec![Resource::SerialLine(port.clone())],
+            DaliInterface::Sim { .. } => Vec::new(),
+        }
+    }
+}
+
+impl Simulator {
+    /// Its listening address.
+    pub fn resources(&self) -> Vec<Resource> {
+        vec![Resource::Listen(self.listen)]
+    }
+}
+
 /// `[cabinet]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CabinetConfig {
@@ -162,6 +226,19 @@ pub struct Broker {
     pub host: String,
     /// Port (1883 / 8883 by default).
     pub port: u16,
+}
+
+impl Broker {
+    /// `mqtt://host:port` or `mqtts://host:port` (`[v6]` hosts bracketed): the one spelling of
+    /// a broker in logs, `/status`, `cabinetd status` and metric labels.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "mqtts" } else { "mqtt" };
+        if self.host.contains(':') {
+            format!("{scheme}://[{}]:{}", self.host, self.port)
+        } else {
+            format!("{scheme}://{}:{}", self.host, self.port)
+        }
+    }
 }
 
 /// `[uplink]`.
@@ -321,8 +398,6 @@ pub struct Simulator {
     pub listen: SocketAddr,
 }
 
-pub use crate::command::LightTarget;
-
 /// Which sun depression below the horizon defines dusk and dawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Twilight {
@@ -331,22 +406,6 @@ pub enum Twilight {
     Official,
     /// Civil twilight: centre of the sun 6° below the horizon (zenith 96°).
     Civil,
-}
-
-/// When a lighting step happens, relative to the night it belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepTime {
-    /// Dusk of the night, plus this many seconds (negative: before).
-    Dusk(i64),
-    /// Dawn ending the night, plus this many seconds (negative: before).
-    Dawn(i64),
-    /// A local clock time in `cabinet.timezone`, its occurrence between dusk and dawn.
-    Clock {
-        /// 0..=23.
-        hour: u8,
-        /// 0..=59.
-        minute: u8,
-    },
 }
 
 /// One `[[lighting.step]]`.

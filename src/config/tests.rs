@@ -1235,3 +1235,54 @@ fn a_later_file_replaces_the_whole_programme() {
     assert_eq!(c.lighting.steps.len(), 1);
     assert_eq!(c.lighting.steps[0].level_percent, 80.0);
 }
+
+fn rtu(name: &str, unit: u8, baud: u32) -> String {
+    format!(
+        "[[modbus]]\nname = \"{name}\"\ntransport = \"rtu\"\naddress = \"/dev/ttyUSB0\"\nbaud = {baud}\nunit_id = {unit}\n  [[modbus.point]]\n  name = \"x\"\n  table = \"holding\"\n  address = 0\n"
+    )
+}
+
+#[test]
+fn units_of_one_rtu_line_share_it_when_they_agree_on_its_settings() {
+    // Several units on one RS-485 line is how cabinets are wired: not an error.
+    let c = ok(&format!("{}{}", rtu("m1", 1, 19200), rtu("m2", 2, 19200)));
+    assert_eq!(c.modbus.len(), 2);
+    assert_eq!(c.modbus[0].resources(), c.modbus[1].resources());
+    // Disagreeing settings: reported at the second entry, naming the first with its position.
+    one(
+        &format!("{}{}", rtu("m1", 1, 19200), rtu("m2", 2, 9600)),
+        "b.toml:11:1",
+        "modbus[m2]: serial line /dev/ttyUSB0 is set to 9600 baud, parity even, 8 data bits, 1 stop bit, but modbus[m1] (defined at b.toml:1:1) sets 19200 baud",
+    );
+}
+
+#[test]
+fn a_serial_line_or_a_listening_address_has_one_owner() {
+    let dali = "[[dali]]\nname = \"bus-a\"\ninterface = \"atx-hat\"\nport = \"/dev/ttyUSB0\"\n";
+    one(
+        &format!("{}{dali}", rtu("m1", 1, 19200)),
+        "b.toml:11:1",
+        "dali[bus-a]: serial line /dev/ttyUSB0 is already used by modbus[m1] (defined at b.toml:1:1): it can have only one owner",
+    );
+    let dali_b = dali.replace("bus-a", "bus-b");
+    one(
+        &format!("{dali}{dali_b}"),
+        "b.toml:5:1",
+        "dali[bus-b]: serial line /dev/ttyUSB0 is already used by dali[bus-a]",
+    );
+    let sim = |name: &str| {
+        format!("[[simulator]]\nname = \"{name}\"\nkind = \"energy-meter\"\nlisten = \"127.0.0.1:5020\"\n")
+    };
+    one(
+        &format!("{}{}", sim("s1"), sim("s2")),
+        "b.toml:5:1",
+        "simulator[s2]: listening address 127.0.0.1:5020 is already used by simulator[s1]",
+    );
+    one(
+        &format!("[http]\nlisten = \"127.0.0.1:5020\"\n{}", sim("s1")),
+        "b.toml:3:1",
+        "simulator[s1]: listening address 127.0.0.1:5020 is already used by http.listen (defined at b.toml:2:10)",
+    );
+    // The built-in simulated bus owns no line.
+    ok("[[dali]]\nname = \"a\"\ninterface = \"sim\"\nluminaires = 1\n[[dali]]\nname = \"b\"\ninterface = \"sim\"\nluminaires = 1\n");
+}

@@ -1,5 +1,5 @@
 //! Pure parsers for the value syntaxes of the config: durations, byte sizes, broker URLs, names,
-//! and the "did you mean" suggestion. Each returns a message fit to follow the key's name.
+//! time zones, and the "did you mean" suggestion. Each returns a message fit to follow the key's name.
 
 use std::time::Duration;
 
@@ -152,6 +152,19 @@ pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// Resolves an IANA time zone name (`cabinet.timezone`): the system tzdb first
+/// (`/usr/share/zoneinfo`, kept current by Debian's `tzdata`), the copy bundled in the binary as
+/// fallback, so a cabinet with a broken tzdata still keeps local time and tests do not depend on
+/// the host.
+pub fn time_zone(name: &str) -> Result<jiff::tz::TimeZone, String> {
+    match jiff::tz::db().get(name) {
+        Ok(tz) => Ok(tz),
+        Err(_) => jiff::tz::TimeZoneDatabase::bundled()
+            .get(name)
+            .map_err(|_| format!("unknown IANA time zone {name:?}")),
+    }
+}
+
 /// The closest known word within edit distance 2 (first one wins a tie).
 pub(crate) fn suggest<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
     known
@@ -165,6 +178,23 @@ pub(crate) fn suggest<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_zones_resolve() {
+        assert!(time_zone("Europe/Paris").is_ok());
+        assert!(time_zone("UTC").is_ok());
+        assert!(time_zone("Europe/Dijon").is_err());
+    }
+
+    #[test]
+    fn bundled_tzdb_knows_paris() {
+        // The fallback must stand on its own when the host has no /usr/share/zoneinfo.
+        let tz = jiff::tz::TimeZoneDatabase::bundled()
+            .get("Europe/Paris")
+            .unwrap();
+        let summer: jiff::Timestamp = "2026-07-01T12:00:00Z".parse().unwrap();
+        assert_eq!(tz.to_offset(summer).seconds(), 7200);
+    }
 
     #[test]
     fn durations() {

@@ -11,15 +11,30 @@
 //! The event for the night that started on date D is due once its dawn plus [`BRACKET`] has
 //! passed (the metered figure uses readings up to an hour after dawn). Samples older than the
 //! night being accounted are dropped, so memory stays bounded to about one night.
+//!
+//! [`EnergyAccountant`] is pure. [`run`] is its task: it subscribes to the good telemetry the
+//! recorder shares (a broadcast channel; the accountant keeps only the points it accounts),
+//! asks [`EnergyAccountant::due`] every minute and appends the `energy_daily` event. A
+//! configuration change of `[[dali]]`, `[lighting]` or `[[modbus]]` starts a fresh accountant
+//! (the luminaires or the meter changed).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use jiff::civil::Date;
 use jiff::{SignedDuration, Timestamp};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use super::energy::{self, EnergyDaily, LevelSeries, BRACKET};
 use super::Programme;
 use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::record::{Event, RecordBody, Telemetry};
+
+/// How often [`run`] asks whether a night's report is due.
+pub const TICK: Duration = Duration::from_secs(60);
 
 /// Per-night energy bookkeeping of one cabinet.
 #[derive(Debug)]
@@ -191,6 +206,75 @@ impl EnergyAccountant {
             .yesterday()
             .unwrap_or(Date::MIN);
         self.reported.retain(|d| *d >= oldest);
+    }
+}
+
+/// Whether a configuration change concerns the accountant.
+fn accounted_sections_changed(old: &Config, new: &Config) -> bool {
+    old.dali != new.dali || old.lighting != new.lighting || old.modbus != new.modbus
+}
+
+/// Feeds the accountant with the good readings of `readings` and appends the night's
+/// `energy_daily` event to `records`, until `stop` resolves.
+pub async fn run(
+    mut running: watch::Receiver<Arc<Config>>,
+    mut readings: broadcast::Receiver<Telemetry>,
+    records: mpsc::Sender<RecordBody>,
+    metrics: Metrics,
+    stop: impl Future<Output = ()> + Send,
+) {
+    let mut cfg = running.borrow_and_update().clone();
+    let mut accountant = EnergyAccountant::new(&cfg);
+    let mut tick = tokio::time::interval(TICK);
+    let work = async {
+        loop {
+            tokio::select! {
+                r = readings.recv() => match r {
+                    Ok(t) => {
+                        if let (Some(acc), Ok(at)) = (accountant.as_mut(), Timestamp::try_from(t.ts)) {
+                            acc.observe(&t.point, &t.value, at);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "energy accountant fell behind the telemetry; tonight's figure may be estimated");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                r = running.changed() => {
+                    if r.is_err() {
+                        return;
+                    }
+                    let new = running.borrow_and_update().clone();
+                    if accounted_sections_changed(&cfg, &new) {
+                        // The luminaires or the meter changed: account from now on with the new set.
+                        accountant = EnergyAccountant::new(&new);
+                    }
+                    cfg = new;
+                }
+                _ = tick.tick() => {
+                    let due = accountant.as_mut().map(|acc| acc.due(Timestamp::now()));
+                    match due {
+                        Some(Due::Report(e)) => {
+                            metrics.energy_kwh_total.inc_by(e.kwh.max(0.0));
+                            metrics.energy_baseline_kwh_total.inc_by(e.baseline_kwh.max(0.0));
+                            let data = e.data();
+                            tracing::info!(%data, "energy of the night");
+                            if records.send(RecordBody::Event(Event::energy_daily(data))).await.is_err() {
+                                return;
+                            }
+                        }
+                        Some(Due::Unaccountable(date, why)) => {
+                            tracing::warn!(%date, %why, "no energy_daily for this night");
+                        }
+                        Some(Due::Nothing) | None => {}
+                    }
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = stop => {}
+        () = work => {}
     }
 }
 

@@ -28,8 +28,9 @@ use serde::Serialize;
 
 use super::astro::SunEvent;
 use super::programme::{FIRST_NIGHT, LAST_NIGHT};
-use super::{target_name, PlanError, Programme};
-use crate::config::{Config, LightTarget};
+use super::{PlanError, Programme};
+use crate::config::Config;
+use crate::light::{target_name, LightTarget};
 
 /// Which polar case a night is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

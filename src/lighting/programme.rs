@@ -42,8 +42,9 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::astro::{self, SunEvent};
 use super::plan::{Night, Plan, Step};
-use super::{target_name, time_zone, PlanError};
-use crate::config::{Config, LightTarget, LightingStep, StepTime, Twilight};
+use super::PlanError;
+use crate::config::{time_zone, Config, LightingStep, Twilight};
+use crate::light::{LightTarget, StepTime};
 
 /// How far [`Programme::level_at`] and [`Programme::next_change_after`] look for a step: a year
 /// covers the longest polar day or night.
@@ -91,35 +92,11 @@ pub struct Programme {
     groups: Vec<(String, u8, Vec<u8>)>,
 }
 
-fn specificity(t: &LightTarget) -> u8 {
-    match t {
-        LightTarget::All => 0,
-        LightTarget::Group(_) => 1,
-        LightTarget::Gear { .. } => 2,
-    }
-}
-
 /// `t` moved by a step's offset (at most 12 h), saturating at jiff's range: a `SignedDuration`
 /// has no calendar unit, so `saturating_add` has no error case.
 fn offset(t: Timestamp, secs: i64) -> Timestamp {
     t.saturating_add(SignedDuration::from_secs(secs))
         .unwrap_or(t)
-}
-
-fn at_text(at: StepTime) -> String {
-    let off = |name: &str, s: i64| {
-        if s == 0 {
-            return name.to_string();
-        }
-        let sign = if s < 0 { '-' } else { '+' };
-        let d = std::time::Duration::from_secs(s.unsigned_abs());
-        format!("{name}{sign}{}", humantime::format_duration(d))
-    };
-    match at {
-        StepTime::Dusk(s) => off("dusk", s),
-        StepTime::Dawn(s) => off("dawn", s),
-        StepTime::Clock { hour, minute } => format!("{hour:02}:{minute:02}"),
-    }
 }
 
 impl Programme {
@@ -239,7 +216,7 @@ impl Programme {
     /// The reason of a clock step moved to dusk: `"night dimming (22:00, applied at dusk)"`, or
     /// `"22:00 (applied at dusk)"` when the reason is the default.
     fn deferred_reason(s: &LightingStep) -> String {
-        let at = at_text(s.at);
+        let at = s.at.to_string();
         if s.reason == at {
             format!("{at} (applied at dusk)")
         } else {
@@ -282,7 +259,7 @@ impl Programme {
             let mut order = Order {
                 at: start,
                 deferred_from: None,
-                specificity: specificity(&s.target),
+                specificity: s.target.specificity(),
                 index: i,
             };
             let mut reason = s.reason.clone();
@@ -308,10 +285,10 @@ impl Programme {
                         date.tomorrow().ok()
                     };
                     match day.and_then(|d| self.clock(d, hour, minute)) {
-                        None => Some(format!("{} {zone} cannot be placed", at_text(s.at))),
+                        None => Some(format!("{} {zone} cannot be placed", s.at)),
                         Some(t) if t >= end => Some(format!(
                             "{} {zone} is at or after dawn; the level before dawn is the last step's before it",
-                            at_text(s.at)
+                            s.at
                         )),
                         Some(t) if t < start => {
                             order.deferred_from = Some(t);
@@ -328,8 +305,7 @@ impl Programme {
             if let Some(why) = skipped {
                 notes.push(format!(
                     "lighting.step[{i}] ({} {}) skipped: {why}",
-                    at_text(s.at),
-                    target_name(&s.target)
+                    s.at, s.target
                 ));
                 continue;
             }

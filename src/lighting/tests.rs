@@ -7,7 +7,8 @@ use jiff::Timestamp;
 use serde_json::Value;
 
 use super::*;
-use crate::config::{load_sources, Config, LightTarget, Source};
+use crate::config::{load_sources, time_zone, Config, Source};
+use crate::light::{target_name, LightTarget};
 
 fn config(cabinet: &str, lighting: &str) -> Config {
     let text = format!(

@@ -816,7 +816,7 @@ impl Outbox {
             tracing::warn!(stream = %stream, first_seq = first, last_seq = last, records = removed, "outbox over budget: evicted oldest records");
             let event = RecordBody::Event(Event {
                 ts: SystemTime::now(),
-                kind: "outbox_evicted".into(),
+                kind: crate::event::EventKind::OutboxEvicted,
                 severity: Severity::Major,
                 source: "cabinetd".into(),
                 message: format!(

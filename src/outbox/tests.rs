@@ -237,7 +237,7 @@ async fn a_lost_store_resumes_numbering_above_the_marks() {
     assert_eq!(
         ob.append(&RecordBody::Event(crate::record::Event {
             ts: SystemTime::now(),
-            kind: "k".into(),
+            kind: crate::event::EventKind::parse("k").unwrap(),
             severity: Severity::Info,
             source: "cabinetd".into(),
             message: "m".into(),

@@ -148,7 +148,8 @@ impl AdaptiveRt {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{FlowLevel, LightTarget, DEFAULT_FLOW_LEVELS};
+    use crate::config::{FlowLevel, DEFAULT_FLOW_LEVELS};
+    use crate::light::LightTarget;
 
     fn rt() -> AdaptiveRt {
         let mut a = AdaptiveRt::new(Adaptive {

@@ -47,7 +47,8 @@ use serde_json::{json, Value as Json};
 
 use super::{ActionOut, EventOut, Now, Output};
 use crate::command::Action;
-use crate::config::{Config, LightTarget, RuleAction};
+use crate::config::{Config, RuleAction};
+use crate::light::LightTarget;
 use crate::lighting::Programme;
 use crate::record::Severity;
 
@@ -866,7 +867,7 @@ pub fn control_changed(
     by: &Controller,
 ) -> EventOut {
     EventOut {
-        kind: "control_changed".into(),
+        kind: crate::event::EventKind::ControlChanged,
         severity: Severity::Info,
         source: "cabinetd".into(),
         message: format!("{t}: {from} → {to}"),

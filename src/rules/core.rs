@@ -48,7 +48,9 @@ use super::state::{SavedOverride, SavedRunner, SavedScene, State};
 use super::window::Sky;
 use super::{ActionOut, EventOut, Now, Output};
 use crate::command::Action;
-use crate::config::{Config, LightTarget, PointCatalog, Rule, RuleAction, Scene};
+use crate::config::{Config, PointCatalog, Rule, RuleAction, Scene};
+use crate::event::EventKind;
+use crate::light::LightTarget;
 use crate::lighting::PlanError;
 use crate::record::{Quality, Severity};
 
@@ -91,9 +93,9 @@ pub struct Core {
     persist: bool,
 }
 
-fn event(kind: &str, severity: Severity, message: String, data: Json) -> EventOut {
+fn event(kind: EventKind, severity: Severity, message: String, data: Json) -> EventOut {
     EventOut {
-        kind: kind.into(),
+        kind,
         severity,
         source: "cabinetd".into(),
         message,
@@ -176,7 +178,7 @@ impl Core {
             Duration::try_from(until.duration_since(from)).unwrap_or(Duration::ZERO)
         };
         for o in &s.overrides {
-            let target = match crate::lighting::parse_target(&o.target) {
+            let target = match crate::light::parse_target(&o.target) {
                 Ok(t) if self.check_light(&t).is_ok() => Target::light(&t),
                 _ => {
                     notes.push(format!(
@@ -315,7 +317,7 @@ impl Core {
         } else {
             Err(format!(
                 "field `args.target`: {} is not a light target of this cabinet",
-                crate::lighting::target_name(t)
+                crate::light::target_name(t)
             ))
         }
     }
@@ -544,7 +546,7 @@ impl Core {
                     _ => {}
                 }
                 self.pending.push(Output::Event(EventOut {
-                    kind: e.kind.clone(),
+                    kind: EventKind::Custom(e.kind.clone()),
                     severity: e.severity,
                     source: e.source.clone().unwrap_or_else(|| "cabinetd".into()),
                     message: e.message.clone(),
@@ -584,7 +586,7 @@ impl Core {
                         a.replan();
                     }
                     self.pending.push(Output::Event(event(
-                        "clock_jump",
+                        EventKind::ClockJump,
                         Severity::Minor,
                         format!(
                             "the wall clock stepped by {offset_s} s; plans made again from now"
@@ -594,7 +596,7 @@ impl Core {
                 }
                 ClockEvent::Untrusted { wall, floor } => {
                     self.pending.push(Output::Event(event(
-                        "clock_untrusted",
+                        EventKind::ClockUntrusted,
                         Severity::Major,
                         format!("the wall clock reads {wall}, before {floor}: holding the current levels until it is set"),
                         json!({ "wall": wall.to_string(), "floor": floor.to_string() }),
@@ -625,7 +627,7 @@ impl Core {
                 Severity::Info
             };
             self.pending.push(Output::Event(event(
-                "mode_changed",
+                EventKind::ModeChanged,
                 severity,
                 format!("mode {from} → {to}"),
                 json!({ "from": from.as_str(), "to": to.as_str() }),
@@ -657,7 +659,7 @@ impl Core {
                 "entered"
             };
             self.pending.push(Output::Event(event(
-                "rule_fired",
+                EventKind::RuleFired,
                 Severity::Info,
                 format!("rule {} {state}", rule.name),
                 json!({ "rule": rule.name, "state": state }),

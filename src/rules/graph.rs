@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::config::LightTarget;
+use crate::light::LightTarget;
 
 /// Something an action changes.
 #[derive(Debug, Clone, PartialEq, Eq)]

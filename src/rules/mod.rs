@@ -71,7 +71,7 @@ pub struct ActionOut {
 #[derive(Debug, Clone, PartialEq)]
 pub struct EventOut {
     /// `kind`.
-    pub kind: String,
+    pub kind: crate::event::EventKind,
     /// Severity.
     pub severity: Severity,
     /// `cabinetd`, or the device/point a rule's event names.
@@ -112,7 +112,7 @@ impl ActionOut {
     pub fn target(&self) -> String {
         match &self.action {
             Action::LightSet { target, .. } | Action::LightRelease { target } => {
-                crate::lighting::target_name(target)
+                crate::light::target_name(target)
             }
             Action::PointWrite { point, .. } => point.clone(),
             Action::CameraGotoPreset { camera, .. }

@@ -315,7 +315,7 @@ fn print(out: &mut dyn Write, at: Timestamp, o: &Output) -> io::Result<()> {
         }),
         Output::Event(e) => serde_json::to_string(&EventLine {
             at: ts(at),
-            event: &e.kind,
+            event: e.kind.as_str(),
             severity: e.severity,
             source: &e.source,
             message: &e.message,

@@ -17,8 +17,9 @@ use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 
+use crate::config::time_zone;
 use crate::config::{Config, During, Weekdays};
-use crate::lighting::{time_zone, PlanError, Programme};
+use crate::lighting::{PlanError, Programme};
 
 /// What windows need to know of the sky and the clock: the nights and the time zone.
 #[derive(Debug, Clone)]

@@ -84,7 +84,7 @@ pub fn dropped_event(
 ) -> Event {
     Event {
         ts,
-        kind: "message_dropped".into(),
+        kind: crate::event::EventKind::MessageDropped,
         severity: Severity::Major,
         source: "cabinetd".into(),
         message: format!(

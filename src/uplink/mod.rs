@@ -9,7 +9,9 @@
 //!   every request still queued in rumqttc, picks the broker (failover in order) and sets a fresh
 //!   last will (pitfall 8) before polling again.
 //! - The *driver task* decides what to publish, only with `try_publish` (never blocks on the
-//!   client, pitfall 7), and tracks pkids in [`InFlight`].
+//!   client, pitfall 7), and tracks pkids in [`InFlight`]. It also republishes the retained online
+//!   status when the running configuration's version changes, and reminds the log while the
+//!   central post is unreachable ([`outage`]).
 //!
 //! # Invariants
 //! - Publishes are handed to the client only while a session is up (between the driver seeing
@@ -22,7 +24,7 @@
 //!   records (`replay: false`), which keep a reserved part of the in-flight window.
 //! - On every ConnAck: retained online status, then subscriptions to `P/C/cmd`, `P/all/cmd`,
 //!   `P/C/config/desired` (QoS 1; rumqttc does not restore them, pitfall 4).
-//! - Clean stop: no new batches, wait (≤ 3 s) for in-flight acks, publish the retained offline
+//! - Clean stop (the stop token is cancelled): no new batches, wait (≤ 3 s) for in-flight acks, publish the retained offline
 //!   status and wait (≤ 1.5 s) for its ack, DISCONNECT, flush the outbox (≤ 1 s) so the
 //!   deletions of the last acks are durable. An abrupt end (task aborted, process killed) drops
 //!   the TCP connection without DISCONNECT, so the broker publishes the will. A will of an older
@@ -32,12 +34,15 @@
 //! - Incoming messages go to a channel of 64; a consumer that stops reading stalls the poll task
 //!   (and with it keep-alive), so the daemon must drain it promptly or drop the receiver.
 
-pub mod backoff;
+mod driver;
+pub mod failover;
 pub mod incoming;
 pub mod inflight;
+pub mod outage;
+mod poll;
 pub mod tls;
+mod topics;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -48,15 +53,22 @@ use rumqttc::{
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{Broker, UplinkConfig};
 use crate::metrics::Metrics;
 use crate::outbox::cursor::{Lane, SendCursors};
 use crate::outbox::{Outbox, ENVELOPE_ROOM, STREAMS};
-use crate::record::{envelope, format_ts, Stream};
+use crate::record::{envelope, format_ts, ts_millis, Stream};
 
-pub use backoff::{Backoff, Failover};
+pub use cabinetd_backoff::Backoff;
+pub use failover::Failover;
 pub use inflight::{InFlight, Tag};
+pub use topics::{offline_payload, online_payload, Topics};
+
+use driver::{Driver, TokenBucket};
+use outage::OutageReminder;
+use poll::{poll_loop, AbortOnDrop, OptionsBuilder, PollEvent};
 
 /// First reconnect delay: a broker restart is usually over quickly.
 pub const BACKOFF_FIRST: Duration = Duration::from_millis(100);
@@ -91,6 +103,32 @@ pub struct UplinkParams {
     pub password: Option<String>,
 }
 
+impl UplinkParams {
+    /// The parameters of cabinet `cfg` for run `boot_id`: reads `uplink.password_file`.
+    pub fn from_config(cfg: &crate::config::Config, boot_id: &str) -> Result<Self, UplinkError> {
+        let password = match &cfg.uplink.password_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| UplinkError::PasswordFile {
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    })?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        Ok(UplinkParams {
+            cabinet_id: cfg.cabinet.id.clone(),
+            boot_id: boot_id.to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            config_version: cfg.version.clone(),
+            config: cfg.uplink.clone(),
+            password,
+        })
+    }
+}
+
 /// A message received on a command or config topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Incoming {
@@ -109,10 +147,14 @@ pub struct UplinkStatus {
     pub connected: bool,
     /// `connected` while the session is up, `autonomous` otherwise.
     pub mode: &'static str,
-    /// `host:port` of the broker in use (or last tried).
+    /// `mqtt[s]://host:port` of the broker in use (or last tried).
     pub broker: Option<String>,
-    /// Last connection error (no secrets: rumqttc errors carry none).
+    /// Last connection error (no secrets: rumqttc errors carry none). Kept after a reconnect:
+    /// show it only while disconnected.
     pub last_error: Option<String>,
+    /// When [`UplinkStatus::last_error`] happened.
+    #[serde(serialize_with = "opt_ts")]
+    pub last_error_at: Option<SystemTime>,
     /// Sessions established after the first.
     pub reconnects: u64,
     /// Record batches published and not yet acknowledged.
@@ -128,10 +170,18 @@ impl Default for UplinkStatus {
             mode: "autonomous",
             broker: None,
             last_error: None,
+            last_error_at: None,
             reconnects: 0,
             batches_in_flight: 0,
             replaying: false,
         }
+    }
+}
+
+fn opt_ts<S: serde::Serializer>(ts: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match ts {
+        Some(t) => ts_millis::serialize(t, s),
+        None => s.serialize_none(),
     }
 }
 
@@ -141,7 +191,7 @@ pub struct UplinkHandle {
     status: Arc<Mutex<UplinkStatus>>,
     heartbeat: Arc<Mutex<Instant>>,
     reported_tx: mpsc::Sender<Vec<u8>>,
-    config_version: Arc<Mutex<String>>,
+    config_version: Arc<watch::Sender<String>>,
     tls: Option<Arc<tls::TlsSlot>>,
 }
 
@@ -157,13 +207,15 @@ impl UplinkHandle {
         }
     }
 
-    /// The configuration version the next online status names (after a reload or a desired
-    /// configuration was applied).
+    /// The version of the configuration now running (after a reload or a desired configuration
+    /// was applied): the retained online status is published again with it at once when a
+    /// session is up, and every later online status names it.
     pub fn set_config_version(&self, version: &str) {
-        *self
-            .config_version
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = version.to_owned();
+        self.config_version.send_if_modified(|v| {
+            let changed = v != version;
+            version.clone_into(v);
+            changed
+        });
     }
 
     /// When the uplink's driver loop last ran (at least every [`PROGRESS_EVERY`] while it is
@@ -198,6 +250,14 @@ pub enum UplinkError {
     /// The uplink task has ended (permanent).
     #[error("the uplink has stopped")]
     Stopped,
+    /// `uplink.password_file` cannot be read: permanent until the file or config changes.
+    #[error("uplink.password_file {path}: cannot read: {reason}")]
+    PasswordFile {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
     /// TLS cannot be set up (CA bundle missing or invalid): permanent until the config changes.
     #[error("TLS setup: {reason}")]
     TlsSetup {
@@ -206,153 +266,20 @@ pub enum UplinkError {
     },
 }
 
-/// Topic names of one cabinet.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Topics {
-    /// `P/C/status`.
-    pub status: String,
-    /// `P/C/cmd`.
-    pub cmd: String,
-    /// `P/all/cmd`.
-    pub all_cmd: String,
-    /// `P/C/config/desired`.
-    pub config_desired: String,
-    /// `P/C/config/reported`.
-    pub config_reported: String,
-    prefix_cabinet: String,
-}
-
-impl Topics {
-    /// Topics for prefix `P` and cabinet `C`.
-    pub fn new(prefix: &str, cabinet: &str) -> Self {
-        let pc = format!("{prefix}/{cabinet}");
-        Topics {
-            status: format!("{pc}/status"),
-            cmd: format!("{pc}/cmd"),
-            all_cmd: format!("{prefix}/all/cmd"),
-            config_desired: format!("{pc}/config/desired"),
-            config_reported: format!("{pc}/config/reported"),
-            prefix_cabinet: pc,
-        }
-    }
-
-    /// `P/C/telemetry`, `P/C/events` or `P/C/cmd/result`.
-    pub fn stream(&self, stream: Stream) -> String {
-        format!("{}/{}", self.prefix_cabinet, stream.topic_suffix())
-    }
-}
-
-/// The retained online status payload.
-pub fn online_payload(p: &UplinkParams, ts: SystemTime) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "online": true,
-        "cabinet": p.cabinet_id,
-        "boot_id": p.boot_id,
-        "version": p.version,
-        "config_version": p.config_version,
-        "mode": "connected",
-        "ts": format_ts(ts),
-    }))
-    .expect("json value serialises")
-}
-
-/// The retained offline status payload (will and clean stop).
-pub fn offline_payload(p: &UplinkParams, ts: SystemTime) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "online": false,
-        "cabinet": p.cabinet_id,
-        "boot_id": p.boot_id,
-        "ts": format_ts(ts),
-    }))
-    .expect("json value serialises")
-}
-
-fn broker_name(b: &Broker) -> String {
-    format!("{}:{}", b.host, b.port)
-}
-
-/// Everything needed to build the options of one connection attempt.
-struct OptionsBuilder {
-    params: UplinkParams,
-    topics: Topics,
-    brokers: Vec<Broker>,
-    window: u16,
-    tls: Option<Arc<tls::TlsSlot>>,
-}
-
-impl OptionsBuilder {
-    fn build(&self, broker: usize) -> MqttOptions {
-        let b = &self.brokers[broker];
-        let cfg = &self.params.config;
-        let mut o = MqttOptions::new(cfg.client_id.clone(), b.host.clone(), b.port);
-        if let (true, Some(tls)) = (b.tls, self.tls.as_ref().and_then(|t| t.current())) {
-            o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
-        }
-        o.set_clean_session(true);
-        // rumqttc panics below 1 s; the config parser validates, this keeps it from ever panicking.
-        o.set_keep_alive(cfg.keep_alive.max(Duration::from_secs(1)));
-        // Incoming: far above `max_incoming_bytes`, which the poll task enforces itself (an
-        // oversized packet would end the session, pitfall 10).
-        o.set_max_packet_size(
-            incoming::client_max_packet(cfg.max_incoming_bytes),
-            cfg.max_message_bytes + 1024,
-        );
-        // Room for the status and config/reported publishes beside the batch window, so that
-        // with a broker acking in order rumqttc never hits a pkid collision.
-        o.set_inflight(self.window + 4);
-        if let Some(user) = &cfg.username {
-            o.set_credentials(
-                user.clone(),
-                self.params.password.clone().unwrap_or_default(),
-            );
-        }
-        // The will is read at each CONNECT (pitfall 8): a fresh timestamp per connection.
-        o.set_last_will(LastWill::new(
-            self.topics.status.clone(),
-            offline_payload(&self.params, SystemTime::now()),
-            QoS::AtLeastOnce,
-            true,
-        ));
-        o
-    }
-}
-
-enum PollEvent {
-    ConnAck {
-        broker: usize,
-    },
-    Sent(u16),
-    PubAck(u16),
-    Lost {
-        error: String,
-        done: oneshot::Sender<()>,
-    },
-}
-
-/// Aborts the poll task when the driver is dropped (task aborted): the TCP connection then
-/// closes without DISCONNECT and the broker publishes the will.
-struct AbortOnDrop(JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Start the uplink. Returns its handle, the channel of incoming command/config messages, and
-/// the driver task, which ends after a clean stop once `shutdown` becomes true. Aborting that
-/// task drops the connection abruptly (the broker then publishes the will).
+/// the driver task, which ends after a clean stop once `stop` is cancelled. Aborting that task
+/// drops the connection abruptly (the broker then publishes the will).
 pub fn start(
     params: UplinkParams,
     outbox: Arc<Outbox>,
     metrics: Metrics,
-    shutdown: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) -> (UplinkHandle, mpsc::Receiver<Incoming>, JoinHandle<()>) {
     let status = Arc::new(Mutex::new(UplinkStatus::default()));
     let heartbeat = Arc::new(Mutex::new(Instant::now()));
     let (inbound_tx, inbound_rx) = mpsc::channel(64);
     let (reported_tx, reported_rx) = mpsc::channel(4);
-    let config_version = Arc::new(Mutex::new(params.config_version.clone()));
+    let (config_version_tx, config_version) = watch::channel(params.config_version.clone());
     let mut tls = None;
     if params.config.brokers.iter().any(|b| b.tls) {
         let loaded = match tls::TlsFiles::of(&params.config) {
@@ -367,14 +294,17 @@ pub fn start(
         };
         if let Some(e) = loaded {
             tracing::error!(error = %e, "uplink: mqtts:// brokers unusable");
-            set_status(&status, |s| s.last_error = Some(e.to_string()));
+            set_status(&status, |s| {
+                s.last_error = Some(e.to_string());
+                s.last_error_at = Some(SystemTime::now());
+            });
         }
     }
     let handle = UplinkHandle {
         status: status.clone(),
         heartbeat: heartbeat.clone(),
         reported_tx,
-        config_version: config_version.clone(),
+        config_version: Arc::new(config_version_tx),
         tls: tls.clone(),
     };
     let topics = Topics::new(&params.config.topic_prefix, &params.cabinet_id);
@@ -392,11 +322,10 @@ pub fn start(
     if brokers.is_empty() {
         tracing::error!("uplink: no usable broker; staying offline");
         let task = tokio::spawn(async move {
-            let mut shutdown = shutdown;
             let mut reported_rx = reported_rx;
             loop {
                 tokio::select! {
-                    r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { break },
+                    () = stop.cancelled() => break,
                     _ = reported_rx.recv() => {}
                 }
             }
@@ -414,7 +343,9 @@ pub fn start(
     // Channel sized so `try_publish` only fails if rumqttc stopped reading (window full).
     let (client, eventloop) = AsyncClient::new(options, usize::from(window) + 8);
     let (ev_tx, ev_rx) = mpsc::channel(256);
-    let stop = Arc::new(AtomicBool::new(false));
+    // Cancelled once the driver has sent DISCONNECT: the poll task then ends instead of
+    // reconnecting.
+    let disconnecting = CancellationToken::new();
     let guard = incoming::IncomingGuard::new(
         params.config.max_incoming_bytes,
         outbox.clone(),
@@ -425,7 +356,7 @@ pub fn start(
         builder,
         ev_tx,
         (inbound_tx, guard),
-        stop.clone(),
+        disconnecting.clone(),
     ));
     let max_json = params
         .config
@@ -457,546 +388,58 @@ pub fn start(
         reported_gen: 0,
         acked_since_progress: 0,
         offline_acked: false,
+        outage: OutageReminder::new(Instant::now()),
     };
-    let task = tokio::spawn(driver.run(ev_rx, reported_rx, shutdown, AbortOnDrop(poll), stop));
+    let poll = AbortOnDrop(poll);
+    let task = tokio::spawn(driver.run(ev_rx, reported_rx, stop, poll, disconnecting));
     (handle, inbound_rx, task)
+}
+
+/// The running uplink, as the daemon holds it.
+pub struct Uplink {
+    /// Its handle (status, heartbeat, config version, config/reported).
+    pub handle: UplinkHandle,
+    /// Commands and desired configurations.
+    pub incoming: mpsc::Receiver<Incoming>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Uplink {
+    /// Starts the uplink (see [`start`]); it runs until [`Uplink::stop`].
+    pub fn start(params: UplinkParams, outbox: Arc<Outbox>, metrics: Metrics) -> Uplink {
+        let stop = CancellationToken::new();
+        let (handle, incoming, task) = start(params, outbox, metrics, stop.clone());
+        Uplink {
+            handle,
+            incoming,
+            stop,
+            task,
+        }
+    }
+
+    /// Clean stop until `deadline`, then aborted (the broker then publishes the will; records
+    /// not acknowledged stay in the outbox).
+    pub async fn stop(&mut self, deadline: tokio::time::Instant) {
+        self.stop.cancel();
+        if tokio::time::timeout_at(deadline, &mut self.task)
+            .await
+            .is_err()
+        {
+            tracing::warn!("uplink: did not finish within the stop budget; aborted (unacknowledged records stay in the outbox)");
+            self.task.abort();
+        }
+    }
+
+    /// A handle to abort it (a second stop signal).
+    pub fn abort_handle(&self) -> tokio::task::AbortHandle {
+        self.task.abort_handle()
+    }
 }
 
 fn set_status(status: &Mutex<UplinkStatus>, f: impl FnOnce(&mut UplinkStatus)) {
     f(&mut status.lock().unwrap_or_else(|p| p.into_inner()));
 }
-
-async fn poll_loop(
-    mut eventloop: EventLoop,
-    builder: OptionsBuilder,
-    events: mpsc::Sender<PollEvent>,
-    (inbound, guard): (mpsc::Sender<Incoming>, incoming::IncomingGuard),
-    stop: Arc<AtomicBool>,
-) {
-    let mut failover = Failover::new(builder.brokers.len());
-    let mut backoff = Backoff::new(BACKOFF_FIRST, BACKOFF_CAP);
-    let mut session_up = false;
-    loop {
-        let event = match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                session_up = true;
-                backoff.reset();
-                Some(PollEvent::ConnAck {
-                    broker: failover.current(),
-                })
-            }
-            Ok(Event::Incoming(Packet::PubAck(ack))) => Some(PollEvent::PubAck(ack.pkid)),
-            // Dropped unread, counted and reported; the session stays.
-            Ok(Event::Incoming(Packet::Publish(p))) if !guard.admit(&p.topic, p.payload.len()) => {
-                None
-            }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
-                let msg = Incoming {
-                    topic: p.topic,
-                    payload: p.payload.to_vec(),
-                    retain: p.retain,
-                };
-                // Backpressure on the broker if the dispatcher is slow; a closed receiver means
-                // nobody wants commands (tests, shutdown).
-                let _ = inbound.send(msg).await;
-                None
-            }
-            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => Some(PollEvent::Sent(pkid)),
-            Ok(Event::Outgoing(Outgoing::Disconnect)) if stop.load(Ordering::SeqCst) => return,
-            Ok(_) => None,
-            Err(e) => {
-                if stop.load(Ordering::SeqCst) {
-                    return;
-                }
-                let (done_tx, done_rx) = oneshot::channel();
-                let lost = PollEvent::Lost {
-                    error: tls::describe(&e, &builder.brokers[failover.current()].host),
-                    done: done_tx,
-                };
-                if events.send(lost).await.is_err() || done_rx.await.is_err() {
-                    return;
-                }
-                if session_up {
-                    failover.session_lost();
-                } else {
-                    failover.attempt_failed();
-                }
-                session_up = false;
-                tokio::time::sleep(backoff.next_delay(fastrand::f64())).await;
-                // The driver has stopped publishing and forgotten its bindings: drop whatever
-                // is still queued in rumqttc so nothing of the old session is sent in the new
-                // one (the outbox replays it).
-                eventloop.clean();
-                eventloop.pending.clear();
-                eventloop.mqtt_options = builder.build(failover.current());
-                None
-            }
-        };
-        if let Some(ev) = event {
-            if events.send(ev).await.is_err() {
-                return;
-            }
-        }
-    }
-}
-
-/// Limits backlog records per second (`uplink.replay_rate`).
-struct TokenBucket {
-    rate: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    fn new(rate: f64) -> Self {
-        TokenBucket {
-            rate,
-            tokens: rate,
-            last: Instant::now(),
-        }
-    }
-
-    fn available(&mut self) -> usize {
-        let now = Instant::now();
-        self.tokens =
-            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.rate);
-        self.last = now;
-        self.tokens.floor() as usize
-    }
-
-    fn take(&mut self, n: usize) {
-        self.tokens -= n as f64;
-    }
-
-    fn next_token_in(&self) -> Duration {
-        Duration::from_secs_f64(((1.0 - self.tokens).max(0.0) / self.rate).max(0.001))
-    }
-}
-
-struct Driver {
-    params: UplinkParams,
-    config_version: Arc<Mutex<String>>,
-    topics: Topics,
-    brokers: Vec<Broker>,
-    outbox: Arc<Outbox>,
-    client: AsyncClient,
-    metrics: Metrics,
-    status: Arc<Mutex<UplinkStatus>>,
-    heartbeat: Arc<Mutex<Instant>>,
-    inflight: InFlight,
-    cursors: Option<SendCursors>,
-    connected: bool,
-    stopping: bool,
-    ever_connected: bool,
-    window: usize,
-    max_json: usize,
-    replay: Option<TokenBucket>,
-    /// Latest config/reported document and whether the broker acknowledged it.
-    reported: Option<(u64, Vec<u8>, bool)>,
-    reported_gen: u64,
-    acked_since_progress: u64,
-    offline_acked: bool,
-}
-
-impl Driver {
-    async fn run(
-        mut self,
-        mut events: mpsc::Receiver<PollEvent>,
-        mut reported_rx: mpsc::Receiver<Vec<u8>>,
-        mut shutdown: watch::Receiver<bool>,
-        poll: AbortOnDrop,
-        stop: Arc<AtomicBool>,
-    ) {
-        let mut durable = self.outbox.subscribe_durable();
-        let mut progress = tokio::time::interval(PROGRESS_EVERY);
-        progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut progress_at = Instant::now();
-        let mut reported_open = true;
-        loop {
-            *self.heartbeat.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
-            if *shutdown.borrow() {
-                break;
-            }
-            let replay_wait = self.replay_wait();
-            tokio::select! {
-                ev = events.recv() => match ev {
-                    Some(ev) => self.on_event(ev),
-                    None => break,
-                },
-                r = durable.changed() => {
-                    if r.is_err() {
-                        break;
-                    }
-                    self.pump();
-                }
-                r = shutdown.changed() => if r.is_err() || *shutdown.borrow() { break },
-                doc = reported_rx.recv(), if reported_open => match doc {
-                    Some(doc) => {
-                        self.reported_gen += 1;
-                        self.reported = Some((self.reported_gen, doc, false));
-                        self.publish_reported();
-                    }
-                    None => reported_open = false,
-                },
-                _ = tokio::time::sleep(replay_wait.unwrap_or(Duration::ZERO)), if replay_wait.is_some() => self.pump(),
-                _ = progress.tick() => {
-                    self.log_progress(progress_at.elapsed());
-                    progress_at = Instant::now();
-                }
-            }
-        }
-        self.stop(events, poll, stop).await;
-    }
-
-    fn on_event(&mut self, ev: PollEvent) {
-        match ev {
-            PollEvent::ConnAck { broker } => self.on_connack(broker),
-            PollEvent::Sent(pkid) => {
-                if let Err(e) = self.inflight.sent(pkid) {
-                    tracing::warn!(error = %e, "uplink bookkeeping out of step");
-                }
-            }
-            PollEvent::PubAck(pkid) => {
-                match self.inflight.acked(pkid) {
-                    Some(Tag::Batch {
-                        stream,
-                        first_seq,
-                        last_seq,
-                        records,
-                        ..
-                    }) => {
-                        self.acked_since_progress += records as u64;
-                        if let Err(e) = self.outbox.ack(stream, first_seq, last_seq) {
-                            // The records stay stored and are sent again later: a duplicate.
-                            tracing::warn!(error = %e, %stream, first_seq, last_seq, "outbox ack failed");
-                        }
-                    }
-                    Some(Tag::Reported(gen)) => {
-                        if let Some((g, _, acked)) = &mut self.reported {
-                            if *g == gen {
-                                *acked = true;
-                            }
-                        }
-                    }
-                    Some(Tag::OfflineStatus) => self.offline_acked = true,
-                    Some(Tag::OnlineStatus) | None => {}
-                }
-                self.pump();
-            }
-            PollEvent::Lost { error, done } => {
-                let dropped = self.inflight.reset();
-                if self.connected {
-                    tracing::warn!(%error, dropped, "uplink session lost; unacknowledged records will be sent again");
-                } else {
-                    tracing::debug!(%error, "uplink connection attempt failed");
-                }
-                self.connected = false;
-                self.cursors = None;
-                self.metrics.uplink_connected.set(0);
-                self.metrics.set_mode("autonomous");
-                set_status(&self.status, |s| {
-                    s.connected = false;
-                    s.mode = "autonomous";
-                    s.last_error = Some(error);
-                    s.batches_in_flight = 0;
-                    s.replaying = false;
-                });
-                // The poll task waits for this before purging rumqttc's queues.
-                let _ = done.send(());
-            }
-        }
-    }
-
-    fn on_connack(&mut self, broker: usize) {
-        let name = broker_name(&self.brokers[broker]);
-        self.connected = true;
-        self.metrics.uplink_connected.set(1);
-        self.metrics.set_mode("connected");
-        if self.ever_connected {
-            self.metrics
-                .uplink_reconnects_total
-                .with_label_values(&[name.as_str()])
-                .inc();
-        }
-        let reconnect = u64::from(self.ever_connected);
-        self.ever_connected = true;
-        set_status(&self.status, |s| {
-            s.connected = true;
-            s.mode = "connected";
-            s.broker = Some(name.clone());
-            s.reconnects += reconnect;
-        });
-        tracing::info!(broker = %name, "uplink session established");
-        if self.stopping {
-            return;
-        }
-        self.params.config_version = self
-            .config_version
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let online = online_payload(&self.params, SystemTime::now());
-        match self
-            .client
-            .try_publish(self.topics.status.clone(), QoS::AtLeastOnce, true, online)
-        {
-            Ok(()) => self.inflight.queued(Tag::OnlineStatus),
-            Err(e) => tracing::warn!(error = %e, "could not queue the online status"),
-        }
-        let subs = [
-            &self.topics.cmd,
-            &self.topics.all_cmd,
-            &self.topics.config_desired,
-        ]
-        .map(|t| SubscribeFilter::new(t.clone(), QoS::AtLeastOnce));
-        if let Err(e) = self.client.try_subscribe_many(subs) {
-            tracing::warn!(error = %e, "could not queue the subscriptions");
-        }
-        if self.reported.as_ref().is_some_and(|r| !r.2) {
-            self.publish_reported();
-        }
-        let mut first = [None; 3];
-        let mut durable = [0; 3];
-        for (i, s) in STREAMS.iter().enumerate() {
-            first[i] = self.outbox.first_stored(*s).unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "outbox read failed");
-                None
-            });
-            durable[i] = self.outbox.durable_seq(*s);
-        }
-        self.cursors = Some(SendCursors::new_session(first, durable));
-        self.pump();
-    }
-
-    fn publish_reported(&mut self) {
-        if !self.connected || self.stopping {
-            return;
-        }
-        let Some((gen, doc, false)) = &self.reported else {
-            return;
-        };
-        let tag = Tag::Reported(*gen);
-        if self.inflight.contains(&tag) {
-            return;
-        }
-        match self.client.try_publish(
-            self.topics.config_reported.clone(),
-            QoS::AtLeastOnce,
-            true,
-            doc.clone(),
-        ) {
-            Ok(()) => self.inflight.queued(tag),
-            Err(e) => tracing::warn!(error = %e, "could not queue config/reported"),
-        }
-    }
-
-    fn replay_wait(&self) -> Option<Duration> {
-        let bucket = self.replay.as_ref()?;
-        let backlog = self.cursors.as_ref()?.backlog_pending();
-        (backlog && self.connected && !self.stopping && bucket.tokens < 1.0)
-            .then(|| bucket.next_token_in())
-    }
-
-    /// Hand as many batches to the client as the window allows: fresh records of every stream
-    /// first (results, events, telemetry), then the backlog, which may use only part of the
-    /// window so fresh records always find a slot.
-    fn pump(&mut self) {
-        if !self.connected || self.stopping {
-            return;
-        }
-        let backlog_window = (self.window - self.window / 4).max(1);
-        for lane in [Lane::Live, Lane::Backlog] {
-            for stream in Stream::BY_PRIORITY {
-                loop {
-                    let in_flight = self.inflight.batches();
-                    if in_flight >= self.window {
-                        self.refresh_status();
-                        return;
-                    }
-                    if lane == Lane::Backlog && self.inflight.backlog_batches() >= backlog_window {
-                        break;
-                    }
-                    let Some(cursors) = self.cursors.as_mut() else {
-                        return;
-                    };
-                    let Some(range) = cursors.next_range(stream, lane) else {
-                        break;
-                    };
-                    let max_records = match (lane, self.replay.as_mut()) {
-                        (Lane::Backlog, Some(bucket)) => bucket.available(),
-                        _ => usize::MAX,
-                    };
-                    if max_records == 0 {
-                        break;
-                    }
-                    let batch = match self.outbox.read_batch(
-                        stream,
-                        range.from,
-                        range.upto,
-                        self.max_json,
-                        max_records,
-                    ) {
-                        Ok(Some(b)) => b,
-                        Ok(None) => {
-                            if lane == Lane::Backlog {
-                                cursors.finish_backlog(stream);
-                            }
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, %stream, "outbox read failed");
-                            return;
-                        }
-                    };
-                    let payload = envelope(
-                        &self.params.cabinet_id,
-                        stream,
-                        range.replay,
-                        batch.records(),
-                    );
-                    match self.client.try_publish(
-                        self.topics.stream(stream),
-                        QoS::AtLeastOnce,
-                        false,
-                        payload,
-                    ) {
-                        Ok(()) => {
-                            cursors.advance(stream, lane, batch.last_seq);
-                            if let (Lane::Backlog, Some(bucket)) = (lane, self.replay.as_mut()) {
-                                bucket.take(batch.len());
-                            }
-                            self.inflight.queued(Tag::Batch {
-                                stream,
-                                first_seq: batch.first_seq,
-                                last_seq: batch.last_seq,
-                                records: batch.len(),
-                                lane,
-                            });
-                        }
-                        Err(e) => {
-                            // Channel full: rumqttc is behind; the next ack pumps again.
-                            tracing::debug!(error = %e, "client queue full");
-                            self.refresh_status();
-                            return;
-                        }
-                    }
-                }
-            }
-        }
-        self.refresh_status();
-    }
-
-    fn refresh_status(&self) {
-        let batches = self.inflight.batches();
-        let replaying = self
-            .cursors
-            .as_ref()
-            .is_some_and(|c| c.backlog_pending() || self.inflight.backlog_batches() > 0);
-        set_status(&self.status, |s| {
-            s.batches_in_flight = batches;
-            s.replaying = replaying;
-        });
-    }
-
-    fn log_progress(&mut self, elapsed: Duration) {
-        let acked = std::mem::take(&mut self.acked_since_progress);
-        let replaying = self
-            .cursors
-            .as_ref()
-            .is_some_and(|c| c.backlog_pending() || self.inflight.backlog_batches() > 0);
-        if self.connected && replaying {
-            let left = self.outbox.stats().total_records();
-            let rate = acked as f64 / elapsed.as_secs_f64().max(0.001);
-            tracing::info!(
-                records_left = left,
-                rate = format!("{rate:.0}"),
-                "replaying backlog: {left} records left, {rate:.0} rec/s"
-            );
-        }
-    }
-
-    /// Clean stop: drain, offline status, DISCONNECT (all bounded).
-    async fn stop(
-        mut self,
-        mut events: mpsc::Receiver<PollEvent>,
-        mut poll: AbortOnDrop,
-        stop: Arc<AtomicBool>,
-    ) {
-        self.stopping = true;
-        let deadline = tokio::time::Instant::now() + STOP_DRAIN;
-        while self.connected && self.inflight.batches() > 0 {
-            match tokio::time::timeout_at(deadline, events.recv()).await {
-                Ok(Some(ev)) => self.on_event(ev),
-                Ok(None) | Err(_) => break,
-            }
-        }
-        stop.store(true, Ordering::SeqCst);
-        if self.connected {
-            let offline = offline_payload(&self.params, SystemTime::now());
-            match self.client.try_publish(
-                self.topics.status.clone(),
-                QoS::AtLeastOnce,
-                true,
-                offline,
-            ) {
-                Ok(()) => {
-                    self.inflight.queued(Tag::OfflineStatus);
-                    let deadline = tokio::time::Instant::now() + STOP_STATUS;
-                    while self.connected && !self.offline_acked {
-                        match tokio::time::timeout_at(deadline, events.recv()).await {
-                            Ok(Some(ev)) => self.on_event(ev),
-                            Ok(None) | Err(_) => break,
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "could not queue the offline status"),
-            }
-            if !self.offline_acked {
-                tracing::warn!("offline status not acknowledged before stop");
-            }
-            let _ = self.client.try_disconnect();
-            // The poll task returns after sending DISCONNECT; do not wait on a dead link forever.
-            let handle = &mut poll.0;
-            let ended = tokio::time::timeout(Duration::from_secs(1), async {
-                loop {
-                    tokio::select! {
-                        _ = &mut *handle => break,
-                        ev = events.recv() => match ev {
-                            Some(PollEvent::Lost { done, .. }) => { let _ = done.send(()); }
-                            Some(_) => {}
-                            None => { let _ = (&mut *handle).await; break }
-                        },
-                    }
-                }
-            })
-            .await;
-            if ended.is_err() {
-                tracing::warn!("uplink poll task did not end after DISCONNECT; aborted");
-            }
-        }
-        // Ends the poll task if it is still running (no session, or a dead link).
-        drop(poll);
-        // Deletions of records acked during the drain would otherwise wait for the next flush,
-        // which may never come (the flusher stops at shutdown too): each would be sent again
-        // after the restart.
-        match tokio::time::timeout(STOP_FLUSH, self.outbox.flush()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "outbox flush at uplink stop failed"),
-            Err(_) => tracing::warn!("outbox flush at uplink stop timed out"),
-        }
-        self.connected = false;
-        self.metrics.uplink_connected.set(0);
-        self.metrics.set_mode("autonomous");
-        set_status(&self.status, |s| {
-            s.connected = false;
-            s.mode = "autonomous";
-            s.batches_in_flight = 0;
-            s.replaying = false;
-        });
-        tracing::info!(offline_acked = self.offline_acked, "uplink stopped");
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -128,10 +128,51 @@ pub fn python_peer(script: &str, args: &[&str]) -> (ChildGuard, String) {
     (guard, ready)
 }
 
+/// Runs `openssl ARGS` in `dir` (test certificates); fails the test on error.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is required for the TLS tests");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A fresh self-signed EC CA in `dir`: `ca.key`, `ca.pem` (subject `CN=cn`).
+pub fn make_ca(dir: &Path, cn: &str) {
+    let subject = format!("/CN={cn}");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            &subject,
+        ],
+    );
+}
+
 /// A Mosquitto broker on a free loopback port, with persistence in a temp dir so a subscriber's
 /// persistent session (and its queued QoS 1 messages) survives a broker restart.
 pub struct Mosquitto {
     pub port: u16,
+    /// The TLS listener of [`Mosquitto::start_tls`].
+    pub tls_port: Option<u16>,
     dir: tempfile::TempDir,
     proc: Option<ChildGuard>,
 }
@@ -180,11 +221,91 @@ impl Mosquitto {
         .unwrap();
         let mut m = Mosquitto {
             port,
+            tls_port: None,
             dir,
             proc: None,
         };
         m.start_again();
         m
+    }
+
+    /// A broker with a plain listener (for probes) and a TLS listener whose server certificate
+    /// (for `localhost` and 127.0.0.1) is signed by a fresh CA, [`Mosquitto::ca_file`].
+    pub fn start_tls() -> Self {
+        let mut m = Self::start();
+        m.stop();
+        let d = m.dir.path().to_owned();
+        make_ca(&d, "test-ca");
+        openssl(
+            &d,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=localhost",
+            ],
+        );
+        std::fs::write(
+            d.join("ext.cnf"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        openssl(
+            &d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "server.pem",
+                "-days",
+                "2",
+                "-extfile",
+                "ext.cnf",
+            ],
+        );
+        for f in ["ca.pem", "server.pem", "server.key"] {
+            std::fs::set_permissions(
+                d.join(f),
+                std::os::unix::fs::PermissionsExt::from_mode(0o644),
+            )
+            .unwrap();
+        }
+        let tls_port = free_port();
+        let mut conf = std::fs::read_to_string(d.join("mosquitto.conf")).unwrap();
+        conf.push_str(&format!(
+            "listener {tls_port} 127.0.0.1\ncafile {0}/ca.pem\ncertfile {0}/server.pem\nkeyfile {0}/server.key\n",
+            d.display()
+        ));
+        std::fs::write(d.join("mosquitto.conf"), conf).unwrap();
+        m.tls_port = Some(tls_port);
+        m.start_again();
+        m
+    }
+
+    /// The CA that signed the TLS listener's certificate ([`Mosquitto::start_tls`]).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// Clean stop (persistent sessions are saved), then start again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
     }
 
     /// `mqtt://127.0.0.1:PORT`.

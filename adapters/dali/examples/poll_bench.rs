@@ -11,8 +11,8 @@ mod support;
 
 use std::time::Instant as StdInstant;
 
-use cabinetd_dali::bus::{Bus, Supervisor, SupervisorConfig};
 use cabinetd_dali::sim::SimBus;
+use cabinetd_dali::{Bus, Supervisor, SupervisorConfig};
 use tokio::time::Instant;
 
 #[tokio::main(flavor = "current_thread")]

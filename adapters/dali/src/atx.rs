@@ -11,7 +11,10 @@
 //! Invariants: one request in flight at a time (`&mut self`); a reply line is
 //! awaited at most `reply_timeout`, after which the transaction fails with
 //! [`Error::Timeout`] (the HAT, not the bus, is silent); `Z` is retried at most
-//! `max_conflict_retries` times.
+//! `max_conflict_retries` times. A freshly opened port is drained until it has
+//! been quiet for [`SETTLE`] before the first request: a reply to a request
+//! of an earlier owner of the line (a stopped session, another program) must
+//! not be taken as the answer to ours.
 
 use std::time::Duration;
 
@@ -24,6 +27,9 @@ use crate::transaction::{Reply, Request, Transport};
 
 /// Baud rate of the HAT UART.
 pub const BAUD: u32 = 19_200;
+/// Quiet time on a freshly opened port after which no late reply of an earlier
+/// exchange is expected (a reply follows its request within a few DALI frames).
+pub const SETTLE: Duration = Duration::from_millis(100);
 
 /// One reply line of the HAT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +87,8 @@ pub struct AtxHat<S> {
     // Set after a timeout: a late reply may still arrive and must not be
     // taken as the answer to the next request.
     stale: bool,
+    // Set by `open`: the line may carry replies to an earlier owner's requests.
+    fresh: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> AtxHat<S> {
@@ -92,6 +100,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AtxHat<S> {
             reply_timeout: Duration::from_millis(500),
             max_conflict_retries: 3,
             stale: false,
+            fresh: false,
         }
     }
 
@@ -101,12 +110,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AtxHat<S> {
         self
     }
 
-    /// Discards whatever the HAT already sent (best effort: a reply arriving
-    /// later still than this is indistinguishable from the next answer).
-    async fn drain(&mut self) {
-        // A zero timeout polls the read once: it takes only what is buffered.
+    /// Discards whatever the HAT sends until it has been quiet for `quiet`
+    /// (best effort: a reply arriving later still than this is
+    /// indistinguishable from the next answer). A zero `quiet` polls the read
+    /// once: it takes only what is buffered.
+    async fn drain(&mut self, quiet: Duration) {
         while let Ok(Ok(n)) =
-            tokio::time::timeout(Duration::ZERO, self.io.read_until(b'\n', &mut self.buf)).await
+            tokio::time::timeout(quiet, self.io.read_until(b'\n', &mut self.buf)).await
         {
             if n == 0 {
                 break;
@@ -182,15 +192,21 @@ impl AtxHat<SerialStream> {
                 path: path.to_string(),
                 source,
             })?;
-        Ok(AtxHat::new(stream))
+        let mut hat = AtxHat::new(stream);
+        hat.fresh = true;
+        Ok(hat)
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for AtxHat<S> {
     async fn transact(&mut self, request: Request) -> Result<Reply> {
         let line = encode_request(&request);
-        if self.stale {
-            self.drain().await;
+        if self.fresh {
+            self.drain(SETTLE).await;
+            self.fresh = false;
+            self.stale = false;
+        } else if self.stale {
+            self.drain(Duration::ZERO).await;
             self.stale = false;
         }
         for _ in 0..=self.max_conflict_retries {
@@ -286,6 +302,27 @@ mod tests {
 
         let mut hat = scripted(vec![("h03A0\n", "Z\n"); 4]);
         assert!(matches!(hat.transact(q).await, Err(Error::Busy(4))));
+    }
+
+    /// Regression (issue 8 reload test): a reply to the previous owner's last request, still on
+    /// the line when the port is opened again, was taken for the answer to our first query.
+    #[tokio::test(start_paused = true)]
+    async fn a_fresh_line_is_drained_of_an_earlier_owners_replies() {
+        let (ours, theirs) = tokio::io::duplex(256);
+        tokio::spawn(async move {
+            let mut peer = BufReader::new(theirs);
+            // The earlier owner's answer arrives just after the port was opened.
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            peer.get_mut().write_all(b"J63\n").await.unwrap();
+            let mut line = String::new();
+            peer.read_line(&mut line).await.unwrap();
+            assert_eq!(line, "h03A0\n");
+            peer.get_mut().write_all(b"J06\n").await.unwrap();
+        });
+        let mut hat = AtxHat::new(ours);
+        hat.fresh = true;
+        let q = Request::from_command(&Command::Query(a(1), Query::ActualLevel));
+        assert_eq!(hat.transact(q).await.unwrap(), Reply::Answer(6));
     }
 
     #[tokio::test(start_paused = true)]

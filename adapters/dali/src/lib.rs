@@ -7,8 +7,8 @@
 //! - [`transaction`]: the [`Transport`] seam and the typed [`Reply`];
 //! - interfaces: [`atx`] (ATX DALI HAT serial line protocol) and [`sim`] (simulated line),
 //!   selectable by name through [`interface::Interface`];
-//! - [`bus`]: discovery, polling, level control, group/fallback programming and the
-//!   [`Supervisor`] producing change events;
+//! - [`bus`]: discovery, polling, level control, group/fallback programming;
+//! - [`supervisor`]: the [`Supervisor`] producing change events from polls;
 //! - [`commission`]: random-address search assigning short addresses.
 #![warn(missing_docs)]
 
@@ -21,14 +21,13 @@ pub mod frame;
 pub mod interface;
 pub mod memory;
 pub mod sim;
+pub mod supervisor;
 pub mod transaction;
 
-pub use bus::{
-    Bus, Cycle, Drift, Event, Fallback, GearInfo, GearSample, GearStatus, Parameter, Supervisor,
-    SupervisorConfig,
-};
+pub use bus::{Bus, Drift, Fallback, GearInfo, GearStatus, Parameter};
 pub use command::{arc_to_percent, percent_to_arc, Command, Query, Status};
 pub use error::{Error, ErrorClass, Result};
 pub use frame::{Address, GroupAddress, ShortAddress};
 pub use interface::Interface;
+pub use supervisor::{Cycle, Event, GearSample, Supervisor, SupervisorConfig};
 pub use transaction::{Reply, Request, Transport};

@@ -4,11 +4,11 @@
 
 mod support;
 
-use cabinetd_dali::bus::{Bus, Event, Fallback, Parameter, Supervisor, SupervisorConfig};
 use cabinetd_dali::command::{Command, Query};
 use cabinetd_dali::commission::{commission, Options, Phase};
 use cabinetd_dali::transaction::Request;
 use cabinetd_dali::{Address, Error, ShortAddress};
+use cabinetd_dali::{Bus, Event, Fallback, Parameter, Supervisor, SupervisorConfig};
 use support::Emulator;
 use tokio::time::Instant;
 

@@ -19,7 +19,8 @@
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use cabinetd_backoff::Backoff;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::decode::{decode_bit, decode_registers, encode_write, Value};
@@ -74,46 +75,14 @@ pub struct WriteRequest {
     pub reply: oneshot::Sender<Result<(), Error>>,
 }
 
-/// Capped exponential backoff with "equal jitter": each delay is drawn from `[d/2, d]` where
-/// `d` doubles from the base up to the cap. Pure; the caller supplies the randomness.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    base: Duration,
-    cap: Duration,
-    attempt: u32,
-}
-
-impl Backoff {
-    /// A backoff starting at `base`, never longer than `cap`.
-    pub fn new(base: Duration, cap: Duration) -> Self {
-        Self {
-            base,
-            cap,
-            attempt: 0,
-        }
-    }
-
-    /// The next delay; `unit` is a random number in `[0, 1)`.
-    pub fn next_delay(&mut self, unit: f64) -> Duration {
-        let factor = 2u32.saturating_pow(self.attempt.min(16));
-        let full = self.base.saturating_mul(factor).min(self.cap);
-        self.attempt = self.attempt.saturating_add(1);
-        full.mul_f64(0.5 + 0.5 * unit.clamp(0.0, 1.0))
-    }
-
-    /// Back to the base delay.
-    pub fn reset(&mut self) {
-        self.attempt = 0;
-    }
-}
-
-/// Runs a device until `shutdown` becomes true (or its sender is dropped), or `events` is
-/// closed. Picks the connector from [`DeviceSpec::transport`].
+/// Runs a device until `shutdown` resolves, or `events` is closed. Picks the connector from
+/// [`DeviceSpec::transport`]. The stop trigger is any future (a cancellation token's
+/// `cancelled_owned()`, a oneshot receiver…), as in mini-redis' `server::run`.
 pub async fn run_device(
     spec: DeviceSpec,
     events: mpsc::Sender<DeviceEvent>,
     writes: mpsc::Receiver<WriteRequest>,
-    shutdown: watch::Receiver<bool>,
+    shutdown: impl Future<Output = ()> + Send,
 ) {
     match spec.transport.clone() {
         Transport::Tcp { address } => {
@@ -145,29 +114,20 @@ struct Device<C> {
     events: mpsc::Sender<DeviceEvent>,
 }
 
-/// Resolves when shutdown is requested (value true) or the sender is gone.
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    loop {
-        if *shutdown.borrow_and_update() {
-            return;
-        }
-        if shutdown.changed().await.is_err() {
-            return;
-        }
-    }
-}
-
 /// [`run_device`] with an explicit connector (tests use in-memory transports).
 pub async fn run_device_with<C: Connector>(
     spec: DeviceSpec,
     connector: C,
     events: mpsc::Sender<DeviceEvent>,
     mut writes: mpsc::Receiver<WriteRequest>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: impl Future<Output = ()> + Send,
 ) {
+    // Polled from two `select!`s below; each leaves the loop as soon as it resolves, so it is
+    // never polled again after completion.
+    let mut shutdown = std::pin::pin!(shutdown);
     let mut dev = Device {
         requests: plan(&spec.points),
-        session: Session::new(spec.timeout),
+        session: Session::new(&spec.name, spec.timeout),
         connector,
         link: Link::Unknown,
         backoff: Backoff::new(BACKOFF_BASE, BACKOFF_CAP),
@@ -183,7 +143,7 @@ pub async fn run_device_with<C: Connector>(
         let connected = dev.session.is_connected();
         let step = tokio::select! {
             biased;
-            () = stopped(&mut shutdown) => break,
+            () = &mut shutdown => break,
             w = writes.recv(), if writes_open => match w {
                 Some(w) => Step::Write(w),
                 None => {
@@ -213,7 +173,7 @@ pub async fn run_device_with<C: Connector>(
         };
         let alive = tokio::select! {
             biased;
-            () = stopped(&mut shutdown) => false,
+            () = &mut shutdown => false,
             alive = work => alive,
         };
         if !alive {
@@ -351,23 +311,6 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_modbus::client::Context;
 
-    #[test]
-    fn backoff_doubles_to_cap_with_jitter() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        assert_eq!(b.next_delay(1.0), Duration::from_millis(100));
-        assert_eq!(b.next_delay(1.0), Duration::from_millis(200));
-        assert_eq!(b.next_delay(0.0), Duration::from_millis(200));
-        assert_eq!(b.next_delay(1.0), Duration::from_millis(800));
-        assert_eq!(b.next_delay(1.0), Duration::from_millis(1600));
-        assert_eq!(b.next_delay(1.0), Duration::from_millis(3200));
-        for _ in 0..40 {
-            let d = b.next_delay(fastrand::f64());
-            assert!(d >= Duration::from_millis(2500) && d <= Duration::from_secs(5));
-        }
-        b.reset();
-        assert_eq!(b.next_delay(1.0), Duration::from_millis(100));
-    }
-
     /// In-memory device over `tokio::io::duplex`: answers FC3 with zeros unless `silent`.
     struct Fake {
         connects: Arc<AtomicUsize>,
@@ -403,17 +346,16 @@ mod tests {
         }
     }
 
+    /// The stop trigger of a test: resolves when `stop_tx` sends (or is dropped).
+    async fn stopper(rx: oneshot::Receiver<()>) {
+        let _ = rx.await;
+    }
+
     fn spec() -> DeviceSpec {
-        DeviceSpec {
-            name: "fake".into(),
-            transport: Transport::Tcp {
-                address: "unused:0".into(),
-            },
-            unit_id: 1,
-            poll: Duration::from_secs(1),
-            timeout: Duration::from_millis(300),
-            points: vec![PointSpec::new("x", Table::Holding, 0, DataType::U16)],
-        }
+        let point = PointSpec::new("x", Table::Holding, 0, DataType::U16);
+        let mut spec = DeviceSpec::tcp("fake", "unused:0", vec![point]);
+        spec.timeout = Duration::from_millis(300);
+        spec
     }
 
     #[tokio::test(start_paused = true)]
@@ -426,8 +368,8 @@ mod tests {
         };
         let (ev_tx, mut ev_rx) = mpsc::channel(64);
         let (_w_tx, w_rx) = mpsc::channel(1);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(run_device_with(spec(), fake, ev_tx, w_rx, stop_rx));
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(run_device_with(spec(), fake, ev_tx, w_rx, stopper(stop_rx)));
 
         let mut downs = 0;
         let mut failures = 0;
@@ -435,7 +377,7 @@ mod tests {
         while failures < 6 {
             match ev_rx.recv().await.expect("device task alive") {
                 DeviceEvent::Down { error } => {
-                    assert!(matches!(error, Error::Timeout(_)), "{error}");
+                    assert!(matches!(error, Error::Timeout { .. }), "{error}");
                     downs += 1;
                 }
                 DeviceEvent::PollFailed { .. } => failures += 1,
@@ -464,7 +406,7 @@ mod tests {
         }
         // The backoff never exceeds its cap, plus one pending timeout.
         assert!(recovered.elapsed() <= BACKOFF_CAP + Duration::from_millis(300));
-        stop_tx.send(true).unwrap();
+        stop_tx.send(()).unwrap();
         task.await.unwrap();
     }
 
@@ -479,12 +421,12 @@ mod tests {
         spec.timeout = Duration::from_secs(60);
         let (ev_tx, _ev_rx) = mpsc::channel(64);
         let (_w_tx, w_rx) = mpsc::channel(1);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(run_device_with(spec, fake, ev_tx, w_rx, stop_rx));
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(run_device_with(spec, fake, ev_tx, w_rx, stopper(stop_rx)));
         // Virtual time: the sleep lets the task connect and send its first request.
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(connects.load(Ordering::SeqCst), 1);
-        stop_tx.send(true).unwrap();
+        stop_tx.send(()).unwrap();
         tokio::time::timeout(Duration::from_millis(10), task)
             .await
             .expect("stops without waiting for the 60 s request timeout")
@@ -501,8 +443,8 @@ mod tests {
         spec.points[0].writable = true;
         let (ev_tx, mut ev_rx) = mpsc::channel(64);
         let (w_tx, w_rx) = mpsc::channel(1);
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(run_device_with(spec, fake, ev_tx, w_rx, stop_rx));
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(run_device_with(spec, fake, ev_tx, w_rx, stopper(stop_rx)));
         loop {
             if let DeviceEvent::Down { .. } = ev_rx.recv().await.unwrap() {
                 break;
@@ -529,10 +471,10 @@ mod tests {
         // quickly as a link problem, never queued.
         let r = tokio::time::timeout(Duration::from_secs(1), rx).await;
         match r.expect("answered promptly").unwrap() {
-            Err(Error::DeviceDown) | Err(Error::Timeout(_)) => {}
+            Err(Error::DeviceDown) | Err(Error::Timeout { .. }) => {}
             other => panic!("{other:?}"),
         }
-        stop_tx.send(true).unwrap();
+        stop_tx.send(()).unwrap();
         task.await.unwrap();
     }
 }

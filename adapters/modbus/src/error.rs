@@ -26,8 +26,15 @@ pub enum ErrorKind {
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// No response (or no connection) within the device's timeout.
-    #[error("no response within {0:?}")]
-    Timeout(Duration),
+    #[error("no response from {device} to {request} within {after:?}")]
+    Timeout {
+        /// The device (its configured name).
+        device: String,
+        /// What was asked (`connect`, `read holding registers 0..=3`, …).
+        request: String,
+        /// The timeout that passed.
+        after: Duration,
+    },
     /// Connecting, reading or writing the transport failed.
     #[error("transport: {0}")]
     Io(Arc<std::io::Error>),
@@ -67,7 +74,7 @@ impl Error {
     /// Which family this error belongs to.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::Timeout(_)
+            Error::Timeout { .. }
             | Error::Io(_)
             | Error::Serial(_)
             | Error::Protocol(_)
@@ -152,7 +159,16 @@ mod tests {
 
     #[test]
     fn kinds() {
-        assert!(Error::Timeout(Duration::from_millis(5)).is_transient());
+        let timeout = Error::Timeout {
+            device: "meter".into(),
+            request: "read holding registers 0..=1".into(),
+            after: Duration::from_millis(5),
+        };
+        assert!(timeout.is_transient());
+        assert_eq!(
+            timeout.to_string(),
+            "no response from meter to read holding registers 0..=1 within 5ms"
+        );
         assert!(Error::Protocol("x".into()).is_transient());
         let exc: Error = tokio_modbus::ExceptionCode::IllegalDataAddress.into();
         assert_eq!(exc.kind(), ErrorKind::DeviceException);

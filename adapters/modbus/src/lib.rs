@@ -6,18 +6,20 @@
 //! reconnects with backoff after any timeout or protocol error.
 //!
 //! Wiring: for each [`DeviceSpec`] spawn [`run_device`] with an event channel, a write channel
-//! and a shutdown watch. Devices are independent tasks, so a dead device never delays another.
+//! and a stop trigger (any `Future<Output = ()>`). Devices are independent tasks, so a dead device never delays another.
 //!
 //! ```no_run
 //! # async fn wire(spec: cabinetd_modbus::DeviceSpec) {
 //! use cabinetd_modbus::{run_device, DeviceEvent, Value, WriteRequest};
-//! use tokio::sync::{mpsc, oneshot, watch};
+//! use tokio::sync::{mpsc, oneshot};
 //!
 //! let (events_tx, mut events) = mpsc::channel(64);
 //! let (writes, writes_rx) = mpsc::channel(8);
-//! let (stop, stop_rx) = watch::channel(false);
+//! let (stop, stop_rx) = oneshot::channel::<()>();
 //! let points = spec.points.clone();
-//! tokio::spawn(run_device(spec, events_tx, writes_rx, stop_rx));
+//! tokio::spawn(run_device(spec, events_tx, writes_rx, async move {
+//!     let _ = stop_rx.await;
+//! }));
 //!
 //! let (reply, answer) = oneshot::channel();
 //! let req = WriteRequest { point: "setpoint".into(), value: Value::Float(21.5), reply };
@@ -37,7 +39,7 @@
 //!         DeviceEvent::Up => { /* device_up = 1 */ }
 //!     }
 //! }
-//! stop.send(true).unwrap();
+//! stop.send(()).unwrap();
 //! # }
 //! ```
 #![warn(missing_docs)]
@@ -218,6 +220,23 @@ pub struct DeviceSpec {
     pub points: Vec<PointSpec>,
 }
 
+impl DeviceSpec {
+    /// A Modbus TCP device at `address` (`host:port`), unit 1, polled every second with a
+    /// 500 ms timeout; set the other fields on the result.
+    pub fn tcp(name: &str, address: &str, points: Vec<PointSpec>) -> DeviceSpec {
+        DeviceSpec {
+            name: name.into(),
+            transport: Transport::Tcp {
+                address: address.into(),
+            },
+            unit_id: 1,
+            poll: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            points,
+        }
+    }
+}
+
 /// Checks a device's points for what the planner, decoder and encoder cannot handle.
 ///
 /// Returns one message per problem, each naming the point, so configuration checking can report
@@ -277,15 +296,10 @@ mod tests {
         let mut range = point("r", Table::Holding, 1, DataType::U16);
         range.min = Some(5.0);
         range.max = Some(1.0);
-        let spec = DeviceSpec {
-            name: "d".into(),
-            transport: Transport::Tcp {
-                address: "127.0.0.1:502".into(),
-            },
-            unit_id: 1,
-            poll: Duration::from_secs(1),
-            timeout: Duration::from_millis(500),
-            points: vec![
+        let spec = DeviceSpec::tcp(
+            "d",
+            "127.0.0.1:502",
+            vec![
                 point("ok", Table::Holding, 0, DataType::F32),
                 point("ok", Table::Holding, 2, DataType::U16),
                 point("c", Table::Coil, 0, DataType::U16),
@@ -294,7 +308,7 @@ mod tests {
                 ro_write,
                 range,
             ],
-        };
+        );
         let problems = validate_device(&spec);
         assert_eq!(problems.len(), 6, "{problems:#?}");
         for needle in [

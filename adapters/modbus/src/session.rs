@@ -135,6 +135,24 @@ impl Connector for RtuConnector {
     }
 }
 
+/// A request as a person names it in a timeout: `read holding 0..=3`, `write coil 5`.
+pub fn describe(request: &Request<'_>) -> String {
+    let range = |what: &str, start: u16, count: usize| match count {
+        0 | 1 => format!("{what} {start}"),
+        n => format!("{what} {start}..={}", u32::from(start) + n as u32 - 1),
+    };
+    match request {
+        Request::ReadCoils(a, n) => range("read coils", *a, usize::from(*n)),
+        Request::ReadDiscreteInputs(a, n) => range("read discrete inputs", *a, usize::from(*n)),
+        Request::ReadInputRegisters(a, n) => range("read input registers", *a, usize::from(*n)),
+        Request::ReadHoldingRegisters(a, n) => range("read holding registers", *a, usize::from(*n)),
+        Request::WriteSingleCoil(a, _) => range("write coil", *a, 1),
+        Request::WriteSingleRegister(a, _) => range("write holding register", *a, 1),
+        Request::WriteMultipleRegisters(a, v) => range("write holding registers", *a, v.len()),
+        other => format!("{other:?}"),
+    }
+}
+
 /// The raw answer to a read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadData {
@@ -147,12 +165,14 @@ pub enum ReadData {
 /// A device's connection, absent while disconnected.
 pub struct Session {
     ctx: Option<Context>,
+    device: String,
     timeout: Duration,
 }
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
+            .field("device", &self.device)
             .field("connected", &self.ctx.is_some())
             .field("timeout", &self.timeout)
             .finish()
@@ -163,9 +183,22 @@ impl std::fmt::Debug for Session {
 pub type Answer<T> = Result<Result<T, u8>, Error>;
 
 impl Session {
-    /// A disconnected session whose requests time out after `timeout`.
-    pub fn new(timeout: Duration) -> Self {
-        Self { ctx: None, timeout }
+    /// A disconnected session to `device` (named in timeouts) whose requests time out after
+    /// `timeout`.
+    pub fn new(device: &str, timeout: Duration) -> Self {
+        Self {
+            ctx: None,
+            device: device.to_owned(),
+            timeout,
+        }
+    }
+
+    fn timed_out(&self, request: String) -> Error {
+        Error::Timeout {
+            device: self.device.clone(),
+            request,
+            after: self.timeout,
+        }
     }
 
     /// True while a connection is held.
@@ -178,7 +211,7 @@ impl Session {
         self.ctx = None;
         let ctx = tokio::time::timeout(self.timeout, connector.connect())
             .await
-            .map_err(|_| Error::Timeout(self.timeout))??;
+            .map_err(|_| self.timed_out("connect".into()))??;
         self.ctx = Some(ctx);
         Ok(())
     }
@@ -194,8 +227,9 @@ impl Session {
         let Some(ctx) = self.ctx.as_mut() else {
             return Err(Error::DeviceDown);
         };
+        let what = describe(&request);
         let outcome = match tokio::time::timeout(self.timeout, ctx.call(request)).await {
-            Err(_) => Err(Error::Timeout(self.timeout)),
+            Err(_) => Err(self.timed_out(what)),
             Ok(Err(e)) => Err(Error::from(e)),
             Ok(Ok(Ok(v))) => Ok(Ok(v)),
             Ok(Ok(Err(code))) => Ok(Err(u8::from(code))),
@@ -269,6 +303,19 @@ impl Session {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_are_named_for_people() {
+        assert_eq!(
+            describe(&Request::ReadHoldingRegisters(6, 2)),
+            "read holding registers 6..=7"
+        );
+        assert_eq!(describe(&Request::ReadCoils(0, 1)), "read coils 0");
+        assert_eq!(
+            describe(&Request::WriteSingleRegister(3, 9)),
+            "write holding register 3"
+        );
+    }
 
     #[test]
     fn frame_gaps() {

@@ -33,7 +33,6 @@ use std::future;
 use std::sync::{Arc, Mutex};
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_modbus::server::tcp::{accept_tcp_connection, Server};
 use tokio_modbus::{ExceptionCode, Request, Response};
@@ -196,11 +195,11 @@ impl tokio_modbus::server::Service for MeterService {
     }
 }
 
-/// Serves the simulated meter on `listener` until `shutdown` becomes true (or its sender is
-/// dropped). Every connection sees the same meter.
+/// Serves the simulated meter on `listener` until `shutdown` resolves. Every connection sees
+/// the same meter.
 pub async fn serve_energy_meter(
     listener: TcpListener,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let service = MeterService(Arc::new(Mutex::new(Meter::new(Instant::now()))));
     let server = Server::new(listener);
@@ -211,13 +210,7 @@ pub async fn serve_energy_meter(
     let on_process_error = |err| tracing::debug!(%err, "simulated meter connection ended");
     tokio::select! {
         r = server.serve(&on_connected, on_process_error) => r,
-        () = async {
-            loop {
-                if *shutdown.borrow_and_update() || shutdown.changed().await.is_err() {
-                    return;
-                }
-            }
-        } => Ok(()),
+        () = shutdown => Ok(()),
     }
 }
 

@@ -133,7 +133,7 @@ async fn rtu_silent_device_times_out_and_goes_down_once() {
     while failures < 3 {
         match dev.next(deadline).await {
             DeviceEvent::PollFailed { error } => {
-                assert!(matches!(error, Error::Timeout(_)), "{error}");
+                assert!(matches!(error, Error::Timeout { .. }), "{error}");
                 failures += 1;
             }
             DeviceEvent::Down { .. } => downs += 1,

@@ -13,8 +13,10 @@ use tokio::time::Instant;
 async fn meter_serves_its_documented_map() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(serve_energy_meter(listener, stop_rx));
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(serve_energy_meter(listener, async move {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    }));
 
     let mut power_limit = writable(pt("power_limit", Table::Holding, 0, DataType::U16));
     power_limit.max = Some(10_000.0);

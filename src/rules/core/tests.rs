@@ -32,7 +32,7 @@ fn summary(out: &StepOut) -> (Vec<String>, Vec<String>) {
     for o in &out.outputs {
         match o {
             Output::Action(a) => acts.push(format!("{} {} {}", a.target(), a.args(), a.by)),
-            Output::Event(e) => events.push(e.kind.clone()),
+            Output::Event(e) => events.push(e.kind.as_str().to_owned()),
         }
     }
     (acts, events)
@@ -393,7 +393,7 @@ proptest! {
         for op in ops {
             match op {
                 Op::Set(t, level, hold) => {
-                    let target = crate::lighting::parse_target(TARGETS[t]).unwrap();
+                    let target = crate::light::parse_target(TARGETS[t]).unwrap();
                     let action = RuleAction::Command(Action::LightSet {
                         target,
                         level_percent: f64::from(level),
@@ -405,7 +405,7 @@ proptest! {
                     m.entries.push((TARGETS[t], Some(level), hold.map(|h| secs + h)));
                 }
                 Op::Release(t) => {
-                    let target = crate::lighting::parse_target(TARGETS[t]).unwrap();
+                    let target = crate::light::parse_target(TARGETS[t]).unwrap();
                     c.command(RuleAction::Command(Action::LightRelease { target }), None, at(secs, boot)).unwrap();
                     m.entries.retain(|e| !covers(TARGETS[t], e.0));
                     if m.entries.iter().any(|e| e.1.is_some() && covers(e.0, TARGETS[t])) {
@@ -426,7 +426,7 @@ proptest! {
             m.prune();
             c.step(at(secs, boot));
             for t in TARGETS.iter().chain(&["bus-a/0", "bus-a/5"]) {
-                let target = Target::light(&crate::lighting::parse_target(t).unwrap());
+                let target = Target::light(&crate::light::parse_target(t).unwrap());
                 let real = match c.decision(&target) {
                     Some((Controller::Central, Some(l))) => Some(l as u8),
                     _ => None,

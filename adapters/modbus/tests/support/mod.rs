@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cabinetd_modbus::{DataType, DeviceSpec, PointSpec, Table, Transport, WordOrder};
+use cabinetd_modbus::{DataType, DeviceSpec, PointSpec, Table, WordOrder};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
@@ -241,14 +241,10 @@ pub fn tcp_device(
     timeout_ms: u64,
     points: Vec<PointSpec>,
 ) -> DeviceSpec {
-    DeviceSpec {
-        name: name.into(),
-        transport: Transport::Tcp { address },
-        unit_id: 1,
-        poll: Duration::from_millis(poll_ms),
-        timeout: Duration::from_millis(timeout_ms),
-        points,
-    }
+    let mut spec = DeviceSpec::tcp(name, &address, points);
+    spec.poll = Duration::from_millis(poll_ms);
+    spec.timeout = Duration::from_millis(timeout_ms);
+    spec
 }
 
 /// A device task under test.
@@ -263,8 +259,10 @@ impl Running {
     pub fn start(spec: DeviceSpec) -> Running {
         let (ev_tx, events) = mpsc::channel(256);
         let (writes, w_rx) = mpsc::channel(8);
-        let (stop, stop_rx) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(cabinetd_modbus::run_device(spec, ev_tx, w_rx, stop_rx));
+        let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(cabinetd_modbus::run_device(spec, ev_tx, w_rx, async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        }));
         Running {
             events,
             writes,

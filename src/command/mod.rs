@@ -3,35 +3,24 @@
 //!
 //! Parsing is pure: a payload becomes either a [`Command`] to execute or a rejection whose reason
 //! names the offending field. Every command gets exactly one final result; an id seen before is not
-//! executed again — its earlier result is published again ([`Ledger`]).
+//! executed again — its earlier result is published again ([`Ledger`]). Execution is
+//! [`exec`]'s: a bounded set of tasks, one per command in flight. Every way a command can end
+//! badly is a [`CommandError`], mapped to its [`CommandStatus`] in one place.
+
+pub mod exec;
 
 use std::collections::{HashMap, VecDeque};
 use std::time::SystemTime;
 
 use serde_json::Value;
 
+use crate::light::{self, LightError, LightTarget};
 use crate::record::{CommandResult, CommandStatus};
 
 /// How many command ids the ledger remembers (a day of busy crisis traffic).
 pub const LEDGER_CAPACITY: usize = 4096;
 /// Longest command id (bytes): longer ones are rejected without being stored or echoed.
 pub const MAX_ID_BYTES: usize = crate::auth::MAX_ID_BYTES;
-
-/// Target of a lighting command.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LightTarget {
-    /// Every luminaire of every bus.
-    All,
-    /// A DALI group number 0..=15 (on every bus that has it).
-    Group(u8),
-    /// One luminaire `BUS/ADDR`.
-    Gear {
-        /// Bus (device) name.
-        bus: String,
-        /// Short address 0..=63.
-        address: u8,
-    },
-}
 
 /// A validated action.
 #[derive(Debug, Clone, PartialEq)]
@@ -183,16 +172,17 @@ pub fn parse_action(name: &str, args: &serde_json::Map<String, Value>) -> Result
             None => Err(format!("field `args.{key}`: missing")),
         }
     };
-    let opt_seconds = |key: &str| -> Result<Option<f64>, String> {
+    let opt_number = |key: &str| -> Result<Option<f64>, String> {
         match args.get(key) {
             None | Some(Value::Null) => Ok(None),
-            Some(v) => match v.as_f64() {
-                Some(s) if (0.0..=86_400.0).contains(&s) => Ok(Some(s)),
-                _ => Err(format!(
-                    "field `args.{key}`: must be a number of seconds from 0 to 86400"
-                )),
-            },
+            Some(v) => v
+                .as_f64()
+                .map(Some)
+                .ok_or_else(|| format!("field `args.{key}`: must be a number")),
         }
+    };
+    let target = |key: &str| -> Result<LightTarget, String> {
+        light::parse_target(&string(key)?).map_err(|e| format!("field `args.{key}`: {e}"))
     };
     let allowed: &[&str] = match name {
         "point.write" => &["point", "value"],
@@ -229,25 +219,22 @@ pub fn parse_action(name: &str, args: &serde_json::Map<String, Value>) -> Result
             Action::PointWrite { point, value }
         }
         "light.set" => {
-            let target = parse_target(&string("target")?)?;
+            let target = target("target")?;
             let level_percent = args
                 .get("level_percent")
                 .and_then(Value::as_f64)
                 .ok_or("field `args.level_percent`: missing or not a number")?;
-            if !(0.0..=100.0).contains(&level_percent) {
-                return Err(format!(
-                    "field `args.level_percent`: {level_percent} is outside 0..100"
-                ));
-            }
+            let (fade_s, hold_s) = (opt_number("fade_s")?, opt_number("hold_s")?);
+            light::check_set(level_percent, fade_s, hold_s).map_err(|e| e.to_string())?;
             Action::LightSet {
                 target,
                 level_percent,
-                fade_s: opt_seconds("fade_s")?,
-                hold_s: opt_seconds("hold_s")?,
+                fade_s,
+                hold_s,
             }
         }
         "light.release" => Action::LightRelease {
-            target: parse_target(&string("target")?)?,
+            target: target("target")?,
         },
         "camera.goto_preset" => Action::CameraGotoPreset {
             camera: string("camera")?,
@@ -262,9 +249,69 @@ pub fn parse_action(name: &str, args: &serde_json::Map<String, Value>) -> Result
     })
 }
 
-/// Parse `all`, `group:N` or `DEVICE/ADDR` (the lighting module's syntax), naming the field.
-pub fn parse_target(s: &str) -> Result<LightTarget, String> {
-    crate::lighting::parse_target(s).map_err(|e| format!("field `args.target`: {e}"))
+/// Why a command did not succeed; [`CommandError::status`] is the one mapping to the result's
+/// status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    /// The command is wrong (unknown action or target, bad argument, not writable, out of
+    /// range): never retried. The text names the field.
+    #[error("{0}")]
+    Rejected(String),
+    /// Too many commands in flight: not executed.
+    #[error("busy: {0} commands are in flight; send it again later with a new id")]
+    Busy(usize),
+    /// Arrived after its `expires_at`: not executed.
+    #[error("{0}")]
+    Expired(String),
+    /// Tried and failed (device error, timeout, the device or the daemon stopping).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CommandError {
+    /// The result status: wrong or refused → `rejected`, too late → `expired`, tried → `failed`.
+    pub fn status(&self) -> CommandStatus {
+        match self {
+            CommandError::Rejected(_) | CommandError::Busy(_) => CommandStatus::Rejected,
+            CommandError::Expired(_) => CommandStatus::Expired,
+            CommandError::Failed(_) => CommandStatus::Failed,
+        }
+    }
+
+    /// The result record of command `id`.
+    pub fn result(&self, id: &str) -> CommandResult {
+        result(id, self.status(), self.to_string())
+    }
+}
+
+impl From<LightError> for CommandError {
+    fn from(e: LightError) -> Self {
+        match e {
+            LightError::Rejected(r) => CommandError::Rejected(r),
+            LightError::Failed(r) => CommandError::Failed(r),
+        }
+    }
+}
+
+impl From<cabinetd_modbus::Error> for CommandError {
+    /// A write the adapter refused before touching the bus is `rejected` (naming the field);
+    /// every other failure (link, device exception, device task stopped) is `failed`.
+    fn from(e: cabinetd_modbus::Error) -> Self {
+        match e {
+            cabinetd_modbus::Error::Rejected { field, reason } => {
+                CommandError::Rejected(format!("field `args.{field}`: {reason}"))
+            }
+            e => CommandError::Failed(e.to_string()),
+        }
+    }
+}
+
+/// The outcome of command `id` as its result record.
+pub fn outcome(id: &str, r: Result<(), CommandError>) -> CommandResult {
+    match r {
+        Ok(()) => result(id, CommandStatus::Succeeded, ""),
+        Err(e) => e.result(id),
+    }
 }
 
 /// Build a result record.
@@ -390,17 +437,31 @@ mod tests {
     }
 
     #[test]
-    fn targets() {
-        assert_eq!(parse_target("all").unwrap(), LightTarget::All);
-        assert_eq!(parse_target("group:3").unwrap(), LightTarget::Group(3));
+    fn errors_map_to_one_status_each() {
+        let modbus = |e| CommandError::from(e).status();
         assert_eq!(
-            parse_target("bus-a/12").unwrap(),
-            LightTarget::Gear {
-                bus: "bus-a".into(),
-                address: 12
-            }
+            modbus(cabinetd_modbus::Error::Rejected {
+                field: "value",
+                reason: "above max".into()
+            }),
+            CommandStatus::Rejected
         );
-        assert!(parse_target("bus-a/64").is_err());
+        assert_eq!(
+            modbus(cabinetd_modbus::Error::DeviceDown),
+            CommandStatus::Failed
+        );
+        assert_eq!(
+            CommandError::from(LightError::Rejected("x".into())).status(),
+            CommandStatus::Rejected
+        );
+        let busy = CommandError::Busy(32).result("c1");
+        assert_eq!(busy.status, CommandStatus::Rejected);
+        assert!(busy.reason.starts_with("busy"), "{}", busy.reason);
+        assert_eq!(
+            outcome("c1", Err(CommandError::Expired("late".into()))).status,
+            CommandStatus::Expired
+        );
+        assert_eq!(outcome("c1", Ok(())).status, CommandStatus::Succeeded);
     }
 
     #[test]

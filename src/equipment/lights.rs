@@ -1,4 +1,4 @@
-//! Carrying light commands and the programme to the DALI buses.
+//! Carrying light commands and the lighting programme to the DALI buses.
 //!
 //! [`LightRouter`] sends a target to the buses it concerns: `all` to every bus, `group:N` to the
 //! buses that configure group N, `BUS/ADDR` to that bus. [`run_programme`] follows the
@@ -10,12 +10,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{Config, LightTarget};
-use crate::dali::{LightAction, LightError, LightRequest};
-
-use super::Programme;
+use super::Starter;
+use crate::config::Config;
+use crate::light::{LightAction, LightError, LightRequest, LightTarget};
+use crate::lighting::Programme;
 
 /// How often the programme's current levels are applied again even without a change.
 pub const REAPPLY_EVERY: Duration = Duration::from_secs(300);
@@ -115,21 +115,46 @@ pub fn programmed_targets(cfg: &Config) -> Vec<LightTarget> {
             targets.push(step.target.clone());
         }
     }
-    targets.sort_by_key(|t| match t {
-        LightTarget::All => 0,
-        LightTarget::Group(_) => 1,
-        LightTarget::Gear { .. } => 2,
-    });
+    targets.sort_by_key(LightTarget::specificity);
     targets
 }
 
-/// Follow the programme until `stop`.
+/// Starts the lighting programme of `cfg` on the generation's buses, when it has steps and the
+/// cabinet has a DALI bus. A programme that cannot be built (unknown time zone) is logged, not
+/// fatal: the buses keep their fallback levels and still obey commands.
+pub(super) fn start_programme(cfg: &Config, s: &mut Starter<'_>) {
+    if cfg.dali.is_empty() {
+        return;
+    }
+    match Programme::from_config(cfg) {
+        Ok(programme) if !programme.is_empty() => {
+            let router = s.controls().lights.clone();
+            let stop = s.entry_token().cancelled_owned();
+            let targets = programmed_targets(cfg);
+            s.spawn(
+                "lighting programme",
+                run_programme(programme, targets, router, stop),
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "lighting programme not started"),
+    }
+}
+
+/// Follow the programme until `stop` resolves.
 pub async fn run_programme(
     programme: Programme,
     targets: Vec<LightTarget>,
     router: LightRouter,
-    mut stop: watch::Receiver<bool>,
+    stop: impl std::future::Future<Output = ()> + Send,
 ) {
+    tokio::select! {
+        () = stop => {}
+        () = follow(programme, targets, router) => {}
+    }
+}
+
+async fn follow(programme: Programme, targets: Vec<LightTarget>, router: LightRouter) {
     loop {
         let now = jiff::Timestamp::now();
         for target in &targets {
@@ -152,9 +177,6 @@ pub async fn run_programme(
             }
             None => REAPPLY_EVERY,
         };
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = crate::stopped(&mut stop) => return,
-        }
+        tokio::time::sleep(wait).await;
     }
 }

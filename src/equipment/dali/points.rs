@@ -9,6 +9,7 @@ use std::time::SystemTime;
 use cabinetd_dali::{Drift, Event as DaliEvent, GearSample, ShortAddress};
 use serde_json::{json, Value};
 
+use crate::event::EventKind;
 use crate::record::{Event, Quality, Severity};
 
 /// The points of one gear, in publication order.
@@ -71,32 +72,31 @@ pub fn readings(sample: &GearSample) -> Vec<(&'static str, Option<Value>, Qualit
 /// The event record for one supervisor transition on bus `bus`. An appearing fault is `major`
 /// (`minor` for a collision); its clearing is the same `kind` with `active: false`, severity `info`.
 pub fn event_record(bus: &str, event: &DaliEvent, ts: SystemTime) -> Event {
+    use EventKind::*;
     let (kind, address, active) = match *event {
-        DaliEvent::GearFound { address } => ("gear_found", address, None),
-        DaliEvent::GearMissing { address } => ("gear_missing", address, None),
-        DaliEvent::LampFailure { address, active } => ("lamp_failure", address, Some(active)),
-        DaliEvent::GearFailure { address, active } => ("gear_failure", address, Some(active)),
-        DaliEvent::Collision { address, active } => ("dali_collision", address, Some(active)),
+        DaliEvent::GearFound { address } => (GearFound, address, None),
+        DaliEvent::GearMissing { address } => (GearMissing, address, None),
+        DaliEvent::LampFailure { address, active } => (LampFailure, address, Some(active)),
+        DaliEvent::GearFailure { address, active } => (GearFailure, address, Some(active)),
+        DaliEvent::Collision { address, active } => (DaliCollision, address, Some(active)),
     };
     let a = address.get();
     let source = gear_source(bus, a);
-    let (severity, message) = match (kind, active) {
-        ("gear_found", _) => (Severity::Info, format!("luminaire {source} answers")),
-        ("gear_missing", _) => (
+    let (severity, message) = match (&kind, active) {
+        (GearFound, _) => (Severity::Info, format!("luminaire {source} answers")),
+        (GearMissing, _) => (
             Severity::Major,
             format!("luminaire {source} stopped answering"),
         ),
-        ("lamp_failure", Some(true)) => (Severity::Major, format!("lamp failure on {source}")),
-        ("gear_failure", Some(true)) => {
-            (Severity::Major, format!("control gear failure on {source}"))
-        }
-        ("dali_collision", Some(true)) => (
+        (LampFailure, Some(true)) => (Severity::Major, format!("lamp failure on {source}")),
+        (GearFailure, Some(true)) => (Severity::Major, format!("control gear failure on {source}")),
+        (DaliCollision, Some(true)) => (
             Severity::Minor,
             format!("several gear answer on {source} (duplicate short address)"),
         ),
         (_, _) => (
             Severity::Info,
-            format!("{} cleared on {source}", kind.replace('_', " ")),
+            format!("{} cleared on {source}", kind.as_str().replace('_', " ")),
         ),
     };
     let mut data = json!({ "bus": bus, "address": a });
@@ -105,7 +105,7 @@ pub fn event_record(bus: &str, event: &DaliEvent, ts: SystemTime) -> Event {
     }
     Event {
         ts,
-        kind: kind.into(),
+        kind,
         severity,
         source,
         message,
@@ -129,7 +129,7 @@ pub fn drift_record(
         .collect();
     Event {
         ts,
-        kind: "dali_config_drift".into(),
+        kind: EventKind::DaliConfigDrift,
         severity: Severity::Minor,
         source: source.clone(),
         message: format!(

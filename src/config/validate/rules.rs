@@ -43,38 +43,6 @@ const ADAPTIVE_KEYS: &[&str] = &["name", "target", "usage", "hold", "fade", "lev
 const LEVEL_KEYS: &[&str] = &["flow", "level_percent"];
 const EVENT_ARGS: &[&str] = &["kind", "severity", "message", "source"];
 
-/// Event kinds the daemon raises itself; a rule's `event` may not reuse them (the central post
-/// would take a rule's message for the daemon's own). To be replaced by `EventKind::ALL` when
-/// `src/event.rs` exists.
-pub(crate) const BUILT_IN_KINDS: &[&str] = &[
-    "auth_rejected",
-    "camera_auth_failed",
-    "camera_clock_drift",
-    "camera_offline",
-    "camera_online",
-    "camera_unknown",
-    "clock_jump",
-    "clock_untrusted",
-    "config_rolled_back",
-    "control_changed",
-    "dali_collision",
-    "dali_config_drift",
-    "dali_config_error",
-    "device_down",
-    "device_up",
-    "energy_daily",
-    "gear_failure",
-    "gear_found",
-    "gear_missing",
-    "lamp_failure",
-    "mode_changed",
-    "motion",
-    "outbox_evicted",
-    "rule_fired",
-    "store_recovered",
-    "tamper",
-];
-
 /// `for`, `clear_for`, scene `hold` bounds: a week is beyond any sensible automation delay.
 const MAX_DELAY: Duration = WEEK;
 /// Bound of a rule's or scene's action list.
@@ -345,7 +313,7 @@ pub(crate) fn parse_during(s: &str) -> Result<During, String> {
         format!("must be \"night\" or local clock times \"HH:MM-HH:MM\" (e.g. \"22:00-05:00\"), found {s:?}")
     };
     let (a, b) = s.split_once('-').ok_or_else(bad)?;
-    let clock = |x: &str| match crate::lighting::parse_step_time(x.trim()) {
+    let clock = |x: &str| match crate::light::parse_step_time(x.trim()) {
         Ok(StepTime::Clock { hour, minute }) => Ok(u16::from(hour) * 60 + u16::from(minute)),
         _ => Err(bad()),
     };
@@ -633,7 +601,7 @@ fn check_target(t: &LightTarget, ctx: &Ctx<'_>) -> Result<(), (&'static str, Str
         "target",
         format!(
             "field `args.target`: {} — {why}",
-            crate::lighting::target_name(t)
+            crate::light::target_name(t)
         ),
     ))
 }
@@ -660,28 +628,17 @@ fn event(
         bad(cx, k, "not an argument of event".into());
     }
     let text = |key: &str| args.get(key).and_then(Json::as_str);
-    let kind = text("kind");
-    match kind {
-        None => bad(cx, "kind", "missing or not a string".into()),
-        Some(k)
-            if !(1..=64).contains(&k.len())
-                || !k
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') =>
-        {
-            bad(
-                cx,
-                "kind",
-                format!("must match [a-z0-9_]+ (at most 64), found {k:?}"),
-            )
+    let kind = match text("kind").map(crate::event::CustomKind::new) {
+        None => {
+            bad(cx, "kind", "missing or not a string".into());
+            None
         }
-        Some(k) if BUILT_IN_KINDS.contains(&k) => bad(
-            cx,
-            "kind",
-            format!("{k:?} is an event the daemon raises itself; choose another kind"),
-        ),
-        Some(_) => {}
-    }
+        Some(Err(why)) => {
+            bad(cx, "kind", why);
+            None
+        }
+        Some(Ok(k)) => Some(k),
+    };
     let severity = match text("severity") {
         Some("critical") => Some(Severity::Critical),
         Some("major") => Some(Severity::Major),
@@ -721,7 +678,7 @@ fn event(
         return None;
     }
     Some(EventSpec {
-        kind: kind?.to_string(),
+        kind: kind?,
         severity: severity?,
         message: message?.to_string(),
         source: source.map(str::to_string),
@@ -740,7 +697,7 @@ fn adaptive(
     cx.check_keys(t, p, ADAPTIVE_KEYS);
     let target =
         cx.req_str(t, p, "target")
-            .and_then(|(s, loc)| match crate::lighting::parse_target(s) {
+            .and_then(|(s, loc)| match crate::light::parse_target(s) {
                 Ok(tg) => match check_target(&tg, ctx) {
                     Ok(()) => Some(tg),
                     Err((_, m)) => {
@@ -837,7 +794,7 @@ fn writes(
             }
             RuleAction::Command(Action::LightSet { target, .. })
             | RuleAction::Command(Action::LightRelease { target }) => {
-                let name = crate::lighting::target_name(target);
+                let name = crate::light::target_name(target);
                 out.push((Write::Light(target.clone()), format!("{label} {name}")));
             }
             RuleAction::Command(Action::CameraReboot { camera }) => {
@@ -906,7 +863,7 @@ fn loops(
         nodes.push((format!("rule \"{}\"", r.name), *loc, inputs, w));
     }
     for (ad, loc) in a.adaptive.iter().zip(adaptive_locs) {
-        let name = crate::lighting::target_name(&ad.target);
+        let name = crate::light::target_name(&ad.target);
         nodes.push((
             format!("lighting.adaptive \"{}\"", ad.name),
             *loc,

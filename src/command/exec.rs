@@ -1,0 +1,420 @@
+//! Executing commands: [`Commands`] takes a payload from the uplink to exactly one result record.
+//!
+//! - Parse, then the [`Ledger`]: a running id is ignored, a finished id gets its first result
+//!   published again; an expired command is `expired`.
+//! - What can be decided at once is (an unknown device, a camera in this build); the rest runs
+//!   as one task of a `JoinSet` ([`Executor`]), off the main loop: a DALI bus or a Modbus device
+//!   may take seconds. At most [`MAX_IN_FLIGHT`] commands run at once; a command beyond that is
+//!   `rejected` with a reason starting `busy` (a flood of distinct ids cannot grow tasks without
+//!   bound).
+//! - A point write waits at most [`WRITE_TIMEOUT`] for the device, a light command at most
+//!   `equipment::lights::LIGHT_TIMEOUT` per bus.
+//! - At the stop, commands still running when the equipment phase of the stop deadline ends are
+//!   aborted and get a `failed` result ([`Commands::stop`]), which the daemon flushes before it
+//!   exits: no command goes without its final result.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{Id, JoinSet};
+use tokio::time::Instant;
+
+use super::{outcome, parse, result, Action, Command, CommandError, Ledger, Seen};
+use crate::equipment::Controls;
+use crate::light::LightAction;
+use crate::metrics::{Metrics, SPEC_ACTIONS};
+use crate::record::{CommandResult, CommandStatus, RecordBody};
+
+/// Commands executing at once, at most.
+pub const MAX_IN_FLIGHT: usize = 32;
+/// How long a point write may take end to end before the command fails.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A bounded set of running commands.
+pub struct Executor {
+    set: JoinSet<(&'static str, CommandResult)>,
+    running: HashMap<Id, (String, &'static str)>,
+    limit: usize,
+}
+
+impl Executor {
+    /// At most `limit` commands at once.
+    pub fn new(limit: usize) -> Executor {
+        Executor {
+            set: JoinSet::new(),
+            running: HashMap::new(),
+            limit,
+        }
+    }
+
+    /// Commands running now.
+    pub fn in_flight(&self) -> usize {
+        self.set.len()
+    }
+
+    /// Starts `cmd` against the running equipment; `Err` is a result decided at once.
+    pub fn submit(&mut self, cmd: Command, controls: &Controls) -> Result<(), CommandResult> {
+        if self.set.len() >= self.limit {
+            return Err(CommandError::Busy(self.set.len()).result(&cmd.id));
+        }
+        let (id, action) = (cmd.id, cmd.action);
+        let name = action.name();
+        let reject = |reason: String| Err(CommandError::Rejected(reason).result(&id));
+        let handle = match action {
+            Action::PointWrite { point, value } => {
+                let (device, point) = point.split_once('/').unwrap_or((&point, ""));
+                let Some(writer) = controls.writers.get(device).cloned() else {
+                    return reject(format!("field `args.point`: no Modbus device {device:?}"));
+                };
+                let (id, point) = (id.clone(), point.to_owned());
+                self.set
+                    .spawn(async move { (name, outcome(&id, write(writer, point, value).await)) })
+            }
+            Action::LightSet {
+                target,
+                level_percent,
+                fade_s,
+                hold_s,
+            } => {
+                let (router, id) = (controls.lights.clone(), id.clone());
+                let action = LightAction::Set {
+                    level_percent,
+                    fade_s,
+                    hold_s,
+                };
+                self.set.spawn(async move {
+                    let r = router.send(&target, action).await.map_err(Into::into);
+                    (name, outcome(&id, r))
+                })
+            }
+            Action::LightRelease { target } => {
+                let (router, id) = (controls.lights.clone(), id.clone());
+                self.set.spawn(async move {
+                    let r = router.send(&target, LightAction::Release).await;
+                    (name, outcome(&id, r.map_err(Into::into)))
+                })
+            }
+            Action::CameraGotoPreset { camera, .. }
+            | Action::CameraReboot { camera }
+            | Action::CameraSyncTime { camera } => {
+                return reject(if controls.cameras.contains(&camera) {
+                    format!("field `args.camera`: {camera:?} is configured but this build has no ONVIF adapter")
+                } else {
+                    format!("field `args.camera`: no camera {camera:?}")
+                });
+            }
+        };
+        self.running.insert(handle.id(), (id, name));
+        Ok(())
+    }
+
+    /// The next command to finish, with its action name; never resolves while none runs (so it
+    /// can sit in a `select!`). Cancel-safe.
+    pub async fn next(&mut self) -> (&'static str, CommandResult) {
+        loop {
+            match self.set.join_next_with_id().await {
+                None => std::future::pending::<()>().await,
+                Some(ended) => {
+                    if let Some(done) = self.reap(ended) {
+                        return done;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for the running commands until `deadline`, then aborts the rest: each gets a
+    /// `failed` result. Returns every result, in the order they ended.
+    pub async fn stop(&mut self, deadline: Instant) -> Vec<(&'static str, CommandResult)> {
+        let mut done = Vec::new();
+        while let Ok(Some(ended)) =
+            tokio::time::timeout_at(deadline, self.set.join_next_with_id()).await
+        {
+            done.extend(self.reap(ended));
+        }
+        self.set.abort_all();
+        while let Some(ended) = self.set.join_next_with_id().await {
+            done.extend(self.reap(ended));
+        }
+        done
+    }
+
+    fn reap(
+        &mut self,
+        ended: Result<(Id, (&'static str, CommandResult)), tokio::task::JoinError>,
+    ) -> Option<(&'static str, CommandResult)> {
+        match ended {
+            Ok((id, done)) => {
+                self.running.remove(&id);
+                Some(done)
+            }
+            Err(e) => {
+                let (id, name) = self.running.remove(&e.id())?;
+                let reason = if e.is_panic() {
+                    tracing::error!(%id, action = name, "command task panicked");
+                    "internal error while executing the command".to_owned()
+                } else {
+                    "aborted: the daemon stopped before the command completed".to_owned()
+                };
+                Some((name, result(&id, CommandStatus::Failed, reason)))
+            }
+        }
+    }
+}
+
+/// One point write through the device's task, bounded by [`WRITE_TIMEOUT`].
+async fn write(
+    writer: mpsc::Sender<cabinetd_modbus::WriteRequest>,
+    point: String,
+    value: cabinetd_modbus::Value,
+) -> Result<(), CommandError> {
+    let stopped = || CommandError::Failed("device task stopped".into());
+    let (reply, rx) = oneshot::channel();
+    let req = cabinetd_modbus::WriteRequest {
+        point,
+        value,
+        reply,
+    };
+    writer.send(req).await.map_err(|_| stopped())?;
+    match tokio::time::timeout(WRITE_TIMEOUT, rx).await {
+        Ok(Ok(r)) => r.map_err(Into::into),
+        Ok(Err(_)) => Err(stopped()),
+        Err(_) => Err(CommandError::Failed(format!(
+            "no confirmation within {WRITE_TIMEOUT:?}"
+        ))),
+    }
+}
+
+/// Commands from the uplink to their results: parse, ledger, executor, records and metrics.
+pub struct Commands {
+    ledger: Ledger,
+    exec: Executor,
+    records: mpsc::Sender<RecordBody>,
+    metrics: Metrics,
+}
+
+impl Commands {
+    /// Results go to `records`; `cabinetd_commands_total` to `metrics`.
+    pub fn new(records: mpsc::Sender<RecordBody>, metrics: Metrics) -> Commands {
+        Commands {
+            ledger: Ledger::default(),
+            exec: Executor::new(MAX_IN_FLIGHT),
+            records,
+            metrics,
+        }
+    }
+
+    /// A payload from `P/C/cmd` or `P/all/cmd`.
+    pub async fn on_message(&mut self, payload: &[u8], controls: &Controls) {
+        let cmd = match parse(payload) {
+            Ok(cmd) => cmd,
+            Err(rej) => {
+                tracing::warn!(id = ?rej.id, reason = %rej.reason, "command rejected");
+                // The label is bounded: an unknown action counts as `unknown`.
+                let action = SPEC_ACTIONS
+                    .into_iter()
+                    .find(|a| *a == rej.action)
+                    .unwrap_or("unknown");
+                if let Some(id) = rej.id {
+                    if let Seen::Done(prev) = self.ledger.begin(&id) {
+                        self.publish(prev).await;
+                        return;
+                    }
+                    let r = CommandError::Rejected(rej.reason).result(&id);
+                    self.finish(action, r).await;
+                } else {
+                    self.count(action, CommandStatus::Rejected);
+                }
+                return;
+            }
+        };
+        match self.ledger.begin(&cmd.id) {
+            Seen::Running => return,
+            Seen::Done(prev) => {
+                tracing::info!(id = %cmd.id, "command seen before; publishing its result again");
+                self.publish(prev).await;
+                return;
+            }
+            Seen::New => {}
+        }
+        let action = cmd.action.name();
+        if cmd
+            .expires_at
+            .is_some_and(|t| t < std::time::SystemTime::now())
+        {
+            let e = CommandError::Expired("field `expires_at`: already past when received".into());
+            self.finish(action, e.result(&cmd.id)).await;
+            return;
+        }
+        let submitted = self.exec.submit(cmd, controls);
+        self.gauge();
+        if let Err(r) = submitted {
+            self.finish(action, r).await;
+        }
+    }
+
+    /// The next command to finish (for `select!`; never resolves while none runs).
+    pub async fn next(&mut self) -> (&'static str, CommandResult) {
+        self.exec.next().await
+    }
+
+    /// Records a final result: ledger, metrics, log, record.
+    pub async fn finish(&mut self, action: &'static str, r: CommandResult) {
+        self.gauge();
+        tracing::info!(id = %r.id, status = r.status.as_str(), reason = %r.reason, "command result");
+        self.count(action, r.status);
+        self.ledger.finish(&r);
+        self.publish(r).await;
+    }
+
+    /// At the stop: commands still running at `deadline` are aborted with a `failed` result;
+    /// every result is recorded.
+    pub async fn stop(&mut self, deadline: Instant) {
+        let n = self.exec.in_flight();
+        if n > 0 {
+            tracing::info!(commands = n, "waiting for the commands in flight");
+        }
+        for (action, r) in self.exec.stop(deadline).await {
+            self.finish(action, r).await;
+        }
+    }
+
+    fn gauge(&self) {
+        let n = i64::try_from(self.exec.in_flight()).unwrap_or(i64::MAX);
+        self.metrics.commands_in_flight.set(n);
+    }
+
+    fn count(&self, action: &str, status: CommandStatus) {
+        self.metrics
+            .commands_total
+            .with_label_values(&[action, status.as_str()])
+            .inc();
+    }
+
+    async fn publish(&self, r: CommandResult) {
+        let _ = self.records.send(RecordBody::Result(r)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::light::LightTarget;
+
+    fn cmd(id: &str, action: Action) -> Command {
+        Command {
+            id: id.into(),
+            action,
+            expires_at: None,
+        }
+    }
+
+    fn write_to(device: &str) -> Action {
+        Action::PointWrite {
+            point: format!("{device}/setpoint"),
+            value: cabinetd_modbus::Value::Int(1),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn beyond_the_limit_commands_are_rejected_busy() {
+        let (w_tx, mut w_rx) = mpsc::channel(64);
+        let mut controls = Controls::default();
+        controls.writers.insert("meter".into(), w_tx);
+        let mut exec = Executor::new(2);
+        exec.submit(cmd("a", write_to("meter")), &controls).unwrap();
+        exec.submit(cmd("b", write_to("meter")), &controls).unwrap();
+        let busy = exec
+            .submit(cmd("c", write_to("meter")), &controls)
+            .unwrap_err();
+        assert_eq!(
+            (busy.id.as_str(), busy.status),
+            ("c", CommandStatus::Rejected)
+        );
+        assert!(busy.reason.starts_with("busy"), "{}", busy.reason);
+        // One answers: room for another.
+        let first: cabinetd_modbus::WriteRequest = w_rx.recv().await.unwrap();
+        first.reply.send(Ok(())).unwrap();
+        let (action, r) = exec.next().await;
+        assert_eq!(
+            (action, r.status),
+            ("point.write", CommandStatus::Succeeded)
+        );
+        exec.submit(cmd("d", write_to("meter")), &controls).unwrap();
+        assert_eq!(exec.in_flight(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn commands_running_at_the_stop_deadline_fail_with_a_result() {
+        // A device task that takes the request and never answers (a hung device).
+        let (w_tx, mut w_rx) = mpsc::channel::<cabinetd_modbus::WriteRequest>(8);
+        let held = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Some(req) = w_rx.recv().await {
+                held.push(req);
+            }
+        });
+        let mut controls = Controls::default();
+        controls.writers.insert("meter".into(), w_tx);
+        let mut exec = Executor::new(8);
+        exec.submit(cmd("a", write_to("meter")), &controls).unwrap();
+        exec.submit(cmd("b", write_to("meter")), &controls).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let done = exec.stop(deadline).await;
+        assert_eq!(
+            Instant::now(),
+            deadline,
+            "waited for them until the deadline"
+        );
+        let mut ids: Vec<&str> = done.iter().map(|(_, r)| r.id.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, ["a", "b"]);
+        for (action, r) in &done {
+            assert_eq!((*action, r.status), ("point.write", CommandStatus::Failed));
+            assert!(r.reason.contains("aborted"), "{}", r.reason);
+        }
+        held.abort();
+    }
+
+    #[tokio::test]
+    async fn what_can_be_decided_at_once_is() {
+        let mut controls = Controls::default();
+        controls.cameras.insert("cam-1".into());
+        let mut exec = Executor::new(8);
+        let r = exec
+            .submit(cmd("a", write_to("nope")), &controls)
+            .unwrap_err();
+        assert!(
+            r.reason.contains("no Modbus device \"nope\""),
+            "{}",
+            r.reason
+        );
+        let r = exec
+            .submit(
+                cmd(
+                    "b",
+                    Action::CameraReboot {
+                        camera: "cam-1".into(),
+                    },
+                ),
+                &controls,
+            )
+            .unwrap_err();
+        assert!(r.reason.contains("no ONVIF adapter"), "{}", r.reason);
+        // A light command without buses is rejected by the router, from its task.
+        exec.submit(
+            cmd(
+                "c",
+                Action::LightRelease {
+                    target: LightTarget::All,
+                },
+            ),
+            &controls,
+        )
+        .unwrap();
+        let (_, r) = exec.next().await;
+        assert_eq!(r.status, CommandStatus::Rejected);
+        assert!(r.reason.contains("no DALI bus"), "{}", r.reason);
+    }
+}

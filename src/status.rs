@@ -1,0 +1,349 @@
+//! What the daemon shows of itself: the `/status` document ([`Live`], served by `http`) and its
+//! rendering for a person (`cabinetd status`, [`render_status`]).
+//!
+//! `/status` fields: `cabinet`, `version`, `config_version`, `boot_id`, `uptime_s`, `mode`,
+//! `uplink` (connection, broker as `mqtt[s]://host:port`, last error and when it happened),
+//! `outbox` (counts per stream, bytes, budget, oldest age, per-stream details), `brokers`,
+//! `devices` (one per equipment entry: `name`, `protocol`, `up` true/false/null, `health`,
+//! `points`, `last_poll`, `last_error`), `rules` (the autonomous rules in force: the lighting
+//! programme's steps), `last_reload` (the outcome of the last SIGHUP).
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::equipment::{Board, Health, ReloadError};
+use crate::metrics::Metrics;
+use crate::outbox::{Outbox, OutboxStats};
+use crate::record::format_ts;
+use crate::uplink::UplinkHandle;
+
+/// Everything `/status`, `/metrics` and `/readyz` look at.
+pub struct Live {
+    cabinet: String,
+    boot_id: String,
+    started: Instant,
+    metrics: Metrics,
+    outbox: Arc<Outbox>,
+    uplink: UplinkHandle,
+    board: Board,
+    ready: AtomicBool,
+    running: watch::Receiver<Arc<Config>>,
+    last_reload: Mutex<Option<Value>>,
+}
+
+impl Live {
+    /// The live view of a daemon whose running configuration is `running`.
+    pub fn new(
+        boot_id: &str,
+        metrics: Metrics,
+        outbox: Arc<Outbox>,
+        uplink: UplinkHandle,
+        board: Board,
+        running: watch::Receiver<Arc<Config>>,
+    ) -> Live {
+        let cabinet = running.borrow().cabinet.id.clone();
+        Live {
+            cabinet,
+            boot_id: boot_id.to_owned(),
+            started: Instant::now(),
+            metrics,
+            outbox,
+            uplink,
+            board,
+            ready: AtomicBool::new(false),
+            running,
+            last_reload: Mutex::new(None),
+        }
+    }
+
+    /// `/readyz` answers 200 while true.
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Records the outcome of a reload from the files: the version running afterwards, or why
+    /// the new configuration is not (fully) running.
+    pub fn set_last_reload(&self, outcome: Result<&str, &ReloadError>, running_version: &str) {
+        let (status, errors) = match outcome {
+            Ok(_) => ("applied", Vec::new()),
+            Err(e) => ("rejected", e.messages()),
+        };
+        *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(json!({
+            "source": "files",
+            "status": status,
+            "running_version": running_version,
+            "errors": errors,
+            "ts": format_ts(SystemTime::now()),
+        }));
+    }
+
+    fn connected(&self) -> bool {
+        self.uplink.status().connected
+    }
+
+    fn refresh_gauges(&self) {
+        self.metrics.set_mode(mode(self.connected()));
+    }
+}
+
+fn mode(connected: bool) -> &'static str {
+    if connected {
+        "connected"
+    } else {
+        "autonomous"
+    }
+}
+
+impl crate::http::Endpoint for Live {
+    fn metrics(&self) -> String {
+        self.refresh_gauges();
+        self.metrics.render()
+    }
+
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    fn status(&self) -> Value {
+        self.refresh_gauges();
+        let uplink = self.uplink.status();
+        let devices: Vec<Value> = self
+            .board
+            .snapshot()
+            .into_iter()
+            .map(|(name, d)| {
+                json!({
+                    "name": name,
+                    "protocol": d.kind,
+                    "up": d.up(),
+                    "health": match d.health {
+                        Health::Starting => "starting",
+                        Health::Up => "up",
+                        Health::Down { .. } => "down",
+                        Health::NotSupervised { .. } => "not_supervised",
+                    },
+                    "points": d.points,
+                    "last_poll": d.last_poll.map(format_ts),
+                    "last_error": d.last_error,
+                })
+            })
+            .collect();
+        let cfg = self.running.borrow().clone();
+        json!({
+            "cabinet": self.cabinet,
+            "version": env!("CARGO_PKG_VERSION"),
+            "config_version": cfg.version,
+            "boot_id": self.boot_id,
+            "uptime_s": self.started.elapsed().as_secs(),
+            "mode": mode(uplink.connected),
+            "uplink": serde_json::to_value(&uplink).unwrap_or_default(),
+            "outbox": outbox_view(&self.outbox.stats()),
+            "brokers": cfg.uplink.brokers.iter().map(|b| b.url()).collect::<Vec<_>>(),
+            "devices": devices,
+            "rules": rules(&cfg),
+            "last_reload": self.last_reload.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        })
+    }
+}
+
+/// One line for systemd's `STATUS=`: `cabinet dijon-017: 3 Modbus device(s), outbox /var/…`.
+pub fn summary(cfg: &Config) -> String {
+    format!(
+        "cabinet {}: {} Modbus device(s), outbox {}",
+        cfg.cabinet.id,
+        cfg.modbus.len(),
+        cfg.storage.path.display()
+    )
+}
+
+/// The autonomous rules in force: the lighting programme's steps, when there is a DALI bus to
+/// follow them (`all at dusk+15m → 100 % (dusk)`).
+pub fn rules(cfg: &Config) -> Vec<String> {
+    if cfg.dali.is_empty() {
+        return Vec::new();
+    }
+    cfg.lighting
+        .steps
+        .iter()
+        .map(|step| {
+            format!(
+                "lighting: {} at {} → {} % ({})",
+                step.target, step.at, step.level_percent, step.reason
+            )
+        })
+        .collect()
+}
+
+/// The outbox part of `/status`: counts per stream first (what a person asks), details after.
+fn outbox_view(stats: &OutboxStats) -> Value {
+    let records: serde_json::Map<String, Value> = stats
+        .streams
+        .iter()
+        .map(|s| (s.stream.as_str().to_owned(), s.records.into()))
+        .collect();
+    let oldest = stats
+        .streams
+        .iter()
+        .filter_map(|s| s.oldest_age_seconds)
+        .fold(None, |m: Option<f64>, a| Some(m.map_or(a, |m| m.max(a))));
+    json!({
+        "records": records,
+        "bytes": stats.disk_bytes,
+        "budget_bytes": stats.budget_bytes,
+        "oldest_record_age_s": oldest,
+        "streams": stats.streams,
+    })
+}
+
+/// Renders a `/status` document for a person (`cabinetd status`); `now` dates the uplink's
+/// last error.
+pub fn render_status(doc: &Value, now: SystemTime) -> String {
+    let s = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "cabinet {}  version {}  config {}  up {}s  mode {}",
+        s(&doc["cabinet"]),
+        s(&doc["version"]),
+        s(&doc["config_version"]),
+        s(&doc["uptime_s"]),
+        s(&doc["mode"])
+    );
+    let u = &doc["uplink"];
+    // While never connected the uplink names no broker: show the first one it tries.
+    let broker = if u["broker"].is_null() {
+        s(&doc["brokers"][0])
+    } else {
+        s(&u["broker"])
+    };
+    if u["connected"].as_bool() == Some(true) {
+        let _ = writeln!(out, "uplink   connected  broker {broker}");
+    } else {
+        let _ = write!(out, "uplink   DISCONNECTED  broker {broker}");
+        if let Some(error) = u["last_error"].as_str() {
+            let age = u["last_error_at"]
+                .as_str()
+                .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+                .and_then(|t| now.duration_since(t).ok())
+                .map(|d| {
+                    format!(
+                        " ({} ago)",
+                        humantime::format_duration(Duration::from_secs(d.as_secs()))
+                    )
+                })
+                .unwrap_or_default();
+            let _ = write!(out, "  last error {error}{age}");
+        }
+        out.push('\n');
+    }
+    let o = &doc["outbox"];
+    let _ = writeln!(
+        out,
+        "outbox   telemetry {}  events {}  results {}  ({} of {} bytes, oldest {} s)",
+        s(&o["records"]["telemetry"]),
+        s(&o["records"]["events"]),
+        s(&o["records"]["results"]),
+        s(&o["bytes"]),
+        s(&o["budget_bytes"]),
+        s(&o["oldest_record_age_s"])
+    );
+    let _ = writeln!(out, "devices");
+    for d in doc["devices"].as_array().into_iter().flatten() {
+        let state = match (d["up"].as_bool(), d["health"].as_str()) {
+            (Some(true), _) => "up",
+            (Some(false), _) => "DOWN",
+            (None, Some("not_supervised")) => "unsupervised",
+            (None, _) => "starting",
+        };
+        let _ = writeln!(
+            out,
+            "  {:<20} {:<7} {:<8} points {:<4} last poll {}  {}",
+            s(&d["name"]),
+            s(&d["protocol"]),
+            state,
+            s(&d["points"]),
+            s(&d["last_poll"]),
+            d["last_error"].as_str().unwrap_or("")
+        );
+    }
+    let rules = doc["rules"].as_array().cloned().unwrap_or_default();
+    let _ = writeln!(out, "rules    {} active", rules.len());
+    for r in rules {
+        let _ = writeln!(out, "  {}", s(&r));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(uplink: Value) -> Value {
+        json!({
+            "cabinet": "dijon-017", "version": "0.1.0", "config_version": "abc", "uptime_s": 5,
+            "mode": "autonomous",
+            "uplink": uplink,
+            "brokers": ["mqtt://127.0.0.1:1883"],
+            "outbox": {"records": {"telemetry": 3, "events": 0, "results": 0}, "bytes": 100, "budget_bytes": 1024},
+            "devices": [
+                {"name": "meter-main", "protocol": "modbus", "up": false, "health": "down", "points": 4, "last_poll": null, "last_error": "timeout"},
+                {"name": "cam-1", "protocol": "onvif", "up": null, "health": "not_supervised", "points": 0, "last_poll": null, "last_error": "not in this build"}
+            ],
+            "rules": []
+        })
+    }
+
+    #[test]
+    fn status_renders_for_a_person() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let text = render_status(
+            &doc(
+                json!({"connected": false, "broker": "mqtt://127.0.0.1:1883",
+                "last_error": "I/O: Connection refused", "last_error_at": format_ts(now - Duration::from_secs(12))}),
+            ),
+            now,
+        );
+        assert!(text.contains("cabinet dijon-017"));
+        assert!(
+            text.contains("uplink   DISCONNECTED  broker mqtt://127.0.0.1:1883  last error I/O: Connection refused (12s ago)"),
+            "{text}"
+        );
+        assert!(text.contains("meter-main"));
+        assert!(text.contains("DOWN"));
+        assert!(text.contains("unsupervised"));
+    }
+
+    #[test]
+    fn a_connected_uplink_shows_no_stale_error_and_one_broker_spelling() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let text = render_status(
+            &doc(json!({"connected": true, "broker": "mqtt://127.0.0.1:1883",
+                "last_error": "I/O: Connection refused", "last_error_at": format_ts(now)})),
+            now,
+        );
+        assert!(
+            text.contains("uplink   connected  broker mqtt://127.0.0.1:1883\n"),
+            "{text}"
+        );
+        assert!(!text.contains("last error"), "{text}");
+        // Never connected: the first configured broker, spelled the same way.
+        let text = render_status(
+            &doc(json!({"connected": false, "broker": null, "last_error": null})),
+            now,
+        );
+        assert!(
+            text.contains("DISCONNECTED  broker mqtt://127.0.0.1:1883\n"),
+            "{text}"
+        );
+    }
+}
