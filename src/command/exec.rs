@@ -68,8 +68,10 @@ impl Executor {
                     return reject(format!("field `args.point`: no Modbus device {device:?}"));
                 };
                 let (id, point) = (id.clone(), point.to_owned());
-                self.set
-                    .spawn(async move { (name, outcome(&id, write(writer, point, value).await)) })
+                self.set.spawn(async move {
+                    let r = write(writer, &id, point, value).await;
+                    (name, outcome(&id, r))
+                })
             }
             Action::LightSet {
                 target,
@@ -166,6 +168,7 @@ impl Executor {
 /// One point write through the device's task, bounded by [`WRITE_TIMEOUT`].
 async fn write(
     writer: mpsc::Sender<cabinetd_modbus::WriteRequest>,
+    id: &str,
     point: String,
     value: cabinetd_modbus::Value,
 ) -> Result<(), CommandError> {
@@ -174,6 +177,8 @@ async fn write(
     let req = cabinetd_modbus::WriteRequest {
         point,
         value,
+        // Echoed in the `write_outcome` event should the outcome be unknown.
+        id: Some(id.to_owned()),
         reply,
     };
     writer.send(req).await.map_err(|_| stopped())?;

@@ -355,13 +355,15 @@ impl Generation {
             statuses: BTreeMap::new(),
             controls: Controls::default(),
         };
+        // Modbus devices start by line: one owner per serial line or TCP endpoint.
+        let modbus_lines = modbus::lines(&cfg.modbus);
         let started = (|| {
             let mut s = Starter { ctx, gen: &mut gen };
             // Simulators first: the devices polling them connect at once.
             let entries = (cfg.simulators.iter().map(|e| e as &dyn Equipment))
                 .chain(cfg.cameras.iter().map(|e| e as &dyn Equipment))
                 .chain(cfg.dali.iter().map(|e| e as &dyn Equipment))
-                .chain(cfg.modbus.iter().map(|e| e as &dyn Equipment));
+                .chain(modbus_lines.iter().map(|e| e as &dyn Equipment));
             for e in entries {
                 e.start(&mut s)?;
             }
