@@ -197,6 +197,8 @@ pub struct Commands {
     exec: Executor,
     records: mpsc::Sender<RecordBody>,
     metrics: Metrics,
+    /// Bounds the `command_rejected` events a flood of id-less junk can raise.
+    idless: crate::auth::RejectionThrottle,
 }
 
 impl Commands {
@@ -207,6 +209,7 @@ impl Commands {
             exec: Executor::new(MAX_IN_FLIGHT),
             records,
             metrics,
+            idless: crate::auth::RejectionThrottle::default(),
         }
     }
 
@@ -229,7 +232,13 @@ impl Commands {
                     let r = CommandError::Rejected(rej.reason).result(&id);
                     self.finish(action, r).await;
                 } else {
+                    // No id, no result record: answer with an event (throttled; the metric
+                    // counts every one).
                     self.count(action, CommandStatus::Rejected);
+                    if let Some(suppressed) = self.idless.admit(std::time::Instant::now()) {
+                        let event = super::rejected_event(&rej, suppressed);
+                        let _ = self.records.send(RecordBody::Event(event)).await;
+                    }
                 }
                 return;
             }
@@ -421,5 +430,49 @@ mod tests {
         let (_, r) = exec.next().await;
         assert_eq!(r.status, CommandStatus::Rejected);
         assert!(r.reason.contains("no DALI bus"), "{}", r.reason);
+    }
+
+    /// Issue 13 item 14: a command without a usable id got no answer at all. It is counted and
+    /// answered with a `command_rejected` event (throttled).
+    #[tokio::test]
+    async fn a_command_without_a_usable_id_raises_an_event() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let metrics = Metrics::new("test");
+        let mut commands = Commands::new(tx, metrics.clone());
+        let controls = Controls::default();
+        for payload in [
+            &br#"{"id":7,"action":"light.release","args":{"target":"all"}}"#[..],
+            br#"{"action":"light.release","args":{"target":"all"}}"#,
+            br#"{"id":"a","id":"b","action":"light.release"}"#,
+            b"not json",
+        ] {
+            commands.on_message(payload, &controls).await;
+            match rx.try_recv() {
+                Ok(RecordBody::Event(e)) => {
+                    assert_eq!(e.kind, crate::event::EventKind::CommandRejected);
+                    assert!(
+                        e.data["reason"].as_str().unwrap().contains("id")
+                            || e.data["reason"].as_str().unwrap().contains("JSON"),
+                        "{}",
+                        e.data
+                    );
+                }
+                other => panic!("{}: {other:?}", String::from_utf8_lossy(payload)),
+            }
+        }
+        let m = metrics.render();
+        assert!(
+            m.contains(r#"cabinetd_commands_total{action="light.release",status="rejected"} 3"#),
+            "{m}"
+        );
+        // A flood is throttled: the metric counts all, the events stop at the burst.
+        for _ in 0..100 {
+            commands.on_message(b"{}", &controls).await;
+        }
+        let mut events = 0;
+        while rx.try_recv().is_ok() {
+            events += 1;
+        }
+        assert!(events < 30, "{events} events for 100 junk messages");
     }
 }
