@@ -387,6 +387,19 @@ mod tests {
         }
     }
 
+    /// A bridge of `dev` with a status and metrics of its own.
+    fn bridge_of(dev: ModbusDevice) -> Bridge {
+        let metrics = Metrics::new("test");
+        let (tx, _status) = StatusTx::channel(
+            "meter",
+            EquipmentKind::Modbus,
+            2,
+            &metrics,
+            Arc::new(AtomicU64::new(0)),
+        );
+        Bridge::new(dev, tx, &metrics)
+    }
+
     fn poll(power: Result<u64, u8>, relay: bool) -> DeviceEvent {
         poll_at(power, relay, tokio::time::Instant::now())
     }
@@ -569,21 +582,13 @@ mod tests {
     /// bridge processed a reading. Measured on the poll's own instant, every one is published.
     #[test]
     fn heartbeats_are_measured_on_the_poll_not_on_its_processing() {
-        let metrics = Metrics::new("test");
-        let (tx, _status) = StatusTx::channel(
-            "meter",
-            EquipmentKind::Modbus,
-            2,
-            &metrics,
-            Arc::new(AtomicU64::new(0)),
-        );
         let mut dev = device();
         let every_poll = ReportPolicy {
             deadband: None,
             heartbeat: Duration::from_secs(1),
         };
         dev.report = vec![every_poll, every_poll];
-        let mut bridge = Bridge::new(dev, tx, &metrics);
+        let mut bridge = bridge_of(dev.clone());
         let t0 = Instant::now();
         let p0 = tokio::time::Instant::from_std(t0);
         // Polls exactly 1 s apart, processed 0 to 300 ms after each.
@@ -652,19 +657,11 @@ mod tests {
     /// the decimals the scale implies.
     #[test]
     fn scaled_readings_have_no_float_noise_in_the_records_json() {
-        let metrics = Metrics::new("test");
-        let (tx, _status) = StatusTx::channel(
-            "meter",
-            EquipmentKind::Modbus,
-            2,
-            &metrics,
-            Arc::new(AtomicU64::new(0)),
-        );
         let mut dev = device();
         dev.spec.points[0].scale = 0.1;
         dev.spec.points[1] = PointSpec::new("current", Table::Input, 1, DataType::U16);
         dev.spec.points[1].scale = 0.01;
-        let mut bridge = Bridge::new(dev.clone(), tx, &metrics);
+        let mut bridge = bridge_of(dev.clone());
         // As the unit task decodes them.
         let decode = |i: usize, raw: u16| {
             cabinetd_modbus::decode::decode_registers(&dev.spec.points[i], &[raw])

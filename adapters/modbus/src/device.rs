@@ -321,21 +321,19 @@ impl Unit {
             .collect()
     }
 
+    /// One exchange with this unit through its line, under its timeout.
+    async fn call(&self, request: tokio_modbus::Request<'static>) -> crate::line::Outcome {
+        self.line
+            .call(&self.device, self.spec.unit_id, self.spec.timeout, request)
+            .await
+    }
+
     async fn read_all(&mut self) -> Result<PollReport, Error> {
         let at = SystemTime::now();
         let started = Instant::now();
         let mut readings = Vec::with_capacity(self.spec.points.len());
         for req in &self.requests {
-            let answer = self
-                .line
-                .call(
-                    &self.device,
-                    self.spec.unit_id,
-                    self.spec.timeout,
-                    read_request(req),
-                )
-                .await;
-            match answer.map_err(Failure::error)? {
+            match self.call(read_request(req)).await.map_err(Failure::error)? {
                 Ok(response) => {
                     let data = read_data(req, response)?;
                     for slot in &req.slots {
@@ -394,15 +392,7 @@ impl Unit {
             Ok(_) if w.reply.is_closed() => return true,
             Ok(op) => op,
         };
-        let answer = self
-            .line
-            .call(
-                &self.device,
-                self.spec.unit_id,
-                self.spec.timeout,
-                write_request(&op),
-            )
-            .await;
+        let answer = self.call(write_request(&op)).await;
         let mut alive = true;
         let unknown = |cause: Error| Error::OutcomeUnknown {
             cause: Box::new(cause),

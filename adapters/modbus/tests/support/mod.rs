@@ -313,33 +313,39 @@ pub struct Running {
 impl Running {
     /// A unit on a shared line (see [`SharedLine`]).
     pub fn unit(spec: DeviceSpec, line: &SharedLine) -> Running {
-        let (ev_tx, events) = mpsc::channel(256);
-        let (writes, w_rx) = mpsc::channel(8);
-        let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(cabinetd_modbus::run_unit(
-            spec,
-            line.handle.clone(),
-            ev_tx,
-            w_rx,
-            async move {
-                let _ = stop_rx.wait_for(|stop| *stop).await;
-            },
-        ));
-        Running {
-            events,
-            writes,
-            stop,
-            task,
-        }
+        let handle = line.handle.clone();
+        Running::spawn(|events, writes, stop| {
+            cabinetd_modbus::run_unit(spec, handle, events, writes, stop)
+        })
     }
 
+    /// A device on a line of its own.
     pub fn start(spec: DeviceSpec) -> Running {
+        Running::spawn(|events, writes, stop| {
+            cabinetd_modbus::run_device(spec, events, writes, stop)
+        })
+    }
+
+    fn spawn<F>(
+        run: impl FnOnce(
+            mpsc::Sender<cabinetd_modbus::DeviceEvent>,
+            mpsc::Receiver<cabinetd_modbus::WriteRequest>,
+            std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+        ) -> F,
+    ) -> Running
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
         let (ev_tx, events) = mpsc::channel(256);
         let (writes, w_rx) = mpsc::channel(8);
         let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(cabinetd_modbus::run_device(spec, ev_tx, w_rx, async move {
-            let _ = stop_rx.wait_for(|stop| *stop).await;
-        }));
+        let task = tokio::spawn(run(
+            ev_tx,
+            w_rx,
+            Box::pin(async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            }),
+        ));
         Running {
             events,
             writes,
