@@ -1,5 +1,5 @@
 //! The per-unit task: polls on a fixed period, executes writes, survives a dead unit — on a line
-//! it shares with other units ([`crate::line`]).
+//! it shares with other units ([`mod@crate::line`]).
 //!
 //! Invariants:
 //! - one task per unit (a `[[modbus]]` device), strictly sequential: at most one exchange of it
@@ -169,7 +169,7 @@ struct Unit {
     events: mpsc::Sender<DeviceEvent>,
 }
 
-/// Runs one unit of a shared line (see [`crate::line`]) until `shutdown` resolves, or `events`
+/// Runs one unit of a shared line (see [`mod@crate::line`]) until `shutdown` resolves, or `events`
 /// is closed.
 pub async fn run_unit(
     spec: DeviceSpec,

@@ -2,7 +2,7 @@
 //!
 //! Layers: point model ([`PointSpec`], [`DeviceSpec`]) → request planning (coalescing contiguous
 //! points into as few reads as the protocol allows) → decoding raw registers/bits into scaled
-//! values → the line owner ([`line`]): one task per serial line or TCP endpoint, owning its one
+//! values → the line owner ([`mod@line`]): one task per serial line or TCP endpoint, owning its one
 //! connection, serving every unit on it one exchange at a time (the unit chosen per request),
 //! each under the unit's timeout → the unit tasks ([`device`]): per device, its poll schedule,
 //! its state (up/down, with a per-unit backoff), its writes and its events.

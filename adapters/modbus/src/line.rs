@@ -21,7 +21,7 @@
 //!   in place: the unit answered, the link is fine;
 //! - a line that cannot be opened is retried with capped, jittered backoff
 //!   ([`OPEN_BACKOFF_BASE`] … [`OPEN_BACKOFF_CAP`]); exchanges arriving meanwhile fail at once with
-//!   the reason ([`Failure::NotSent`]), they never queue behind reopen attempts;
+//!   the reason (`Failure::NotSent`), they never queue behind reopen attempts;
 //! - an exchange whose requester is gone (its unit stopped) is skipped, or abandoned mid-way
 //!   (which drops the connection); the task ends when every handle is dropped or at shutdown.
 

@@ -1,7 +1,7 @@
 //! Opening a line, and the requests and responses of one exchange.
 //!
 //! A [`Connector`] opens one connection to a line: a TCP endpoint ([`TcpConnector`]) or a serial
-//! port ([`RtuConnector`]). It addresses no unit: the line owner ([`crate::line`]) names the
+//! port ([`RtuConnector`]). It addresses no unit: the line owner ([`mod@crate::line`]) names the
 //! unit of each request with tokio-modbus' `set_slave`, so every unit of an RS-485 line, or
 //! behind one TCP gateway, shares the one connection. Tests hand the line in-memory streams
 //! through their own connector.
