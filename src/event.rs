@@ -105,8 +105,12 @@ kinds! {
     MessageDropped = "message_dropped",
     /// The storage is full.
     StorageFull = "storage_full",
-    /// The outcome of a write whose result was unknown when it was reported.
+    /// The outcome of a write whose result was unknown when it was reported (data `{point,
+    /// requested, read, applied, id}`).
     WriteOutcome = "write_outcome",
+    /// A command was rejected without an id to answer to (missing, not a string, too long, or
+    /// the payload unreadable): data `{action, reason, suppressed}`.
+    CommandRejected = "command_rejected",
 }
 
 impl EventKind {

@@ -84,3 +84,16 @@ fn a_missing_file_is_a_config_error() {
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/cabinetd.toml"));
 }
+
+/// Issue 13 item 14: `/dev/zero` (or a 50 MB file) given as a config read until memory ran
+/// out. It is a configuration error naming the file, exit 78, after reading at most 4 MiB.
+#[test]
+fn an_endless_or_huge_config_file_is_refused_with_exit_78() {
+    let out = check(&[std::path::Path::new("/dev/zero")]);
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/dev/zero:1:1: the file is larger than 4 MiB"),
+        "{stderr}"
+    );
+}

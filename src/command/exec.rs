@@ -68,8 +68,10 @@ impl Executor {
                     return reject(format!("field `args.point`: no Modbus device {device:?}"));
                 };
                 let (id, point) = (id.clone(), point.to_owned());
-                self.set
-                    .spawn(async move { (name, outcome(&id, write(writer, point, value).await)) })
+                self.set.spawn(async move {
+                    let r = write(writer, &id, point, value).await;
+                    (name, outcome(&id, r))
+                })
             }
             Action::LightSet {
                 target,
@@ -166,6 +168,7 @@ impl Executor {
 /// One point write through the device's task, bounded by [`WRITE_TIMEOUT`].
 async fn write(
     writer: mpsc::Sender<cabinetd_modbus::WriteRequest>,
+    id: &str,
     point: String,
     value: cabinetd_modbus::Value,
 ) -> Result<(), CommandError> {
@@ -174,6 +177,8 @@ async fn write(
     let req = cabinetd_modbus::WriteRequest {
         point,
         value,
+        // Echoed in the `write_outcome` event should the outcome be unknown.
+        id: Some(id.to_owned()),
         reply,
     };
     writer.send(req).await.map_err(|_| stopped())?;
@@ -192,6 +197,8 @@ pub struct Commands {
     exec: Executor,
     records: mpsc::Sender<RecordBody>,
     metrics: Metrics,
+    /// Bounds the `command_rejected` events a flood of id-less junk can raise.
+    idless: crate::auth::RejectionThrottle,
 }
 
 impl Commands {
@@ -202,6 +209,7 @@ impl Commands {
             exec: Executor::new(MAX_IN_FLIGHT),
             records,
             metrics,
+            idless: crate::auth::RejectionThrottle::default(),
         }
     }
 
@@ -224,7 +232,13 @@ impl Commands {
                     let r = CommandError::Rejected(rej.reason).result(&id);
                     self.finish(action, r).await;
                 } else {
+                    // No id, no result record: answer with an event (throttled; the metric
+                    // counts every one).
                     self.count(action, CommandStatus::Rejected);
+                    if let Some(suppressed) = self.idless.admit(std::time::Instant::now()) {
+                        let event = super::rejected_event(&rej, suppressed);
+                        let _ = self.records.send(RecordBody::Event(event)).await;
+                    }
                 }
                 return;
             }
@@ -416,5 +430,49 @@ mod tests {
         let (_, r) = exec.next().await;
         assert_eq!(r.status, CommandStatus::Rejected);
         assert!(r.reason.contains("no DALI bus"), "{}", r.reason);
+    }
+
+    /// Issue 13 item 14: a command without a usable id got no answer at all. It is counted and
+    /// answered with a `command_rejected` event (throttled).
+    #[tokio::test]
+    async fn a_command_without_a_usable_id_raises_an_event() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let metrics = Metrics::new("test");
+        let mut commands = Commands::new(tx, metrics.clone());
+        let controls = Controls::default();
+        for payload in [
+            &br#"{"id":7,"action":"light.release","args":{"target":"all"}}"#[..],
+            br#"{"action":"light.release","args":{"target":"all"}}"#,
+            br#"{"id":"a","id":"b","action":"light.release"}"#,
+            b"not json",
+        ] {
+            commands.on_message(payload, &controls).await;
+            match rx.try_recv() {
+                Ok(RecordBody::Event(e)) => {
+                    assert_eq!(e.kind, crate::event::EventKind::CommandRejected);
+                    assert!(
+                        e.data["reason"].as_str().unwrap().contains("id")
+                            || e.data["reason"].as_str().unwrap().contains("JSON"),
+                        "{}",
+                        e.data
+                    );
+                }
+                other => panic!("{}: {other:?}", String::from_utf8_lossy(payload)),
+            }
+        }
+        let m = metrics.render();
+        assert!(
+            m.contains(r#"cabinetd_commands_total{action="light.release",status="rejected"} 3"#),
+            "{m}"
+        );
+        // A flood is throttled: the metric counts all, the events stop at the burst.
+        for _ in 0..100 {
+            commands.on_message(b"{}", &controls).await;
+        }
+        let mut events = 0;
+        while rx.try_recv().is_ok() {
+            events += 1;
+        }
+        assert!(events < 30, "{events} events for 100 junk messages");
     }
 }

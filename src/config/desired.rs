@@ -116,12 +116,12 @@ pub fn store(storage: &Path, doc: &Desired) -> io::Result<()> {
 pub fn merge(files: &[PathBuf], doc: &Desired) -> Result<Config, ConfigErrors> {
     let mut sources = Vec::with_capacity(files.len() + 1);
     for f in files {
-        let text = fs::read_to_string(f).map_err(|e| {
+        let text = super::load::read_source(f).map_err(|message| {
             ConfigErrors(vec![ConfigError {
                 file: f.display().to_string(),
                 line: 1,
                 col: 1,
-                message: format!("cannot read: {e}"),
+                message,
             }])
         })?;
         sources.push(Source {

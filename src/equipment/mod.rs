@@ -1,9 +1,10 @@
 //! Equipment: the devices and buses the cabinet supervises, and the one place that starts,
 //! reloads and stops them ([`Rack`]).
 //!
-//! Every kind — a Modbus device ([`modbus`]), a DALI bus ([`dali`]), a camera, a built-in
-//! simulator — implements [`Equipment`]: its name, the exclusive [`Resource`]s it owns while it
-//! runs, and how it starts its tasks into a [`Starter`]. Each supervised entry publishes one
+//! Every kind — a Modbus line with its devices ([`modbus::ModbusLine`]: one owner per serial
+//! line or TCP endpoint), a DALI bus ([`dali`]), a camera, a built-in simulator — implements
+//! [`Equipment`]: its name, the exclusive [`Resource`]s it owns while it runs, and how it starts
+//! its tasks into a [`Starter`]. Each supervised entry (each Modbus device) publishes one
 //! [`Status`] on a `watch` channel through a [`StatusTx`], which is also the one place that
 //! builds `device_down` / `device_up` events and sets `cabinetd_device_up{device,protocol}`.
 //! `/status` reads the receivers ([`Board`]); commands reach the equipment through [`Controls`].
@@ -355,13 +356,15 @@ impl Generation {
             statuses: BTreeMap::new(),
             controls: Controls::default(),
         };
+        // Modbus devices start by line: one owner per serial line or TCP endpoint.
+        let modbus_lines = modbus::lines(&cfg.modbus);
         let started = (|| {
             let mut s = Starter { ctx, gen: &mut gen };
             // Simulators first: the devices polling them connect at once.
             let entries = (cfg.simulators.iter().map(|e| e as &dyn Equipment))
                 .chain(cfg.cameras.iter().map(|e| e as &dyn Equipment))
                 .chain(cfg.dali.iter().map(|e| e as &dyn Equipment))
-                .chain(cfg.modbus.iter().map(|e| e as &dyn Equipment));
+                .chain(modbus_lines.iter().map(|e| e as &dyn Equipment));
             for e in entries {
                 e.start(&mut s)?;
             }

@@ -280,6 +280,7 @@ async fn a_modbus_device_polls_the_simulated_meter_through_the_rack() {
     let write = cabinetd_modbus::WriteRequest {
         point: "power_limit".into(),
         value: cabinetd_modbus::Value::Int(4000),
+        id: None,
         reply,
     };
     h.rack.controls().writers["meter"]

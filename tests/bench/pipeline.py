@@ -3,7 +3,9 @@
 
 Scenario (issue #2): N devices × R holding registers polled every second, every value published
 every poll (heartbeat = poll, no deadband), for a fixed duration. One pymodbus server serves all
-devices (each device has its own TCP connection, as separate meters would); Mosquitto on loopback;
+devices on one address, so they share one TCP connection and its line owner, requests one at a
+time, as units behind one Modbus TCP→RTU gateway would (cabinetd >= issue 13; before, each device
+had a connection of its own); Mosquitto on loopback;
 a paho subscriber counts records and measures poll-to-broker latency (record `ts` = acquisition
 time, to arrival at the subscriber).
 
