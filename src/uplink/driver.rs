@@ -431,6 +431,10 @@ impl Driver {
         mut poll: AbortOnDrop,
         disconnecting: CancellationToken,
     ) {
+        // What became durable just before the stop (the commands' final results, flushed by the
+        // recorder's drain) may not have been pumped yet when the loop saw `stop`: send it now,
+        // or the results are kept for the next run instead of delivered (stop_deadline_e2e flaked).
+        self.pump();
         self.stopping = true;
         let deadline = tokio::time::Instant::now() + STOP_DRAIN;
         while self.connected && self.inflight.batches() > 0 {
