@@ -663,7 +663,12 @@ mod tests {
         assert!((5..=20).contains(&failures), "{failures} probes in 20 s");
         let requests = fake.trace.lock().unwrap().requests.clone();
         let silent = requests.iter().filter(|(_, u)| *u == 3).count();
-        assert_eq!(silent, failures);
+        // Every probe sent was reported as failed, but the last one may still be waiting for its
+        // timeout when the 20 s end (it flaked as 11 requests vs 10 failures).
+        assert!(
+            silent == failures || silent == failures + 1,
+            "{silent} probes sent, {failures} reported"
+        );
     }
 
     #[tokio::test(start_paused = true)]
