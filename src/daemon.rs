@@ -407,6 +407,13 @@ async fn bridge_modbus(
 ) {
     use cabinetd_modbus::DeviceEvent;
     let name = dev.spec.name.clone();
+    // Full point names built once per configuration, shared by every reading (`Arc<str>`).
+    let point_names: Vec<std::sync::Arc<str>> = dev
+        .spec
+        .points
+        .iter()
+        .map(|p| format!("{name}/{}", p.name).into())
+        .collect();
     let mut reporters: Vec<PointReporter> =
         dev.report.iter().map(|p| PointReporter::new(*p)).collect();
     let mut last_values: Vec<serde_json::Value> =
@@ -429,7 +436,7 @@ async fn bridge_modbus(
                 let now = Instant::now();
                 let mut failed = false;
                 for (idx, reading) in &report.readings {
-                    let Some(point) = dev.spec.points.get(*idx) else {
+                    let Some(point) = point_names.get(*idx) else {
                         continue;
                     };
                     let (value, quality) = match reading {
@@ -446,7 +453,7 @@ async fn bridge_modbus(
                     if reporters[*idx].offer(&value, quality, now) {
                         out.push(RecordBody::Telemetry(Telemetry {
                             ts: report.at,
-                            point: format!("{name}/{}", point.name),
+                            point: point.clone(),
                             value,
                             quality,
                         }));
@@ -479,11 +486,11 @@ async fn bridge_modbus(
                     data: serde_json::json!({"protocol": "modbus", "error": error.to_string()}),
                 }));
                 let instant = Instant::now();
-                for (idx, point) in dev.spec.points.iter().enumerate() {
+                for (idx, point) in point_names.iter().enumerate() {
                     if reporters[idx].offer(&last_values[idx], Quality::Bad, instant) {
                         out.push(RecordBody::Telemetry(Telemetry {
                             ts: now,
-                            point: format!("{name}/{}", point.name),
+                            point: point.clone(),
                             value: last_values[idx].clone(),
                             quality: Quality::Bad,
                         }));
@@ -579,31 +586,32 @@ async fn watch_dali(
     }
 }
 
-/// Append every produced record to the outbox, showing good readings to the energy accountant
-/// (which keeps only the points it accounts); beats twice a second even when idle.
-async fn recorder(mut rx: mpsc::Receiver<RecordBody>, shared: Arc<Shared>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        tokio::select! {
-            r = rx.recv() => match r {
-                Some(body) => {
-                    if let RecordBody::Telemetry(t) = &body {
-                        if t.quality == Quality::Good {
-                            if let (Some(acc), Ok(at)) = (shared.energy.lock().unwrap().as_mut(), jiff::Timestamp::try_from(t.ts)) {
-                                acc.observe(&t.point, &t.value, at);
-                            }
-                        }
+/// Append every produced record to the outbox ([`crate::outbox::recorder`]: never drops one,
+/// holds the devices back while the store cannot write), showing good readings to the energy
+/// accountant (which keeps only the points it accounts); beats twice a second even when idle.
+async fn recorder(rx: mpsc::Receiver<RecordBody>, shared: Arc<Shared>) {
+    let observer = shared.clone();
+    let beats = shared.clone();
+    crate::outbox::recorder::run(
+        rx,
+        shared.outbox.clone(),
+        move |body| {
+            if let RecordBody::Telemetry(t) = body {
+                if t.quality == Quality::Good {
+                    if let (Some(acc), Ok(at)) = (
+                        observer.energy.lock().unwrap().as_mut(),
+                        jiff::Timestamp::try_from(t.ts),
+                    ) {
+                        acc.observe(&t.point, &t.value, at);
                     }
-                    if let Err(e) = shared.outbox.append(&body) {
-                        tracing::error!(error = %e, stream = %body.stream(), "cannot store a record");
-                    }
-                    shared.recorder_beats.fetch_add(1, Ordering::Relaxed);
                 }
-                None => return,
-            },
-            _ = tick.tick() => { shared.recorder_beats.fetch_add(1, Ordering::Relaxed); }
-        }
-    }
+            }
+        },
+        move || {
+            beats.recorder_beats.fetch_add(1, Ordering::Relaxed);
+        },
+    )
+    .await;
 }
 
 /// The record path must show progress within this window for the watchdog to be fed.
@@ -827,13 +835,15 @@ pub async fn run(files: Vec<PathBuf>, cfg: Config, notifier: Notifier) -> anyhow
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
     let opts = OutboxOptions::from_config(&cfg.storage, &cfg.uplink);
-    let (outbox, recovery) = Outbox::open(&cfg.storage.path, opts, metrics.clone())
-        .with_context(|| format!("cannot open the outbox in {}", cfg.storage.path.display()))?;
-    let flusher = tokio::spawn(
-        outbox
-            .clone()
-            .run_flusher(cfg.storage.flush_interval, shutdown_rx.clone()),
-    );
+    // sled runs on the outbox's own thread; opening may wait for its lock: off the workers.
+    let (outbox, recovery) = {
+        let (path, m) = (cfg.storage.path.clone(), metrics.clone());
+        tokio::task::spawn_blocking(move || Outbox::open(&path, opts, m))
+            .await
+            .context("outbox open task")?
+            .with_context(|| format!("cannot open the outbox in {}", cfg.storage.path.display()))?
+    };
+    let mut outbox_fatal = outbox.fatal();
 
     let listener = crate::http::bind(cfg.http.listen)
         .await
@@ -957,8 +967,16 @@ pub async fn run(files: Vec<PathBuf>, cfg: Config, notifier: Notifier) -> anyhow
     let mut energy_tick = tokio::time::interval(Duration::from_secs(60));
     let mut incoming = incoming;
 
+    let mut fatal = None;
     loop {
         tokio::select! {
+            _ = outbox_fatal.changed() => {
+                if let Some(why) = outbox_fatal.borrow().clone() {
+                    tracing::error!(reason = %why, "stopping: the outbox cannot store records");
+                    fatal = Some(why);
+                    break;
+                }
+            }
             _ = sigterm.recv() => { tracing::info!("SIGTERM: stopping"); break; }
             _ = sigint.recv() => { tracing::info!("SIGINT: stopping"); break; }
             _ = sighup.recv() => rt.reload_files().await,
@@ -1052,8 +1070,10 @@ pub async fn run(files: Vec<PathBuf>, cfg: Config, notifier: Notifier) -> anyhow
     {
         tracing::warn!("uplink did not finish within the stop budget; unacknowledged records stay in the outbox");
     }
-    let _ = tokio::time::timeout(Duration::from_secs(1), flusher).await;
-    let _ = outbox.flush().await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), outbox.close()).await;
+    if let Some(why) = fatal {
+        anyhow::bail!("{why}");
+    }
     tracing::info!("stopped");
     Ok(())
 }

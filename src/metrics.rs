@@ -67,6 +67,11 @@ pub struct Metrics {
     pub dali_gear_present: IntGaugeVec,
     /// `cabinetd_energy_wh_total{device}`: last metered cumulative energy, summed over the device.
     pub energy_wh_total: GaugeVec,
+    /// `cabinetd_outbox_storage_full`: 1 while the store's filesystem is full.
+    pub outbox_storage_full: IntGauge,
+    /// `cabinetd_uplink_payload_bytes_total{stream}`: bytes of record payloads published (after
+    /// compression), for the cost of the link.
+    pub uplink_payload_bytes_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -204,6 +209,19 @@ impl Metrics {
             &["device"],
         )
         .expect("valid metric");
+        let outbox_storage_full = IntGauge::new(
+            "cabinetd_outbox_storage_full",
+            "1 while the outbox's filesystem is full (telemetry is evicted to keep room).",
+        )
+        .expect("valid metric");
+        let uplink_payload_bytes_total = IntCounterVec::new(
+            Opts::new(
+                "cabinetd_uplink_payload_bytes_total",
+                "Bytes of record payloads published, after compression.",
+            ),
+            &["stream"],
+        )
+        .expect("valid metric");
 
         let energy_kwh_total = prometheus::Counter::new(
             "cabinetd_energy_kwh_total",
@@ -230,6 +248,7 @@ impl Metrics {
             outbox_records.with_label_values(&[stream.as_str()]).set(0);
             published_records_total.with_label_values(&[stream.as_str()]);
             evicted_records_total.with_label_values(&[stream.as_str()]);
+            uplink_payload_bytes_total.with_label_values(&[stream.as_str()]);
         }
         for m in ["connected", "autonomous"] {
             mode.with_label_values(&[m]).set(0);
@@ -265,6 +284,8 @@ impl Metrics {
             Box::new(energy_baseline_kwh_total.clone()),
             Box::new(time_seconds.clone()),
             Box::new(process_start_time_seconds.clone()),
+            Box::new(outbox_storage_full.clone()),
+            Box::new(uplink_payload_bytes_total.clone()),
         ];
         for c in collectors {
             registry.register(c).expect("metric names are unique");
@@ -293,6 +314,8 @@ impl Metrics {
             energy_baseline_kwh_total,
             time_seconds,
             process_start_time_seconds,
+            outbox_storage_full,
+            uplink_payload_bytes_total,
         }
     }
 
