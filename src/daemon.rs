@@ -84,7 +84,8 @@ impl crate::http::Endpoint for Shared {
     }
 
     fn ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        // A full filesystem is an outage of the store: say so (the daemon keeps running).
+        self.ready.load(Ordering::Relaxed) && !self.outbox.stats().storage_full
     }
 
     fn status(&self) -> serde_json::Value {
@@ -161,6 +162,10 @@ fn outbox_view(stats: &crate::outbox::OutboxStats) -> serde_json::Value {
         "records": records,
         "bytes": stats.disk_bytes,
         "budget_bytes": stats.budget_bytes,
+        "limit_bytes": stats.limit_bytes,
+        "fs_free_bytes": stats.fs_free_bytes,
+        "storage_full": stats.storage_full,
+        "error": stats.error,
         "oldest_record_age_s": oldest,
         "streams": stats.streams,
     })

@@ -410,3 +410,40 @@ fn a_corrupt_store_is_moved_aside_reported_and_polling_goes_on() {
     assert!(daemon.proc.is_running());
     assert!(daemon.stop().success());
 }
+
+/// SPEC v1.1: with `uplink.compression = "zstd"` every record message is one zstd frame whose
+/// content is the v1 envelope; nothing is missing.
+#[test]
+fn zstd_payloads_are_one_frame_of_the_v1_envelope() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_peer, device) = busy_device(dir.path());
+    let broker = Mosquitto::start();
+    let probe = MqttProbe::start(broker.port, "cabinets/v1/test-cab/#");
+    let mut daemon = Daemon::start_edited(broker.port, &device, |base| {
+        base.replace(
+            "keep_alive = \"5s\"",
+            "keep_alive = \"5s\"\ncompression = \"zstd\"",
+        )
+    });
+    wait_until("telemetry flowing", Duration::from_secs(20), || {
+        (seqs(&probe, "/telemetry").len() > 500).then_some(())
+    });
+    let msgs = probe.on("/telemetry");
+    let mut raw = 0;
+    let mut points = 0;
+    for m in &msgs {
+        assert_eq!(&m.payload[..4], &[0x28, 0xb5, 0x2f, 0xfd], "a zstd frame");
+        let env = m.json();
+        assert_eq!(env["cabinet"], "test-cab");
+        assert_eq!(env["stream"], "telemetry");
+        raw += m.payload.len();
+        points += env["records"].as_array().unwrap().len();
+    }
+    let (missing, _) = seq_gaps(&seqs(&probe, "/telemetry"));
+    assert!(missing.is_empty(), "missing {missing:?}");
+    // The status and its retained document stay plain JSON.
+    let status = probe.on("/status");
+    assert!(status.iter().all(|m| m.payload.starts_with(b"{")));
+    eprintln!("{} bytes a point on the wire", raw as f64 / points as f64);
+    assert!(daemon.stop().success());
+}

@@ -254,8 +254,12 @@ pub struct Msg {
 }
 
 impl Msg {
+    /// The payload as JSON; a zstd frame (`uplink.compression = "zstd"`, SPEC v1.1) is
+    /// decompressed first.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.payload).unwrap_or_else(|e| {
+        let payload = cabinetd::uplink::decode_payload(&self.payload, 64 * 1024 * 1024)
+            .unwrap_or_else(|e| panic!("payload on {} is not a zstd frame: {e}", self.topic));
+        serde_json::from_slice(&payload).unwrap_or_else(|e| {
             panic!(
                 "payload on {} is not JSON ({e}): {}",
                 self.topic,
