@@ -84,8 +84,9 @@ impl crate::http::Endpoint for Shared {
     }
 
     fn ready(&self) -> bool {
-        // A full filesystem is an outage of the store: say so (the daemon keeps running).
-        self.ready.load(Ordering::Relaxed) && !self.outbox.stats().storage_full
+        // A full filesystem, a store that cannot write or cannot be opened: an outage of the
+        // store, said here (the daemon keeps running).
+        self.ready.load(Ordering::Relaxed) && self.outbox.ready()
     }
 
     fn status(&self) -> serde_json::Value {
@@ -165,6 +166,8 @@ fn outbox_view(stats: &crate::outbox::OutboxStats) -> serde_json::Value {
         "limit_bytes": stats.limit_bytes,
         "fs_free_bytes": stats.fs_free_bytes,
         "storage_full": stats.storage_full,
+        "available": stats.available,
+        "held_records": stats.held_records,
         "error": stats.error,
         "oldest_record_age_s": oldest,
         "streams": stats.streams,

@@ -103,31 +103,81 @@ impl Records {
         self.ends.clear();
     }
 
-    /// Encode as a stored value (zstd when `compress`, through a reusable compressor).
+    /// Encode as a stored value (zstd when `compressor` is given; see [`Records::encode_range`]).
     pub fn encode(&self, compressor: Option<&mut zstd::bulk::Compressor<'static>>) -> Vec<u8> {
-        let mut content = Vec::with_capacity(self.ends.len() * 2 + self.body.len());
-        let mut prev = 0usize;
-        for (i, &end) in self.ends.iter().enumerate() {
-            let start = if i == 0 { 0 } else { prev + 1 };
-            write_varint(&mut content, (end as usize - start) as u64);
-            prev = end as usize;
+        if self.is_empty() {
+            return Vec::new();
         }
-        content.extend_from_slice(&self.body);
-        let mut out = Vec::with_capacity(HEADER_LEN + content.len() / 4 + 16);
+        self.encode_range(0, self.len(), self.first_ts_ms, compressor)
+    }
+
+    /// Encode records `from..to` as a stored value whose key is `first_seq + from`, with
+    /// `first_ts_ms` in its header. Compressed with zstd when a compressor is given and that is
+    /// smaller (a few records of a chunk may not compress).
+    pub fn encode_range(
+        &self,
+        from: usize,
+        to: usize,
+        first_ts_ms: u64,
+        compressor: Option<&mut zstd::bulk::Compressor<'static>>,
+    ) -> Vec<u8> {
+        let body = &self.body[self.range(from).start..self.range(to - 1).end];
+        let mut content = Vec::with_capacity((to - from) * 2 + body.len());
+        for i in from..to {
+            write_varint(&mut content, self.range(i).len() as u64);
+        }
+        content.extend_from_slice(body);
+        let compressed = compressor
+            .and_then(|c| c.compress(&content).ok())
+            .filter(|c| c.len() < content.len());
+        let mut out =
+            Vec::with_capacity(HEADER_LEN + compressed.as_ref().map_or(content.len(), Vec::len));
         out.push(BLOCK_VERSION);
-        let compressed = compressor.and_then(|c| c.compress(&content).ok());
         out.push(if compressed.is_some() {
             CODEC_ZSTD
         } else {
             CODEC_RAW
         });
-        out.extend_from_slice(&(self.ends.len() as u32).to_be_bytes());
-        out.extend_from_slice(&self.first_ts_ms.to_be_bytes());
-        match compressed {
-            Some(c) => out.extend_from_slice(&c),
-            None => out.extend_from_slice(&content),
-        }
+        out.extend_from_slice(&((to - from) as u32).to_be_bytes());
+        out.extend_from_slice(&first_ts_ms.to_be_bytes());
+        out.extend_from_slice(compressed.as_deref().unwrap_or(&content));
         out
+    }
+
+    /// Append the records of `other` (which must start at `self.last_seq() + 1`, or anywhere
+    /// when `self` is empty).
+    pub fn extend_from(&mut self, other: &Records) {
+        if other.is_empty() {
+            return;
+        }
+        if self.is_empty() {
+            self.first_seq = other.first_seq;
+            self.first_ts_ms = other.first_ts_ms;
+        } else {
+            self.body.push(b',');
+        }
+        let base = self.body.len() as u32;
+        self.body.extend_from_slice(&other.body);
+        self.ends.extend(other.ends.iter().map(|e| e + base));
+    }
+
+    /// Drop the records with seq below `seq` (all of them when `seq` is past the last).
+    pub fn drop_before(&mut self, seq: u64) {
+        if self.is_empty() || seq <= self.first_seq {
+            return;
+        }
+        let n = (seq - self.first_seq) as usize;
+        if n >= self.len() {
+            self.clear();
+            return;
+        }
+        let cut = self.ends[n - 1] as usize + 1;
+        self.body.drain(..cut);
+        self.ends.drain(..n);
+        for e in &mut self.ends {
+            *e -= cut as u32;
+        }
+        self.first_seq = seq;
     }
 }
 

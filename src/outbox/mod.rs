@@ -137,12 +137,22 @@ pub enum OutboxError {
     /// The outbox thread has stopped (after [`Outbox::close`], or a fatal store error).
     #[error("the outbox has stopped")]
     Stopped,
+    /// sled failed while writing: it refuses every later write, so the store is unusable until
+    /// the process restarts (permanent).
+    #[error("outbox store failed ({0}); it needs a restart")]
+    Dead(String),
+    /// No store is open (it could not be opened; the outbox retries in the background).
+    #[error("no outbox store: {0}")]
+    Unavailable(String),
 }
 
 impl OutboxError {
     /// Whether retrying the same operation later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, OutboxError::Store(_) | OutboxError::Dir { .. })
+        matches!(
+            self,
+            OutboxError::Store(_) | OutboxError::Dir { .. } | OutboxError::Unavailable(_)
+        )
     }
 }
 
@@ -297,7 +307,12 @@ pub struct OutboxStats {
     pub fs_free_bytes: u64,
     /// The filesystem is full: telemetry is evicted to keep room (`/readyz` answers 503).
     pub storage_full: bool,
-    /// Why the store cannot write, while it cannot (records wait in memory, devices are held).
+    /// A store is open (false while it cannot be opened: records are held in memory).
+    pub available: bool,
+    /// Records held in memory, not numbered yet, while no store is open.
+    pub held_records: u64,
+    /// Why the store cannot write, while it cannot (records wait in memory, devices are held),
+    /// or why none is open.
     pub error: Option<String>,
 }
 

@@ -1,8 +1,11 @@
 //! The store itself: blocks in sled, owned by one thread (see the module header in
 //! [`super`] for the layout and its invariants). Every method takes `&mut self`; nothing here
 //! locks or awaits. Appends, acks and evictions only change memory; [`Store::flush`] is the one
-//! place that writes sled (inserts, deletes, marks, then `Db::flush`), so a failed flush leaves
-//! everything pending in memory and the next one retries it whole.
+//! place that writes sled (inserts, deletes, marks, then `Db::flush`), so a flush that fails
+//! before sled was touched (the `seq-marks` file) leaves everything pending in memory and the
+//! next one retries it whole. An error from sled itself is final for the process (sled refuses
+//! every later write, and dropping its handle may then block for good): the store reports it and
+//! is never written again ([`Store::is_dead`]).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -21,6 +24,10 @@ use super::{
     StreamStats, STREAMS,
 };
 
+/// How often a range of telemetry not stored (filesystem nearly full) is announced while the
+/// filesystem stays nearly full.
+pub const DROPPED_ANNOUNCE_EVERY: Duration = Duration::from_secs(60);
+
 /// meta key of the layout version.
 const FORMAT_KEY: &[u8] = b"format";
 /// Layout version written in meta `format`.
@@ -37,6 +44,29 @@ fn acked_key(stream: Stream) -> Vec<u8> {
 /// Name of a stream's block tree (v1 used the bare stream name, one record per key).
 pub fn tree_name(stream: Stream) -> String {
     format!("blocks/{}", stream.as_str())
+}
+
+/// Name of a stream's tree of open-block chunks (the records of the block being filled, one
+/// entry per group commit).
+pub fn open_tree_name(stream: Stream) -> String {
+    format!("open/{}", stream.as_str())
+}
+
+/// Whether an I/O error means the filesystem has no room (ENOSPC, EDQUOT).
+fn is_no_room_io(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
+        || matches!(e.raw_os_error(), Some(c) if c == nix::libc::ENOSPC || c == nix::libc::EDQUOT)
+}
+
+/// Whether an outbox error means the filesystem has no room.
+pub fn is_no_room(e: &OutboxError) -> bool {
+    match e {
+        OutboxError::Store(sled::Error::Io(io)) | OutboxError::Dir { source: io, .. } => {
+            is_no_room_io(io)
+        }
+        _ => false,
+    }
 }
 
 fn read_u64(v: Option<sled::IVec>) -> u64 {
@@ -57,6 +87,8 @@ struct BlockMeta {
 struct StreamState {
     stream: Stream,
     tree: sled::Tree,
+    /// Chunks of the open block (`open/<stream>`).
+    open: sled::Tree,
     /// Highest seq assigned; the next record gets `last_appended + 1`.
     last_appended: u64,
     /// Highest seq covered by a completed flush.
@@ -65,14 +97,20 @@ struct StreamState {
     hwm_written: u64,
     /// Every block of the stream (in sled, waiting to be inserted, or the open tail), by key.
     blocks: BTreeMap<u64, BlockMeta>,
-    /// The open tail block (in memory; inserted under `tail.first_seq` at each flush).
+    /// The open block (all its records in memory; on disk as chunks in `open`).
     tail: Records,
-    /// Records of the tail as of its last successful flush.
+    /// Records of the tail written as chunks by a successful flush.
     tail_flushed: usize,
-    /// Sealed blocks waiting for the next flush to insert them.
-    to_insert: BTreeMap<u64, Vec<u8>>,
-    /// Keys to delete at the next flush.
+    /// Keys and sizes (key + value) of the chunks that may hold records of the tail.
+    tail_chunks: Vec<(u64, u64)>,
+    /// Sealed blocks waiting for the next flush to insert them, with the keys of the chunks
+    /// that held their records (deleted in the same flush, never before).
+    to_insert: BTreeMap<u64, (Vec<u8>, Vec<u64>)>,
+    /// Block keys to delete at the next flush.
     to_delete: Vec<u64>,
+    /// Chunk keys to delete at the next flush: chunks of open blocks acknowledged or evicted
+    /// whole, or left over by a crash.
+    open_delete: Vec<u64>,
     acked: AckSet,
     acked_dirty: bool,
     /// Stored records not yet acknowledged.
@@ -81,27 +119,79 @@ struct StreamState {
     bytes: u64,
     /// The sealed block decompressed last (a batch rarely ends on a block boundary).
     cache: Option<Records>,
+    /// Seqs numbered but not stored because the filesystem was full (telemetry only), not yet
+    /// announced by an `outbox_evicted` event.
+    dropped: Option<(u64, u64)>,
+    /// When the current `dropped` range began.
+    dropped_since: Option<Instant>,
+    /// Records stored in memory since the last flush that wrote records.
+    unflushed: u64,
 }
 
 impl StreamState {
-    fn new(stream: Stream, tree: sled::Tree) -> Self {
+    fn new(stream: Stream, tree: sled::Tree, open: sled::Tree) -> Self {
         StreamState {
             stream,
             tree,
+            open,
             last_appended: 0,
             durable: 0,
             hwm_written: 0,
             blocks: BTreeMap::new(),
             tail: Records::default(),
             tail_flushed: 0,
+            tail_chunks: Vec::new(),
             to_insert: BTreeMap::new(),
             to_delete: Vec::new(),
+            open_delete: Vec::new(),
             acked: AckSet::default(),
             acked_dirty: false,
             records: 0,
             bytes: 0,
             cache: None,
+            dropped: None,
+            dropped_since: None,
+            unflushed: 0,
         }
+    }
+
+    fn has_tail(&self) -> bool {
+        !self.tail.is_empty()
+    }
+
+    /// Index a block found at open, with the acknowledgements inside it.
+    fn add_recovered(&mut self, key: u64, m: BlockMeta, acked: &AckSet) {
+        let last = key + u64::from(m.count) - 1;
+        let done = acked.count_in(key, last);
+        if done > 0 {
+            for a in key..=last {
+                if acked.contains(a) {
+                    self.acked.insert(a, a);
+                }
+            }
+        }
+        self.records += u64::from(m.count) - done;
+        self.bytes += m.bytes;
+        self.blocks.insert(key, m);
+    }
+
+    /// A run of chunk records found at open that is not the tail: stored as a sealed block by
+    /// the first flush.
+    fn recover_sealed(
+        &mut self,
+        run: Records,
+        chunks: Vec<u64>,
+        acked: &AckSet,
+        compressor: Option<&mut zstd::bulk::Compressor<'static>>,
+    ) {
+        let value = run.encode(compressor);
+        let m = BlockMeta {
+            count: run.len() as u32,
+            bytes: 8 + value.len() as u64,
+            first_ts_ms: run.first_ts_ms,
+        };
+        self.add_recovered(run.first_seq, m, acked);
+        self.to_insert.insert(run.first_seq, (value, chunks));
     }
 
     fn first_stored(&self) -> Option<u64> {
@@ -125,13 +215,19 @@ impl StreamState {
             self.acked.remove(key, last);
             self.acked_dirty = true;
         }
-        // It may be in sled (flushed earlier as the open block) even when a newer version
-        // waits to be inserted: delete it in any case.
-        self.to_insert.remove(&key);
-        self.to_delete.push(key);
-        if self.tail.first_seq == key && !self.tail.is_empty() {
+        if self.has_tail() && self.tail.first_seq == key {
+            // The open block: its chunks go.
+            self.open_delete
+                .extend(self.tail_chunks.drain(..).map(|(k, _)| k));
             self.tail.clear();
             self.tail_flushed = 0;
+        } else {
+            // A sealed block, in sled or still waiting to be inserted (then it never reaches
+            // sled, its chunks go; deleting its key anyway costs a few bytes).
+            if let Some((_, chunks)) = self.to_insert.remove(&key) {
+                self.open_delete.extend(chunks);
+            }
+            self.to_delete.push(key);
         }
         if self.cache.as_ref().is_some_and(|c| c.first_seq == key) {
             self.cache = None;
@@ -164,10 +260,25 @@ pub struct Space {
     pub limit_bytes: u64,
 }
 
+/// How close the filesystem is to full, from its free space at each group commit (see
+/// [`Store::reserve`]). sled cannot survive running out of space (module header), so the store
+/// stops writing before it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Pressure {
+    /// Room enough.
+    Normal,
+    /// Less than the reserve is free: new telemetry is numbered but not stored (announced as
+    /// evicted); events, results, acknowledgements and evictions still are.
+    Hard,
+    /// Less than a quarter of the reserve: nothing is written at all (sled's log takes room
+    /// even for a deletion). Acknowledgements are kept in memory (the records are not sent
+    /// again while the process runs), new events and results wait in memory.
+    Floor,
+}
+
 /// The outbox store (one per process: sled allows one open `Db` per path).
 pub struct Store {
     dir: PathBuf,
-    db_path: PathBuf,
     db: sled::Db,
     meta: sled::Tree,
     opts: OutboxOptions,
@@ -177,6 +288,13 @@ pub struct Store {
     space: Space,
     segment_size: u64,
     storage_full: bool,
+    pressure: Pressure,
+    /// sled returned an error: nothing is written any more (the process must restart).
+    dead: Option<String>,
+    /// Test hooks: a fixed free-space figure instead of the filesystem's, and a number of
+    /// flushes to fail (before anything is written) as if the disk refused them.
+    free_override: Option<u64>,
+    fail_flushes: u32,
     metrics: Metrics,
 }
 
@@ -292,11 +410,38 @@ fn migrate_v1(
     Ok(migrated)
 }
 
+/// Remove the snapshot files sled left half-written (`snap.<lsn>.generating`: a crash or a full
+/// disk while it wrote one). sled writes a snapshot under that name, fsyncs, then renames it, so
+/// such a file is never a complete snapshot; but sled's open takes the last `snap.*` file by name
+/// and, finding it truncated, reports the whole store corrupt (sled#1527; seen here after ENOSPC
+/// during an open). Only done while holding sled's own lock (`flock` on `db`), so a store another
+/// process has open is left alone.
+fn remove_partial_snapshots(path: &Path) {
+    let Ok(db) = fs::File::open(path.join("db")) else {
+        return;
+    };
+    let Ok(_lock) = nix::fcntl::Flock::lock(db, nix::fcntl::FlockArg::LockExclusiveNonblock) else {
+        return;
+    };
+    let Ok(entries) = fs::read_dir(path) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            tracing::warn!(file = %e.path().display(), "removing a snapshot sled left half-written");
+            let _ = fs::remove_file(e.path());
+        }
+    }
+}
+
 fn open_db(
     path: &Path,
     opts: &OutboxOptions,
     compressor: &mut Option<zstd::bulk::Compressor<'static>>,
 ) -> Result<Opened, OutboxError> {
+    remove_partial_snapshots(path);
     let db = sled_config(path, opts).open()?;
     let meta = db.open_tree("meta")?;
     let fresh = meta.get("created")?.is_none();
@@ -305,7 +450,11 @@ fn open_db(
     }
     let mut states = Vec::with_capacity(3);
     for stream in STREAMS {
-        let mut s = StreamState::new(stream, db.open_tree(tree_name(stream))?);
+        let mut s = StreamState::new(
+            stream,
+            db.open_tree(tree_name(stream))?,
+            db.open_tree(open_tree_name(stream))?,
+        );
         let hwm = read_u64(meta.get(hwm_key(stream))?);
         let acked = match meta.get(acked_key(stream))? {
             Some(v) => AckSet::decode(&v).ok_or(OutboxError::BadValue { stream, seq: 0 })?,
@@ -323,24 +472,68 @@ fn open_db(
             if seq <= last_key {
                 return Err(OutboxError::BadValue { stream, seq });
             }
-            let m = BlockMeta {
-                count: h.count,
-                bytes: (k.len() + v.len()) as u64,
-                first_ts_ms: h.first_ts_ms,
-            };
-            // Only acknowledgements inside stored blocks matter.
-            let done = acked.count_in(seq, last);
-            if done > 0 {
-                for a in seq..=last {
-                    if acked.contains(a) {
-                        s.acked.insert(a, a);
-                    }
-                }
-            }
-            s.records += u64::from(h.count) - done;
-            s.bytes += m.bytes;
-            s.blocks.insert(seq, m);
+            s.add_recovered(
+                seq,
+                BlockMeta {
+                    count: h.count,
+                    bytes: (k.len() + v.len()) as u64,
+                    first_ts_ms: h.first_ts_ms,
+                },
+                &acked,
+            );
             last_key = last;
+        }
+        // The open block's chunks. A crash between inserting a sealed block and deleting its
+        // chunks leaves both: records already in a block are dropped from the chunks. Runs of
+        // consecutive records become the tail; a run broken by a gap is sealed.
+        let mut tail = Records::default();
+        let mut tail_chunks: Vec<(u64, u64)> = Vec::new();
+        for item in s.open.iter() {
+            let (k, v) = item?;
+            let seq = codec::seq_of(&k).ok_or(OutboxError::BadValue { stream, seq: 0 })?;
+            let mut chunk = block::decode(seq, &v, opts.max_block_content())
+                .ok_or(OutboxError::BadValue { stream, seq })?;
+            let covered = if tail.is_empty() {
+                last_key
+            } else {
+                tail.last_seq()
+            };
+            chunk.drop_before(covered + 1);
+            if chunk.is_empty() {
+                s.open_delete.push(seq);
+                continue;
+            }
+            if !tail.is_empty() && chunk.first_seq != tail.last_seq() + 1 {
+                let run = std::mem::take(&mut tail);
+                let keys = tail_chunks.drain(..).map(|c| c.0).collect();
+                s.recover_sealed(run, keys, &acked, compressor.as_mut());
+            }
+            tail.extend_from(&chunk);
+            tail_chunks.push((seq, (k.len() + v.len()) as u64));
+        }
+        if !tail.is_empty() {
+            last_key = last_key.max(tail.last_seq());
+            let count = tail.len() as u32;
+            let first_ts_ms = tail.first_ts_ms;
+            let key = tail.first_seq;
+            s.tail = tail;
+            // Written again as one chunk by the first flush, which deletes these in the same
+            // batch.
+            s.tail_flushed = 0;
+            let bytes = tail_chunks.iter().map(|c| c.1).sum();
+            s.tail_chunks = tail_chunks;
+            s.add_recovered(
+                key,
+                BlockMeta {
+                    count,
+                    bytes,
+                    first_ts_ms,
+                },
+                &acked,
+            );
+        }
+        for (&k, m) in &s.blocks {
+            last_key = last_key.max(k + u64::from(m.count) - 1);
         }
         let last = hwm.max(last_key);
         s.last_appended = last;
@@ -385,7 +578,8 @@ fn open_db_guarded(
 /// Another process holding the store keeps failing with the lock error.
 const LOCK_WAIT: Duration = Duration::from_secs(2);
 
-fn is_lock_busy(e: &OutboxError) -> bool {
+/// Whether opening failed because another handle (another process) holds the store.
+pub(crate) fn is_lock_busy(e: &OutboxError) -> bool {
     matches!(e, OutboxError::Store(sled::Error::Io(io)) if io.to_string().contains("could not acquire lock"))
 }
 
@@ -453,13 +647,24 @@ impl Store {
         let opened = match open_db_waiting_for_lock(&db_path, &opts, &mut compressor) {
             Ok(o) => o,
             Err(e) if is_lock_busy(&e) => return Err(e),
+            // A full filesystem is not a corrupt store: moving it aside would not make room and
+            // would shelve its backlog. The caller runs without a store and tries again.
+            Err(e) if is_no_room(&e) => return Err(e),
             Err(e) => {
                 let millis = codec::millis(SystemTime::now());
                 let moved_to = dir.join(format!("outbox.corrupt-{millis}"));
                 fs::rename(&db_path, &moved_to).map_err(dir_err(&db_path))?;
                 tracing::error!(error = %e, moved_to = %moved_to.display(), "outbox store unusable, moved aside; starting empty");
                 recovery = Some((Some(moved_to), e.to_string(), "corrupt"));
-                open_db_guarded(&db_path, &opts, &mut compressor)?
+                match open_db_guarded(&db_path, &opts, &mut compressor) {
+                    Ok(o) => o,
+                    Err(e) => {
+                        // What the failed attempt left holds nothing: the next attempt starts
+                        // from scratch rather than moving it aside again.
+                        let _ = fs::remove_dir_all(&db_path);
+                        return Err(e);
+                    }
+                }
             }
         };
         let Opened {
@@ -517,12 +722,9 @@ impl Store {
                 s.hwm_written = s.last_appended;
             }
         }
-        if let Some((_, _, label)) = &recovery {
-            metrics
-                .store_recoveries_total
-                .with_label_values(&[label])
-                .inc();
-        }
+        // Whatever sled recovered is on disk now; make it (and the meta above) durable before
+        // treating it as stored.
+        db.flush()?;
         // The marks must cover what the store says (an unreadable or stale file is rewritten).
         let mut want = marks;
         for s in &streams {
@@ -535,9 +737,12 @@ impl Store {
             marks::write(dir, &want).map_err(dir_err(dir))?;
             marks = want;
         }
-        // Whatever sled recovered is on disk now; make it (and the meta above) durable before
-        // treating it as stored.
-        db.flush()?;
+        if let Some((_, _, label)) = &recovery {
+            metrics
+                .store_recoveries_total
+                .with_label_values(&[label])
+                .inc();
+        }
         let recovery = recovery.map(|(moved_to, reason, _)| Recovery {
             moved_to,
             reason,
@@ -549,7 +754,6 @@ impl Store {
         let segment_size = segment_size_for(&db_path, opts.max_bytes) as u64;
         let mut store = Store {
             dir: dir.to_owned(),
-            db_path,
             db,
             meta,
             opts,
@@ -559,6 +763,10 @@ impl Store {
             space: Space::default(),
             segment_size,
             storage_full: false,
+            pressure: Pressure::Normal,
+            dead: None,
+            free_override: None,
+            fail_flushes: 0,
             metrics,
         };
         store.measure();
@@ -574,15 +782,28 @@ impl Store {
     /// Number a record and add it to its stream's open block (memory only). It becomes
     /// publishable after the next successful [`Store::flush`]. Fails only for a record too large
     /// to ever be published (permanent for that record; no seq is used).
+    ///
+    /// Under [`Pressure::Hard`] a telemetry record is numbered but not stored: its seq joins a
+    /// range announced by the next [`Store::enforce_budget`] as evicted (`outbox_evicted`), so the
+    /// central post sees the hole and knows why.
     pub fn append(&mut self, body: &RecordBody) -> Result<u64, OutboxError> {
         let max = self.opts.max_record_bytes;
-        let s = &mut self.streams[stream_index(body.stream())];
+        let stream = body.stream();
+        let s = &mut self.streams[stream_index(stream)];
         let seq = s.last_appended + 1;
+        if self.pressure >= Pressure::Hard && stream == Stream::Telemetry {
+            s.last_appended = seq;
+            s.dropped = Some(s.dropped.map_or((seq, seq), |(a, _)| (a, seq)));
+            s.dropped_since.get_or_insert_with(Instant::now);
+            return Ok(seq);
+        }
         let ts_ms = codec::millis(body.ts());
-        // Seal the open block first if this record may not fit it.
-        if !s.tail.is_empty()
+        // Seal the open block first if this record may not fit it, or would not follow it (a
+        // hole of records dropped while the filesystem was full).
+        if s.has_tail()
             && (s.tail.body.len() + 1 + max.min(1024) > super::SEAL_BYTES
-                || s.tail.len() >= super::SEAL_RECORDS)
+                || s.tail.len() >= super::SEAL_RECORDS
+                || s.tail.last_seq() + 1 != seq)
         {
             Self::seal(s, &mut self.compressor);
         }
@@ -598,6 +819,7 @@ impl Store {
         s.tail.end_record();
         s.last_appended = seq;
         s.records += 1;
+        s.unflushed += 1;
         let key = s.tail.first_seq;
         let m = s.blocks.entry(key).or_insert_with(|| {
             s.bytes += 8;
@@ -608,15 +830,19 @@ impl Store {
             }
         });
         m.count += 1;
-        // Raw size until the next flush encodes it: an upper bound for the budget.
-        let estimate = 8 + block::HEADER_LEN as u64 + (s.tail.body.len() as u64) / 8;
-        if estimate > m.bytes {
-            s.bytes += estimate - m.bytes;
-            m.bytes = estimate;
-        }
+        // The chunks written so far plus the raw size of the rest: an upper bound for the
+        // budget until the block is sealed.
+        let written: u64 = s.tail_chunks.iter().map(|c| c.1).sum();
+        let unwritten =
+            s.tail.body.len() - s.tail.range(s.tail_flushed.min(s.tail.len() - 1)).start;
+        let estimate = 8 + written + unwritten as u64;
+        s.bytes = s.bytes + estimate - m.bytes;
+        m.bytes = estimate;
         Ok(seq)
     }
 
+    /// Close the open block: encoded whole (compressed) for the next flush to insert in
+    /// `blocks/<stream>`, in the same flush that deletes its chunks.
     fn seal(s: &mut StreamState, compressor: &mut Option<zstd::bulk::Compressor<'static>>) {
         let key = s.tail.first_seq;
         let last = s.tail.last_seq();
@@ -630,7 +856,8 @@ impl Store {
             s.bytes = s.bytes + 8 + value.len() as u64 - m.bytes;
             m.bytes = 8 + value.len() as u64;
         }
-        s.to_insert.insert(key, value);
+        let chunks = s.tail_chunks.drain(..).map(|(k, _)| k).collect();
+        s.to_insert.insert(key, (value, chunks));
         if s.cache.as_ref().is_some_and(|c| c.first_seq == key) {
             s.cache = None;
         }
@@ -638,31 +865,98 @@ impl Store {
         s.tail_flushed = 0;
     }
 
-    /// Records appended but not yet made durable, all streams together (the worker stops taking
-    /// appends while too many wait, so a failing disk pushes back on the devices).
+    /// Records stored in memory but not yet made durable, all streams together (the worker stops
+    /// taking appends while too many wait, so a failing disk pushes back on the devices).
     pub fn pending_records(&self) -> u64 {
-        self.streams
-            .iter()
-            .map(|s| s.last_appended - s.durable)
-            .sum()
+        self.streams.iter().map(|s| s.unflushed).sum()
     }
 
     /// Whether a flush has anything to do.
     pub fn needs_flush(&self) -> bool {
-        self.streams.iter().any(|s| {
-            s.last_appended > s.durable
-                || !s.to_delete.is_empty()
-                || !s.to_insert.is_empty()
-                || s.acked_dirty
+        self.dead.is_none()
+            && self.streams.iter().any(|s| {
+                s.last_appended > s.durable
+                    || !s.to_delete.is_empty()
+                    || !s.to_insert.is_empty()
+                    || !s.open_delete.is_empty()
+                    || s.tail_flushed < s.tail.len()
+                    || s.acked_dirty
+            })
+    }
+
+    /// Free bytes on the store's filesystem for an unprivileged writer.
+    fn free_bytes(&self) -> u64 {
+        self.free_override.unwrap_or_else(|| {
+            nix::sys::statvfs::statvfs(&self.dir)
+                .map(|s| fs_bytes(s.blocks_available(), s.fragment_size()))
+                .unwrap_or(u64::MAX)
         })
     }
 
+    /// Update [`Store::pressure`] from the free space (with some hysteresis on the way back).
+    fn update_pressure(&mut self, free: u64) {
+        let reserve = self.reserve();
+        let next = if free < reserve / 4 {
+            Pressure::Floor
+        } else if free < reserve
+            || (self.pressure >= Pressure::Hard && free < reserve + reserve / 4)
+        {
+            Pressure::Hard
+        } else {
+            Pressure::Normal
+        };
+        if next != self.pressure {
+            match next {
+                Pressure::Normal => {
+                    tracing::warn!(
+                        free_bytes = free,
+                        "outbox filesystem has room again: telemetry is stored again"
+                    )
+                }
+                Pressure::Hard => {
+                    tracing::error!(free_bytes = free, reserve_bytes = reserve, "outbox filesystem nearly full: new telemetry is not stored (announced as evicted); events, results and acknowledgements use the reserve")
+                }
+                Pressure::Floor => {
+                    tracing::error!(free_bytes = free, reserve_bytes = reserve, "outbox filesystem full: only acknowledgements and deletions are written; events and results wait in memory")
+                }
+            }
+            self.pressure = next;
+        }
+    }
+
+    /// How close the filesystem is to full, as of the last flush or budget check.
+    pub fn pressure(&self) -> Pressure {
+        self.pressure
+    }
+
     /// Make everything appended, acknowledged and evicted so far durable (group commit): insert
-    /// sealed blocks and the open block, apply deletions, persist `hwm/<stream>` and the ack
-    /// sets, raise the `seq-marks` ceilings (fsynced first), then `Db::flush`. Only then the
-    /// durable watermarks advance. On error nothing is forgotten: the next flush redoes it all.
+    /// sealed blocks, write the new records of each open block as one chunk, apply deletions,
+    /// persist `hwm/<stream>` and the ack sets, raise the `seq-marks` ceilings (fsynced first),
+    /// then `Db::flush`. Only then the durable watermarks advance. Returns whether they did.
+    ///
+    /// Under [`Pressure::Floor`] nothing is written: records, deletions and acknowledgements
+    /// wait in memory until the filesystem has room. A failure before sled is written (the `seq-marks` file) forgets nothing: the next flush
+    /// redoes it all. A failure of sled itself is final ([`Store::is_dead`]).
     pub fn flush(&mut self) -> Result<bool, OutboxError> {
+        if let Some(why) = &self.dead {
+            return Err(OutboxError::Dead(why.clone()));
+        }
+        // Measured at every group commit, idle or not (one statvfs): the pressure decides what
+        // the next appends do.
+        let free = self.free_bytes();
+        self.update_pressure(free);
         if !self.needs_flush() {
+            return Ok(false);
+        }
+        if self.fail_flushes > 0 {
+            self.fail_flushes -= 1;
+            self.pressure = Pressure::Floor;
+            return Err(OutboxError::Dir {
+                path: self.dir.clone(),
+                source: std::io::Error::from_raw_os_error(nix::libc::ENOSPC),
+            });
+        }
+        if self.pressure >= Pressure::Floor {
             return Ok(false);
         }
         let mut new_marks = self.marks;
@@ -673,24 +967,73 @@ impl Store {
             }
         }
         if new_marks != self.marks {
-            marks::write(&self.dir, &new_marks).map_err(dir_err(&self.dir))?;
+            if let Err(e) = marks::write(&self.dir, &new_marks) {
+                let e = dir_err(&self.dir)(e);
+                if is_no_room(&e) {
+                    // Until the next flush measures again, behave as on a full disk.
+                    self.pressure = Pressure::Floor;
+                }
+                return Err(e);
+            }
             self.marks = new_marks;
         }
-        let mut tail_values: [Option<Vec<u8>>; 3] = [None, None, None];
+        match self.write() {
+            Ok(advanced) => {
+                self.update_metrics();
+                Ok(advanced)
+            }
+            Err(e) => {
+                let why = e.to_string();
+                tracing::error!(error = %why, "outbox store failed: sled refuses every write from now on");
+                self.dead = Some(why.clone());
+                Err(OutboxError::Dead(why))
+            }
+        }
+    }
+
+    /// The sled part of [`Store::flush`]: blocks first, then chunks (their deletion never
+    /// reaches the log before the block that replaces them), then meta, then `Db::flush`.
+    fn write(&mut self) -> Result<bool, OutboxError> {
+        let mut chunks: [Option<(u64, u64)>; 3] = [None; 3];
         for (i, s) in self.streams.iter_mut().enumerate() {
             let mut batch = sled::Batch::default();
-            for (k, v) in &s.to_insert {
+            for (k, (v, _)) in &s.to_insert {
                 batch.insert(&codec::key(*k), v.as_slice());
-            }
-            if !s.tail.is_empty() && s.tail.len() > s.tail_flushed {
-                let v = s.tail.encode(self.compressor.as_mut());
-                batch.insert(&codec::key(s.tail.first_seq), v.as_slice());
-                tail_values[i] = Some(v);
             }
             for k in &s.to_delete {
                 batch.remove(&codec::key(*k));
             }
             s.tree.apply_batch(batch)?;
+            let mut batch = sled::Batch::default();
+            for k in s
+                .open_delete
+                .iter()
+                .chain(s.to_insert.values().flat_map(|v| &v.1))
+            {
+                batch.remove(&codec::key(*k));
+            }
+            if s.tail_flushed < s.tail.len() {
+                let key = s.tail.first_seq + s.tail_flushed as u64;
+                if s.tail_flushed == 0 {
+                    // Chunks recovered at open hold the same records: replaced by this one.
+                    for (k, _) in s.tail_chunks.drain(..) {
+                        batch.remove(&codec::key(k));
+                    }
+                }
+                let v = s.tail.encode_range(
+                    s.tail_flushed,
+                    s.tail.len(),
+                    s.tail.first_ts_ms,
+                    self.compressor.as_mut(),
+                );
+                chunks[i] = Some((key, 8 + v.len() as u64));
+                // Known before it is written: a failed flush may have left it in sled.
+                if !s.tail_chunks.iter().any(|c| c.0 == key) {
+                    s.tail_chunks.push((key, 0));
+                }
+                batch.insert(&codec::key(key), v);
+            }
+            s.open.apply_batch(batch)?;
             if s.last_appended > s.hwm_written {
                 self.meta
                     .insert(hwm_key(s.stream), &s.last_appended.to_be_bytes())?;
@@ -704,7 +1047,8 @@ impl Store {
             }
         }
         self.db.flush()?;
-        for (s, tail) in self.streams.iter_mut().zip(tail_values) {
+        let mut advanced = false;
+        for (s, chunk) in self.streams.iter_mut().zip(chunks) {
             // A block read before its final version was inserted must be read again.
             if s.cache
                 .as_ref()
@@ -714,50 +1058,44 @@ impl Store {
             }
             s.to_insert.clear();
             s.to_delete.clear();
+            s.open_delete.clear();
             s.acked_dirty = false;
+            s.unflushed = 0;
             s.hwm_written = s.hwm_written.max(s.last_appended);
+            advanced |= s.durable != s.last_appended;
             s.durable = s.last_appended;
-            if let Some(v) = tail {
+            if let Some((key, bytes)) = chunk {
                 s.tail_flushed = s.tail.len();
+                if let Some(c) = s.tail_chunks.iter_mut().find(|c| c.0 == key) {
+                    c.1 = bytes;
+                }
+                let written: u64 = s.tail_chunks.iter().map(|c| c.1).sum();
                 if let Some(m) = s.blocks.get_mut(&s.tail.first_seq) {
-                    s.bytes = s.bytes + 8 + v.len() as u64 - m.bytes;
-                    m.bytes = 8 + v.len() as u64;
+                    s.bytes = s.bytes + written - m.bytes;
+                    m.bytes = written;
                 }
             }
         }
-        self.update_metrics();
-        Ok(true)
+        Ok(advanced)
     }
 
-    /// Drop the sled handle and open the database again (after a write error: sled refuses
-    /// every later write once one failed). What sled had flushed is on disk; everything since is
-    /// still pending in memory and the next flush writes it again.
-    pub fn reopen(&mut self) -> Result<(), OutboxError> {
-        let config = sled_config(&self.db_path, &self.opts);
-        // Release the old handle (and its file lock) first: swap in a throwaway temporary db.
-        let placeholder = sled::Config::new().temporary(true).open()?;
-        let old = std::mem::replace(&mut self.db, placeholder);
-        drop(old);
-        let deadline = Instant::now() + LOCK_WAIT;
-        let db = loop {
-            match config.open() {
-                Ok(db) => break db,
-                Err(e) if Instant::now() < deadline && e.to_string().contains("lock") => {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
-        self.meta = db.open_tree("meta")?;
-        for s in self.streams.iter_mut() {
-            s.tree = db.open_tree(tree_name(s.stream))?;
-            s.hwm_written = 0;
-            s.acked_dirty = true;
-            s.tail_flushed = 0;
-            s.cache = None;
-        }
-        self.db = db;
-        Ok(())
+    /// Why sled failed, once it has: the store writes nothing more and the process must
+    /// restart to use it again.
+    pub fn is_dead(&self) -> Option<&str> {
+        self.dead.as_deref()
+    }
+
+    /// Test hook: take `free` as the filesystem's free bytes instead of asking it (`None`: ask).
+    #[doc(hidden)]
+    pub fn set_free_bytes_for_test(&mut self, free: Option<u64>) {
+        self.free_override = free;
+    }
+
+    /// Test hook: the next `n` flushes fail before writing anything, as when the `seq-marks`
+    /// file cannot be written (ENOSPC).
+    #[doc(hidden)]
+    pub fn fail_flushes_for_test(&mut self, n: u32) {
+        self.fail_flushes = n;
     }
 
     /// Highest durable seq of a stream.
@@ -810,12 +1148,19 @@ impl Store {
             } else if s.cache.as_ref().is_some_and(|c| c.first_seq == key) {
                 s.cache.as_ref().expect("checked")
             } else {
-                let v = s
-                    .tree
-                    .get(codec::key(key))?
-                    .ok_or(OutboxError::BadValue { stream, seq: key })?;
-                owned = block::decode(key, &v, max_content)
-                    .ok_or(OutboxError::BadValue { stream, seq: key })?;
+                // A block sealed since the last flush is not in sled yet (its durable records
+                // are in chunks until that flush).
+                owned = match s.to_insert.get(&key) {
+                    Some((v, _)) => block::decode(key, v, max_content),
+                    None => {
+                        let v = s
+                            .tree
+                            .get(codec::key(key))?
+                            .ok_or(OutboxError::BadValue { stream, seq: key })?;
+                        block::decode(key, &v, max_content)
+                    }
+                }
+                .ok_or(OutboxError::BadValue { stream, seq: key })?;
                 s.cache = Some(owned);
                 s.cache.as_ref().expect("just set")
             };
@@ -948,9 +1293,7 @@ impl Store {
     /// Measure the files and the filesystem; returns the figures (also kept for [`Store::stats`]).
     pub fn measure(&mut self) -> Space {
         let disk = self.db.size_on_disk().unwrap_or(self.space.disk_bytes);
-        let free = nix::sys::statvfs::statvfs(&self.dir)
-            .map(|s| fs_bytes(s.blocks_available(), s.fragment_size()))
-            .unwrap_or(u64::MAX);
+        let free = self.free_bytes();
         let room = disk.saturating_add(free.saturating_sub(self.reserve()));
         self.space = Space {
             disk_bytes: disk,
@@ -961,7 +1304,8 @@ impl Store {
     }
 
     /// Free space kept on the filesystem for what must still be written when it is full: the
-    /// deletions of acknowledged blocks, events, command results (four sled segments).
+    /// deletions of acknowledged blocks, events, command results (four sled segments). Below it
+    /// the store is under [`Pressure::Hard`], below a quarter of it [`Pressure::Floor`].
     pub fn reserve(&self) -> u64 {
         4 * self.segment_size
     }
@@ -975,17 +1319,30 @@ impl Store {
     /// loss. Live block bytes are kept under a [`super::SPACE_AMPLIFICATION`]th of it (sled's
     /// log holds garbage until it cleans segments); if the files still pass 90 % of it, a further
     /// tenth of the live data goes. Nothing here scans sled: the block index is in memory.
+    ///
+    /// Telemetry numbered but not stored under [`Pressure::Hard`] is announced here too.
     pub fn enforce_budget(&mut self) -> Vec<Eviction> {
+        if self.dead.is_some() {
+            return Vec::new();
+        }
         let previous = self.space.disk_bytes;
         let space = self.measure();
+        self.update_pressure(space.fs_free_bytes);
         let live: u64 = self.streams.iter().map(|s| s.bytes).sum();
         let live_budget = space.limit_bytes / super::SPACE_AMPLIFICATION;
         let mut to_free = live.saturating_sub(live_budget);
         if space.disk_bytes > space.limit_bytes / 10 * 9 && space.disk_bytes >= previous {
             to_free = to_free.max(live / 10);
         }
-        let full = space.fs_free_bytes < 2 * self.reserve()
-            || (space.limit_bytes < self.opts.max_bytes && to_free > 0);
+        let reserve = self.reserve();
+        // The filesystem cannot give the configured budget and the store uses what it can.
+        let limited =
+            space.limit_bytes < self.opts.max_bytes && live * 10 >= live_budget.max(1) * 9;
+        let full = space.fs_free_bytes < 2 * reserve || self.pressure >= Pressure::Hard || limited;
+        // Cleared only well clear of it, so it does not flap while an outage fills the room.
+        let clear = self.pressure == Pressure::Normal
+            && space.fs_free_bytes >= 3 * reserve
+            && !(space.limit_bytes < self.opts.max_bytes && live * 2 >= live_budget);
         if full && !self.storage_full {
             tracing::error!(
                 free_bytes = space.fs_free_bytes,
@@ -1000,18 +1357,46 @@ impl Store {
                 severity: Severity::Critical,
                 source: "cabinetd".into(),
                 message: format!(
-                    "the filesystem of the outbox is full ({} bytes free, store {} bytes): oldest telemetry is evicted",
+                    "the filesystem of the outbox is full ({} bytes free, store {} bytes): oldest telemetry is evicted, and new telemetry is not stored while less than {reserve} bytes are free (both announced by outbox_evicted)",
                     space.fs_free_bytes, space.disk_bytes
                 ),
-                data: serde_json::json!({"free_bytes": space.fs_free_bytes, "store_bytes": space.disk_bytes, "budget_bytes": self.opts.max_bytes}),
+                data: serde_json::json!({"free_bytes": space.fs_free_bytes, "store_bytes": space.disk_bytes, "budget_bytes": self.opts.max_bytes, "reserve_bytes": reserve}),
             });
             let _ = self.append(&event);
-        } else if self.storage_full && !full && space.fs_free_bytes >= 4 * self.reserve() {
+        } else if self.storage_full && clear {
             tracing::warn!(free_bytes = space.fs_free_bytes, "storage has room again");
             self.storage_full = false;
             self.metrics.outbox_storage_full.set(0);
         }
+        // Evicting costs writes (deletions in sled's log) before it gives room back: only with
+        // room to spare. Nearer full, new telemetry is not stored instead (see `append`).
+        if self.pressure != Pressure::Normal {
+            to_free = 0;
+        }
         let mut evictions = Vec::new();
+        let mut dropped = Vec::new();
+        let pressure = self.pressure;
+        for s in self.streams.iter_mut() {
+            // Announced once the filesystem has room again, or every minute while it is
+            // nearly full; never while nothing can be written.
+            let due = match (pressure, s.dropped_since) {
+                (Pressure::Normal, _) => true,
+                (Pressure::Hard, Some(since)) => since.elapsed() >= DROPPED_ANNOUNCE_EVERY,
+                _ => false,
+            };
+            if !due {
+                continue;
+            }
+            s.dropped_since = None;
+            if let Some((first, last)) = s.dropped.take() {
+                dropped.push(Eviction {
+                    stream: s.stream,
+                    first_seq: first,
+                    last_seq: last,
+                    records: last - first + 1,
+                });
+            }
+        }
         for stream in [Stream::Telemetry, Stream::Events, Stream::Results] {
             while to_free > 0 {
                 // Keep the events written for the evictions themselves.
@@ -1027,27 +1412,40 @@ impl Store {
                 to_free = to_free.saturating_sub(freed);
             }
         }
-        for e in &evictions {
+        let announced: Vec<(Eviction, bool)> = dropped
+            .iter()
+            .map(|e| (*e, true))
+            .chain(evictions.iter().map(|e| (*e, false)))
+            .collect();
+        for (e, not_stored) in announced {
             self.metrics
                 .evicted_records_total
                 .with_label_values(&[e.stream.as_str()])
                 .inc_by(e.records);
-            tracing::warn!(stream = %e.stream, first_seq = e.first_seq, last_seq = e.last_seq, records = e.records, "outbox over budget: evicted oldest records");
+            let (reason, what) = if not_stored {
+                tracing::warn!(stream = %e.stream, first_seq = e.first_seq, last_seq = e.last_seq, records = e.records, "outbox filesystem full: records not stored");
+                ("storage_full", "filesystem full: not stored")
+            } else {
+                tracing::warn!(stream = %e.stream, first_seq = e.first_seq, last_seq = e.last_seq, records = e.records, "outbox over budget: evicted oldest records");
+                ("budget", "outbox over budget")
+            };
             let event = RecordBody::Event(Event {
                 ts: SystemTime::now(),
                 kind: "outbox_evicted".into(),
                 severity: Severity::Major,
                 source: "cabinetd".into(),
                 message: format!(
-                    "outbox over budget: {} {} records {}..{} dropped unsent",
+                    "{what}: {} {} records {}..{} dropped unsent",
                     e.records, e.stream, e.first_seq, e.last_seq
                 ),
-                data: serde_json::json!({"stream": e.stream.as_str(), "first_seq": e.first_seq, "last_seq": e.last_seq}),
+                data: serde_json::json!({"stream": e.stream.as_str(), "first_seq": e.first_seq, "last_seq": e.last_seq, "records": e.records, "reason": reason}),
             });
             if let Err(err) = self.append(&event) {
                 tracing::error!(error = %err, "cannot record an outbox_evicted event");
             }
         }
+        dropped.extend(evictions);
+        let evictions = dropped;
         self.update_metrics();
         evictions
     }
@@ -1081,7 +1479,9 @@ impl Store {
             limit_bytes: self.space.limit_bytes,
             fs_free_bytes: self.space.fs_free_bytes,
             storage_full: self.storage_full,
-            error: None,
+            available: true,
+            held_records: 0,
+            error: self.dead.clone(),
         }
     }
 

@@ -510,3 +510,171 @@ fn new_stores_get_a_segment_size_that_fits_the_budget() {
     assert_eq!(segment_size_for(dir.path(), 256 * 1024 * 1024), 512 * 1024);
     assert_eq!(segment_size_for(dir.path(), 100 * 1024), 32 * 1024);
 }
+
+/// Every stored record of a stream, by seq, with its JSON `value` (telemetry) or `kind` (events).
+fn all_records(ob: &mut Store, stream: Stream) -> Vec<serde_json::Value> {
+    let mut out = Vec::new();
+    let mut from = 1;
+    while let Some(b) = ob
+        .read_batch(stream, from, u64::MAX, 1 << 20, usize::MAX)
+        .unwrap()
+    {
+        out.extend(
+            b.records()
+                .map(|r| serde_json::from_slice::<serde_json::Value>(r).unwrap()),
+        );
+        from = b.last_seq + 1;
+    }
+    out
+}
+
+#[test]
+fn the_open_block_is_written_as_chunks_and_survives_a_crash_at_any_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut ob, _) = open(dir.path());
+        // Three group commits of a few records each: three chunks, no sealed block yet.
+        for commit in 0..3 {
+            for i in 0..3 {
+                ob.append(&telemetry(commit * 3 + i)).unwrap();
+            }
+            ob.flush().unwrap();
+        }
+        // Appended after the last commit: lost by the crash below, never published.
+        ob.append(&telemetry(99)).unwrap();
+        // A crash: no flush, no clean close.
+        drop(ob);
+    }
+    let (mut ob, _) = open(dir.path());
+    let recs = all_records(&mut ob, Stream::Telemetry);
+    let values: Vec<u64> = recs.iter().map(|r| r["value"].as_u64().unwrap()).collect();
+    assert_eq!(values, (0..9).collect::<Vec<_>>());
+    assert_eq!(ob.append(&telemetry(9)).unwrap(), 10, "numbering goes on");
+    ob.flush().unwrap();
+    // Enough records to seal blocks; the chunks of a sealed block go with the same flush.
+    fill_blocks(&mut ob, 2000);
+    ob.flush().unwrap();
+    drop(ob);
+    let (mut ob, _) = open(dir.path());
+    let recs = all_records(&mut ob, Stream::Telemetry);
+    assert_eq!(recs.len(), 2010);
+    for (i, r) in recs.iter().enumerate() {
+        assert_eq!(r["seq"].as_u64().unwrap(), i as u64 + 1);
+    }
+    assert!(ob.stats().streams[0].blocks >= 2);
+}
+
+#[test]
+fn a_nearly_full_filesystem_numbers_telemetry_without_storing_it_and_announces_the_hole() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = Metrics::new("t");
+    let (mut ob, _) = Store::open(dir.path(), OutboxOptions::default(), metrics.clone()).unwrap();
+    let reserve = ob.reserve();
+    fill_blocks(&mut ob, 10);
+    ob.flush().unwrap();
+    // Less than the reserve is free: the next flush sees it.
+    ob.set_free_bytes_for_test(Some(reserve / 2));
+    ob.append(&telemetry(10)).unwrap();
+    ob.flush().unwrap();
+    assert_eq!(ob.pressure(), store::Pressure::Hard);
+    for i in 11..20 {
+        assert_eq!(
+            ob.append(&telemetry(i)).unwrap(),
+            i + 1,
+            "seq stays contiguous"
+        );
+    }
+    // Events and results still use the reserve.
+    assert_eq!(ob.append(&result("c1")).unwrap(), 1);
+    // storage_full is raised; nothing is evicted (deleting costs writes before it gives room
+    // back) and the hole is announced once it closes (or after a minute).
+    assert!(ob.enforce_budget().is_empty());
+    assert!(ob.storage_full());
+    // Room again: telemetry is stored again after the hole, which is announced.
+    ob.set_free_bytes_for_test(Some(100 * reserve));
+    ob.flush().unwrap();
+    assert_eq!(ob.pressure(), store::Pressure::Normal);
+    assert_eq!(ob.append(&telemetry(20)).unwrap(), 21);
+    let evictions = ob.enforce_budget();
+    assert_eq!(
+        evictions,
+        [Eviction {
+            stream: Stream::Telemetry,
+            first_seq: 12,
+            last_seq: 20,
+            records: 9
+        }]
+    );
+    assert!(!ob.storage_full());
+    ob.flush().unwrap();
+    let stored: Vec<u64> = all_records(&mut ob, Stream::Telemetry)
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(stored, [(1..=11).collect::<Vec<_>>(), vec![21]].concat());
+    let events = all_records(&mut ob, Stream::Events);
+    let kinds: Vec<&str> = events.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["storage_full", "outbox_evicted"]);
+    assert_eq!(events[1]["data"]["first_seq"], 12);
+    assert_eq!(events[1]["data"]["last_seq"], 20);
+    assert_eq!(events[1]["data"]["reason"], "storage_full");
+    assert_eq!(all_records(&mut ob, Stream::Results).len(), 1);
+    assert_eq!(
+        metrics
+            .evicted_records_total
+            .with_label_values(&["telemetry"])
+            .get(),
+        9
+    );
+    // The hole is remembered across a restart: its seqs are never reused.
+    drop(ob);
+    let (mut ob, _) = open(dir.path());
+    assert_eq!(ob.append(&telemetry(21)).unwrap(), 22);
+}
+
+#[test]
+fn a_full_filesystem_writes_nothing_and_keeps_acknowledgements_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut ob, _) = open(dir.path());
+    fill_blocks(&mut ob, 1000);
+    ob.flush().unwrap();
+    let reserve = ob.reserve();
+    ob.set_free_bytes_for_test(Some(reserve / 8));
+    ob.append(&result("held")).unwrap();
+    assert_eq!(ob.ack(Stream::Telemetry, 1, 1000), 1000);
+    assert!(!ob.flush().unwrap());
+    assert_eq!(ob.pressure(), store::Pressure::Floor);
+    // Nothing written, nothing forgotten: the result waits, the acknowledged records are not
+    // read (sent) again.
+    assert_eq!(ob.durable_seq(Stream::Results), 0);
+    assert_eq!(ob.pending_records(), 1);
+    assert!(all_records(&mut ob, Stream::Telemetry).is_empty());
+    // No budget eviction either: it would cost writes.
+    assert!(ob.enforce_budget().is_empty());
+    // Room again: everything goes in one flush.
+    ob.set_free_bytes_for_test(None);
+    assert!(ob.flush().unwrap());
+    assert_eq!(ob.durable_seq(Stream::Results), 1);
+    drop(ob);
+    let (ob, _) = open(dir.path());
+    assert_eq!(
+        ob.stats().streams[0].records,
+        0,
+        "the deletions were written"
+    );
+    assert_eq!(ob.stats().streams[2].records, 1);
+}
+
+#[test]
+fn a_flush_refused_by_the_disk_forgets_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut ob, _) = open(dir.path());
+    ob.append(&telemetry(0)).unwrap();
+    ob.fail_flushes_for_test(2);
+    assert!(ob.flush().unwrap_err().is_transient());
+    assert!(ob.flush().is_err());
+    assert_eq!(ob.durable_seq(Stream::Telemetry), 0);
+    assert!(ob.flush().unwrap());
+    assert_eq!(ob.durable_seq(Stream::Telemetry), 1);
+    assert!(ob.is_dead().is_none());
+}

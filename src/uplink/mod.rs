@@ -789,13 +789,8 @@ impl Driver {
         if self.reported.as_ref().is_some_and(|r| !r.2) {
             self.publish_reported();
         }
-        match self.outbox.session_start().await {
-            Ok((first, durable)) => {
-                self.cursors = Some(SendCursors::new_session(first, durable));
-                self.pump().await;
-            }
-            Err(e) => tracing::warn!(error = %e, "outbox unavailable; nothing to send"),
-        }
+        self.cursors = None;
+        self.pump().await;
     }
 
     fn publish_reported(&mut self) {
@@ -833,6 +828,19 @@ impl Driver {
     async fn pump(&mut self) {
         if !self.connected || self.stopping {
             return;
+        }
+        if self.cursors.is_none() {
+            // A new session (or a store that was not open when it began): start from the first
+            // record still stored. Tried again at the next pump while the outbox has no store.
+            match self.outbox.session_start().await {
+                Ok((first, durable)) => {
+                    self.cursors = Some(SendCursors::new_session(first, durable))
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "outbox unavailable; nothing to send");
+                    return;
+                }
+            }
         }
         let backlog_window = (self.window - self.window / 4).max(1);
         for lane in [Lane::Live, Lane::Backlog] {

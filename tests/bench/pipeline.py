@@ -174,6 +174,20 @@ def dir_bytes(path: Path) -> int:
     return total
 
 
+def proc_io(pid: int) -> dict[str, int]:
+    """/proc/PID/io counters: `write_bytes` (what reached the block device: the flash wear) and
+    `wchar` (bytes passed to write(2) and friends, logs included)."""
+    out = {}
+    try:
+        with open(f"/proc/{pid}/io") as f:
+            for line in f:
+                k, v = line.split(":")
+                out[k] = int(v)
+    except OSError:
+        pass
+    return out
+
+
 def smaps_rollup(pid: int) -> dict[str, int]:
     """KiB of the process's memory by kind (heap = anonymous, files = mapped files)."""
     out = {}
@@ -273,6 +287,7 @@ filter = "warn,cabinetd::uplink=info"
             sub.latencies.clear()
             rec0 = sub.records
         t_start = time.monotonic()
+        io_start = proc_io(daemon.pid)
         outage_done = args.outage == "none"
         restart_at = None
         drained_at = None
@@ -315,6 +330,7 @@ filter = "warn,cabinetd::uplink=info"
                 outage_done = True
                 print("[bench] broker back", file=sys.stderr)
         t_end = time.monotonic()
+        io_end = proc_io(daemon.pid)
         smaps_after = smaps_rollup(daemon.pid)
         try:
             st = json.load(urllib.request.urlopen(f"http://127.0.0.1:{http_port}/status", timeout=5))
@@ -369,6 +385,10 @@ filter = "warn,cabinetd::uplink=info"
         print(f"poll-to-broker      p50 {p50:.1f} ms, p99 {p99:.1f} ms (fresh records)")
     if sub.records:
         print(f"wire                {sub.wire_bytes / max(1, sub.records):.1f} bytes a point (telemetry payloads, compression={args.compression})")
+    if io_start and io_end:
+        wb = (io_end["write_bytes"] - io_start["write_bytes"]) / window / 1024
+        wc = (io_end["wchar"] - io_start["wchar"]) / window / 1024
+        print(f"disk writes         {wb:.1f} KiB/s to the device (write_bytes), {wc:.1f} KiB/s written by the process (wchar)")
     peak_disk = max(d[0] for d in disk) if disk else 0
     over = [d for d in disk if d[0] > budget]
     held = [d for d in disk if d[1] > 0]
