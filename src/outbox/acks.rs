@@ -82,6 +82,11 @@ impl AckSet {
             .sum()
     }
 
+    /// The intervals, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.spans.iter().map(|(&s, &e)| (s, e))
+    }
+
     /// Number of intervals.
     pub fn spans(&self) -> usize {
         self.spans.len()

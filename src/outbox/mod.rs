@@ -176,6 +176,8 @@ pub struct OutboxOptions {
     pub cache_capacity: u64,
     /// Group-commit interval (`storage.flush_interval`).
     pub flush_interval: Duration,
+    /// Interval between attempts to open the store while none is open.
+    pub retry_open: Duration,
 }
 
 impl Default for OutboxOptions {
@@ -186,6 +188,7 @@ impl Default for OutboxOptions {
             flush_after_records: 1000,
             cache_capacity: CACHE_CAPACITY,
             flush_interval: crate::config::DEFAULT_FLUSH_INTERVAL,
+            retry_open: worker::RETRY_OPEN,
         }
     }
 }

@@ -37,6 +37,10 @@ fn hwm_key(stream: Stream) -> Vec<u8> {
     format!("hwm/{}", stream.as_str()).into_bytes()
 }
 
+fn dropped_key(stream: Stream) -> Vec<u8> {
+    format!("dropped/{}", stream.as_str()).into_bytes()
+}
+
 fn acked_key(stream: Stream) -> Vec<u8> {
     format!("acked/{}", stream.as_str()).into_bytes()
 }
@@ -121,9 +125,14 @@ struct StreamState {
     cache: Option<Records>,
     /// Seqs numbered but not stored because the filesystem was full (telemetry only), not yet
     /// announced by an `outbox_evicted` event.
-    dropped: Option<(u64, u64)>,
-    /// When the current `dropped` range began.
+    /// (Disjoint ranges, in an [`AckSet`]: a stored record may separate two of them.)
+    dropped: AckSet,
+    /// When the oldest `dropped` range began.
     dropped_since: Option<Instant>,
+    /// `dropped` changed since it was last written to meta `dropped/<stream>` (persisted with
+    /// the `hwm` that covers it, so a restart announces it rather than leave an unexplained
+    /// hole).
+    dropped_dirty: bool,
     /// Records stored in memory since the last flush that wrote records.
     unflushed: u64,
 }
@@ -149,8 +158,9 @@ impl StreamState {
             records: 0,
             bytes: 0,
             cache: None,
-            dropped: None,
+            dropped: AckSet::default(),
             dropped_since: None,
+            dropped_dirty: false,
             unflushed: 0,
         }
     }
@@ -460,6 +470,11 @@ fn open_db(
             Some(v) => AckSet::decode(&v).ok_or(OutboxError::BadValue { stream, seq: 0 })?,
             None => AckSet::default(),
         };
+        // A range not stored while the filesystem was full, not yet announced: announced now.
+        if let Some(v) = meta.get(dropped_key(stream))? {
+            s.dropped = AckSet::decode(&v).ok_or(OutboxError::BadValue { stream, seq: 0 })?;
+            s.dropped_since = Instant::now().checked_sub(DROPPED_ANNOUNCE_EVERY);
+        }
         let mut last_key = 0;
         // One scan at open rebuilds the block index and proves every block decodes.
         for item in s.tree.iter() {
@@ -793,8 +808,9 @@ impl Store {
         let seq = s.last_appended + 1;
         if self.pressure >= Pressure::Hard && stream == Stream::Telemetry {
             s.last_appended = seq;
-            s.dropped = Some(s.dropped.map_or((seq, seq), |(a, _)| (a, seq)));
+            s.dropped.insert(seq, seq);
             s.dropped_since.get_or_insert_with(Instant::now);
+            s.dropped_dirty = true;
             return Ok(seq);
         }
         let ts_ms = codec::millis(body.ts());
@@ -881,6 +897,7 @@ impl Store {
                     || !s.open_delete.is_empty()
                     || s.tail_flushed < s.tail.len()
                     || s.acked_dirty
+                    || s.dropped_dirty
             })
     }
 
@@ -1038,6 +1055,14 @@ impl Store {
                 self.meta
                     .insert(hwm_key(s.stream), &s.last_appended.to_be_bytes())?;
             }
+            if s.dropped_dirty {
+                if s.dropped.spans() == 0 {
+                    self.meta.remove(dropped_key(s.stream))?;
+                } else {
+                    self.meta
+                        .insert(dropped_key(s.stream), s.dropped.encode())?;
+                }
+            }
             if s.acked_dirty {
                 if s.acked.spans() == 0 {
                     self.meta.remove(acked_key(s.stream))?;
@@ -1060,6 +1085,7 @@ impl Store {
             s.to_delete.clear();
             s.open_delete.clear();
             s.acked_dirty = false;
+            s.dropped_dirty = false;
             s.unflushed = 0;
             s.hwm_written = s.hwm_written.max(s.last_appended);
             advanced |= s.durable != s.last_appended;
@@ -1077,6 +1103,12 @@ impl Store {
             }
         }
         Ok(advanced)
+    }
+
+    /// Telemetry numbered but not stored (filesystem nearly full) and not yet announced: the
+    /// next [`Store::enforce_budget`] with room announces it.
+    pub fn pending_dropped(&self, stream: Stream) -> Vec<(u64, u64)> {
+        self.streams[stream_index(stream)].dropped.iter().collect()
     }
 
     /// Why sled failed, once it has: the store writes nothing more and the process must
@@ -1388,7 +1420,9 @@ impl Store {
                 continue;
             }
             s.dropped_since = None;
-            if let Some((first, last)) = s.dropped.take() {
+            let ranges = std::mem::take(&mut s.dropped);
+            for (first, last) in ranges.iter() {
+                s.dropped_dirty = true;
                 dropped.push(Eviction {
                     stream: s.stream,
                     first_seq: first,

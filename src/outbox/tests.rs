@@ -678,3 +678,109 @@ fn a_flush_refused_by_the_disk_forgets_nothing() {
     assert_eq!(ob.durable_seq(Stream::Telemetry), 1);
     assert!(ob.is_dead().is_none());
 }
+
+#[test]
+fn a_hole_not_yet_announced_is_announced_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (mut ob, _) = open(dir.path());
+        let reserve = ob.reserve();
+        fill_blocks(&mut ob, 3);
+        ob.set_free_bytes_for_test(Some(reserve / 2));
+        ob.flush().unwrap();
+        for i in 3..8 {
+            ob.append(&telemetry(i)).unwrap();
+        }
+        // The hwm covering seqs 4..=8 is written; the announcement waits for room.
+        ob.flush().unwrap();
+        assert!(ob.enforce_budget().is_empty());
+    }
+    let (mut ob, _) = open(dir.path());
+    assert_eq!(
+        ob.enforce_budget(),
+        [Eviction {
+            stream: Stream::Telemetry,
+            first_seq: 4,
+            last_seq: 8,
+            records: 5
+        }]
+    );
+    assert_eq!(ob.append(&telemetry(8)).unwrap(), 9);
+    ob.flush().unwrap();
+    drop(ob);
+    let (mut ob, _) = open(dir.path());
+    assert!(ob.enforce_budget().is_empty(), "announced once");
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_be_opened_holds_records_and_opens_later() {
+    let dir = tempfile::tempdir().unwrap();
+    // The storage path is a file: nothing can be created there (as on a read-only or full
+    // filesystem).
+    let path = dir.path().join("state");
+    std::fs::write(&path, b"not a directory").unwrap();
+    let opts = OutboxOptions {
+        flush_interval: Duration::from_millis(10),
+        retry_open: Duration::from_millis(50),
+        ..OutboxOptions::default()
+    };
+    let metrics = Metrics::new("t");
+    let (ob, recovery) = Outbox::open(&path, opts.clone(), metrics.clone()).unwrap();
+    assert!(recovery.is_none());
+    let mut durable = ob.subscribe_durable();
+    ob.push(vec![telemetry(0), result("c1"), telemetry(1)])
+        .await
+        .unwrap();
+    let stats = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let s = ob.stats();
+            if s.held_records == 3 {
+                break s;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("records held");
+    assert!(!stats.available && !ob.ready());
+    assert!(stats.error.unwrap().contains("no store"));
+    assert!(matches!(
+        ob.session_start().await,
+        Err(OutboxError::Unavailable(_))
+    ));
+    assert!(
+        ob.flusher_heartbeat().is_some(),
+        "the thread shows it is alive"
+    );
+    // The way is free again: the store opens, the held records are numbered and stored.
+    std::fs::remove_file(&path).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            durable.changed().await.unwrap();
+            if let Ok((_, d)) = ob.session_start().await {
+                if d[0] == 2 && d[1] >= 1 {
+                    break;
+                }
+            }
+        }
+    })
+    .await
+    .expect("opened and flushed");
+    assert!(ob.ready());
+    let ev = ob
+        .read_batch(Stream::Events, 1, u64::MAX, 1 << 20, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(ev.records().next().unwrap()).unwrap();
+    assert_eq!(v["kind"], "outbox_unavailable");
+    assert_eq!(v["severity"], "critical");
+    assert_eq!(v["data"]["kept"], 3);
+    let r = ob
+        .read_batch(Stream::Results, 1, u64::MAX, 1 << 20, 10)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seqs(&r), vec![1]);
+    ob.close().await.unwrap();
+}

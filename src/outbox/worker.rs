@@ -11,7 +11,7 @@
 //!   systemd restarts it, which reopens the store.
 //! - A store that cannot be opened (the filesystem is full or read-only, or even a fresh store
 //!   fails after the old one was moved aside) does not stop the daemon: the thread runs without
-//!   one, tries again every [`RETRY_OPEN`], and says so ([`OutboxStats::error`], `/readyz` 503).
+//!   one, tries again every [`RETRY_OPEN`] ([`OutboxOptions::retry_open`]), and says so ([`OutboxStats::error`], `/readyz` 503).
 //!   Records pushed meanwhile have no seq yet; they are held in memory, per stream at most
 //!   [`HELD_MAX`] (the oldest go first, counted), and never push back on the producers, so the
 //!   lighting programme and commands go on. Once a store opens they are numbered and stored, and
@@ -43,7 +43,8 @@ pub const APPEND_CHANNEL: usize = 64;
 pub const MAX_PENDING: u64 = 50_000;
 /// A flush failing (before sled) for this long is fatal.
 pub const FATAL_AFTER: Duration = Duration::from_secs(60);
-/// Interval between attempts to open the store while none is open.
+/// Interval between attempts to open the store while none is open (default of
+/// [`OutboxOptions::retry_open`]).
 pub const RETRY_OPEN: Duration = Duration::from_secs(10);
 /// Records held in memory per stream while no store is open.
 pub const HELD_MAX: usize = 50_000;
@@ -117,7 +118,7 @@ impl Outbox {
             Ok((store, recovery)) => (Some(store), recovery, None),
             Err(e) if super::store::is_lock_busy(&e) => return Err(e),
             Err(e) => {
-                tracing::error!(error = %e, dir = %dir.display(), retry_every = ?RETRY_OPEN, "the outbox store cannot be opened: running without it (records held in memory, not published); retrying");
+                tracing::error!(error = %e, dir = %dir.display(), retry_every = ?opts.retry_open, "the outbox store cannot be opened: running without it (records held in memory, not published); retrying");
                 (None, None, Some(Unavailable::new(e.to_string())))
             }
         };
@@ -558,7 +559,7 @@ impl Worker {
         };
         // Each attempt is progress for the watchdog: the thread is alive and doing its job.
         self.snapshot.lock().unwrap_or_else(|p| p.into_inner()).beat = Some(Instant::now());
-        if u.last_try.elapsed() < RETRY_OPEN {
+        if u.last_try.elapsed() < self.opts.retry_open {
             return;
         }
         u.last_try = Instant::now();
