@@ -168,6 +168,7 @@ fn broker_stopped_30_s_nothing_missing_nothing_doubled_fresh_data_within_1_s() {
         })
     });
     let fresh_after = first_fresh.at.duration_since(back);
+    eprintln!("first fresh record {fresh_after:?} after the broker was back");
     assert!(
         fresh_after <= Duration::from_secs(1),
         "first fresh record {fresh_after:?} after the broker was back"

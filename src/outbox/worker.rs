@@ -17,7 +17,8 @@
 //!   lighting programme and commands go on. Once a store opens they are numbered and stored, and
 //!   a critical `outbox_unavailable` event tells how long it lasted and how many records were
 //!   discarded.
-//! - Reads, acks and flush requests come on a control channel, served first.
+//! - Reads, acks and flush requests come on a control channel, served as fairly as the appends
+//!   and the group-commit tick (none of them may starve the others).
 //! - Group commit every `flush_interval` (or after `flush_after_records` appends); the budget is
 //!   checked about once a second. `/status` figures are a snapshot refreshed by the thread, so
 //!   reading them never waits for sled.
@@ -406,8 +407,10 @@ impl Worker {
                     .store
                     .as_ref()
                     .is_none_or(|s| s.pending_records() < MAX_PENDING);
+            // Not biased: serving the control channel first would let a steady stream of reads
+            // and acks (the uplink draining a backlog) starve the group commit and the appends,
+            // so fresh records would not become publishable until the drain ends.
             tokio::select! {
-                biased;
                 c = ctl.recv() => match c {
                     Some(Ctl::Close { reply }) => break Some(reply),
                     Some(c) => self.handle(c),
