@@ -8,15 +8,28 @@
 //!     seq of the block's first record as big-endian `u64` (byte order = seq order = FIFO).
 //!     Value = a block of consecutive records ([`block`]): `[version = 2][codec][count: u32]
 //!     [first_ts_ms: u64][content]`, content = the records' lengths then their JSON (with seq)
-//!     joined by `,` exactly as in an envelope, compressed with zstd. A block is sealed at
-//!     [`SEAL_BYTES`] of JSON or [`SEAL_RECORDS`] records; until then it is the stream's *open
-//!     block*, rewritten under the same key at each group commit.
+//!     joined by `,` exactly as in an envelope, zstd-compressed (codec 1; raw, codec 0, when that
+//!     is not smaller). A block is *sealed* at [`SEAL_BYTES`] of JSON or [`SEAL_RECORDS`]
+//!     records, or before a record that does not follow it (a hole, see *Full filesystem*).
+//!   - trees `open/telemetry`, `open/events`, `open/results`: the stream's *open block* (the
+//!     one being filled) as *chunks*, one per group commit that added records to it: key = seq
+//!     of the chunk's first record, value = the same encoding for just those records
+//!     (`first_ts_ms` = the open block's). A group commit writes only its new records, not the
+//!     whole open block again; the flush that inserts a sealed block deletes its chunks (blocks
+//!     tree first, so a crash never loses both). At open, chunk records already in a block are
+//!     dropped, runs of consecutive records become the open block (rewritten as one chunk by
+//!     the first flush) and a run broken by a gap is sealed.
 //!   - tree `meta`: `format` = `[2]`; `created` = ms when this code initialised the database;
 //!     `hwm/<stream>` = highest seq ever assigned and flushed (BE u64); `acked/<stream>` =
-//!     acknowledged seqs inside blocks still stored (pairs of BE u64 intervals, [`acks`]).
+//!     acknowledged seqs inside blocks still stored (pairs of BE u64 intervals, [`acks`]);
+//!     `dropped/<stream>` = seqs numbered but not stored on a full filesystem and not yet
+//!     announced (same encoding).
 //!   - layout 1 (one key per record in trees named `telemetry`, `events`, `results`, value
 //!     `[1][ts_ms][JSON]`, [`codec`]) has no `format` key: it is rewritten as blocks at open,
 //!     then its trees are dropped (a crash in between redoes the conversion).
+//!   - `snap.*.generating`: a snapshot sled left half-written (a crash, or a full disk while it
+//!     wrote one) is removed before opening (under sled's own lock): sled would take it for the
+//!     latest snapshot and declare the whole store corrupt.
 //! - `seq-marks`: per-stream seq ceilings outside sled ([`marks`]), for when sled is lost.
 //! - `outbox.corrupt-<unix ms>/`: a store that could not be opened, moved aside and kept.
 //!
@@ -31,28 +44,67 @@
 //!   An unreadable `seq-marks` next to an intact store is reported too and rewritten.
 //! - Group commit: an append only adds the record to its stream's open block in memory;
 //!   [`store::Store::flush`] (every `storage.flush_interval`, or after
-//!   [`OutboxOptions::flush_after_records`] appends) inserts sealed blocks and the open block,
-//!   applies deletions, writes `hwm/<stream>` and `acked/<stream>`, raises the `seq-marks`
-//!   ceiling when needed (fsynced *before*), then `Db::flush`. Only then the durable watermark
-//!   advances: nothing unflushed is ever read for publishing. A failed flush forgets nothing; the
-//!   next one redoes it whole (after reopening sled, which refuses writes after an I/O error).
+//!   [`OutboxOptions::flush_after_records`] appends) raises the `seq-marks` ceiling when needed
+//!   (fsynced *before*), inserts sealed blocks and applies block deletions, writes the open
+//!   blocks' new records as one chunk each and deletes obsolete chunks, writes
+//!   `hwm/<stream>`, `acked/<stream>` and `dropped/<stream>`, then `Db::flush`. Only then the
+//!   durable watermark advances: nothing unflushed is ever read for publishing. A flush that
+//!   fails before sled is touched (the `seq-marks` file) forgets nothing: the next one redoes
+//!   it whole. An error from sled itself is final for the process: sled refuses every later
+//!   write, and dropping its handle then may block for good (measured: a reopen after ENOSPC
+//!   hung the outbox thread), so the store is marked dead, never written or dropped again, and
+//!   the daemon exits 1 for systemd to restart it ([`worker`]).
 //! - Delete only after ack: a record leaves through an ack (the uplink acks after the PUBACK of
-//!   the message that carried it) or budget eviction. A block is deleted once all its records
-//!   are acknowledged; a partly acknowledged one keeps its acknowledged seqs in `acked/<stream>`
-//!   (the *ack frontier*), persisted at the next flush: a clean restart never sends an
-//!   acknowledged record again, a crash may (duplicates, removed by the central post by
-//!   `(cabinet, stream, seq)`), nothing is ever lost. Because `hwm` was flushed with the records,
-//!   deleting them can never let a seq be reused.
+//!   the message that carried it) or an announced eviction. A block is deleted once all its
+//!   records are acknowledged; a partly acknowledged one keeps its acknowledged seqs in
+//!   `acked/<stream>` (the *ack frontier*), persisted at the next flush: a clean restart never
+//!   sends an acknowledged record again, a crash may (duplicates, removed by the central post
+//!   by `(cabinet, stream, seq)`), nothing is ever lost. Because `hwm` was flushed with the
+//!   records, deleting them can never let a seq be reused.
 //! - Counters and the block index are kept in memory (`Tree::len` is O(n)), rebuilt by one scan
 //!   at open; budget enforcement never scans sled.
 //! - Budget: the files stay under `storage.max_bytes`, or under what the filesystem has room for
-//!   when that is less (free space minus a reserve kept for acks, events and results). Over it,
-//!   telemetry is evicted oldest block first; events and results only once no telemetry is
-//!   left. Each eviction appends an `outbox_evicted` event naming the stream and the exact seq
-//!   range of the unacknowledged records it dropped. A full filesystem raises `storage_full`.
-//! - One thread owns the store ([`Outbox`]): the async tasks talk to it through bounded
-//!   channels, so sled never runs on the async workers, and a store that cannot write pushes
-//!   back on the record channel (the devices' polls wait) instead of dropping records.
+//!   when that is less (its free space minus [`store::Store::reserve`], four sled segments).
+//!   Live block bytes are kept under a [`SPACE_AMPLIFICATION`]th of that. Over it, telemetry is
+//!   evicted oldest block first; events and results only once no telemetry is left. Each
+//!   eviction appends an `outbox_evicted` event naming the stream and the exact seq range of the
+//!   unacknowledged records it dropped (`data.reason = "budget"`).
+//!
+//! # Full filesystem (a full disk is an outage, not a data loss)
+//! sled cannot survive running out of space, so the store never lets it: the free space is
+//! measured at every group commit (one `statvfs`) and sets a [`store::Pressure`].
+//! - `storage_full` (critical event, `/readyz` 503, `/status` `outbox.storage_full`, metric
+//!   `cabinetd_outbox_storage_full`) is raised when less than two reserves are free, or when the
+//!   filesystem holds the store under its budget and the store uses what it can; it clears once
+//!   three reserves are free and the store is well under what the filesystem allows.
+//! - Under the reserve ([`store::Pressure::Hard`]): a new telemetry record still gets its seq
+//!   (seq stays contiguous) but is not stored; the hole is announced by an `outbox_evicted`
+//!   event (`data.reason = "storage_full"`) once the filesystem has room again, or every
+//!   [`store::DROPPED_ANNOUNCE_EVERY`] meanwhile. The pending hole is persisted in
+//!   `dropped/<stream>` with the `hwm` that covers it, so a restart announces it too. Events,
+//!   results, acknowledgements and deletions still use the reserve. No budget eviction: it
+//!   costs writes before it gives room back.
+//! - Under a quarter of the reserve ([`store::Pressure::Floor`]): nothing is written. Acks are
+//!   kept in memory (the records are not sent again while the process runs), new events and
+//!   results wait in memory, telemetry is numbered and not stored as above.
+//! - A store that cannot be opened (no room — it is then not moved aside, moving would not make
+//!   room and would shelve its backlog — a read-only filesystem, or a fresh store failing after
+//!   the old one was moved aside) does not stop the daemon: the outbox thread runs without a
+//!   store, holds the records it receives (no seq yet; at most [`worker::HELD_MAX`] per
+//!   stream, the oldest discarded and counted), never pushes back on the producers (the
+//!   lighting programme and commands go on), says so (`/status` `outbox.available = false`
+//!   and `outbox.error`, `/readyz` 503), and tries again every `retry_open`
+//!   ([`worker::RETRY_OPEN`]). Once open, the held records are numbered and stored and a
+//!   critical `outbox_unavailable` event says since when, why, and how many were kept and
+//!   discarded (`data.since`, `until`, `reason`, `kept`, `discarded.{telemetry,events,
+//!   results}`, `discarded_from`/`discarded_to`).
+//!
+//! # Threads
+//! One thread owns the store ([`Outbox`], [`worker`]): the async tasks talk to it through
+//! bounded channels, served fairly (no request kind starves the group commit), so sled never runs
+//! on the async workers. A store that cannot write (a flush failing before sled) pushes back on
+//! the record channel (the devices' polls wait) once [`worker::MAX_PENDING`] records wait,
+//! instead of dropping records; failing for [`worker::FATAL_AFTER`] is fatal (exit 1).
 
 pub mod acks;
 pub mod block;
@@ -61,7 +113,7 @@ pub mod cursor;
 pub mod marks;
 pub mod recorder;
 pub mod store;
-mod worker;
+pub mod worker;
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -95,11 +147,12 @@ pub const ENVELOPE_ROOM: usize = 256;
 /// mostly once (replay) and keeps the open blocks itself, so a small cache costs nothing.
 pub const CACHE_CAPACITY: u64 = 4 * 1024 * 1024;
 /// How far sled's files may exceed the live block bytes (log segments are cleaned once half
-/// garbage; the open blocks are rewritten at every group commit): the live bytes are kept under
-/// `limit / SPACE_AMPLIFICATION`.
+/// garbage; leaves are rewritten whole when sled consolidates them): the live bytes are kept
+/// under `limit / SPACE_AMPLIFICATION`.
 pub const SPACE_AMPLIFICATION: u64 = 4;
 /// A block is sealed once its JSON reaches this size (≈ 350 benchmark records, ~1.5 KiB
-/// compressed): big enough to compress well, small enough to rewrite at each group commit.
+/// compressed): big enough to compress well; until then its records are chunks, uncompressed
+/// as often as not, so a bigger block costs space while it is open.
 pub const SEAL_BYTES: usize = 32 * 1024;
 /// ... or this many records.
 pub const SEAL_RECORDS: usize = 4096;

@@ -16,7 +16,7 @@ use super::Outbox;
 /// Records taken from the channel at once.
 const BATCH: usize = 256;
 /// How often the recorder proves it is alive when idle (and while held back).
-const BEAT_EVERY: Duration = Duration::from_millis(500);
+pub const BEAT_EVERY: Duration = Duration::from_millis(500);
 
 /// Run until the record channel closes (every producer stopped), then return once the outbox
 /// has every record. `observe` sees each record first (the energy accountant); `beat` is called
