@@ -659,9 +659,17 @@ impl Store {
         let db_path = dir.join("outbox");
         let mut compressor = block::compressor().ok();
         let mut recovery: Option<(Option<PathBuf>, String, &str)> = None;
+        // sled writes `conf` first: without it nothing was ever stored here.
+        let existed = db_path.join("conf").exists();
         let opened = match open_db_waiting_for_lock(&db_path, &opts, &mut compressor) {
             Ok(o) => o,
             Err(e) if is_lock_busy(&e) => return Err(e),
+            Err(e) if !existed => {
+                // Created by this very attempt (a new store, or the retry of one that failed):
+                // nothing to keep, and moving it aside at every retry would pile them up.
+                let _ = fs::remove_dir_all(&db_path);
+                return Err(e);
+            }
             // A full filesystem is not a corrupt store: moving it aside would not make room and
             // would shelve its backlog. The caller runs without a store and tries again.
             Err(e) if is_no_room(&e) => return Err(e),
