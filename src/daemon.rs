@@ -89,15 +89,22 @@ impl Daemon {
             .set(i64::try_from(cfg.storage.max_bytes).unwrap_or(i64::MAX));
         let root = CancellationToken::new();
         let opts = OutboxOptions::from_config(&cfg.storage, &cfg.uplink);
-        let (outbox, recovery) = Outbox::open(&cfg.storage.path, opts, metrics.clone())
-            .with_context(|| format!("cannot open the outbox in {}", cfg.storage.path.display()))?;
+        // sled runs on the outbox's own thread; opening may wait for its lock: off the workers.
+        let (outbox, recovery) = {
+            let (path, m) = (cfg.storage.path.clone(), metrics.clone());
+            tokio::task::spawn_blocking(move || Outbox::open(&path, opts, m))
+                .await
+                .context("outbox open task")?
+                .with_context(|| {
+                    format!("cannot open the outbox in {}", cfg.storage.path.display())
+                })?
+        };
         let listener = http::bind(cfg.http.listen)
             .await
             .with_context(|| format!("cannot listen on http.listen = {}", cfg.http.listen))?;
 
         let (tap, tap_rx) = broadcast::channel(TELEMETRY_TAP);
-        let (recorder, records) =
-            Recorder::start(outbox.clone(), recovery, tap, cfg.storage.flush_interval);
+        let (recorder, records) = Recorder::start(outbox.clone(), recovery, tap);
         // Not under `root`: the uplink stops last, after the records are flushed.
         let params = UplinkParams::from_config(&cfg, &boot_id)?;
         let uplink = Uplink::start(params, outbox.clone(), metrics.clone());
@@ -171,9 +178,18 @@ impl Daemon {
     /// Runs until [`Signal::Stop`] (or the uplink ends), then stops (see the module docs).
     pub async fn run(mut self, mut signals: mpsc::Receiver<Signal>) -> anyhow::Result<()> {
         let mut idle = tokio::time::interval(Duration::from_secs(1));
+        let mut outbox_fatal = self.recorder.outbox().fatal();
+        let mut fatal = None;
         loop {
             self.main_beats.fetch_add(1, Ordering::Relaxed);
             tokio::select! {
+                _ = outbox_fatal.changed() => {
+                    if let Some(why) = outbox_fatal.borrow().clone() {
+                        tracing::error!(reason = %why, "stopping: the outbox cannot store records");
+                        fatal = Some(why);
+                        break;
+                    }
+                }
                 signal = signals.recv() => match signal {
                     Some(Signal::Reload) => self.reload_files().await,
                     Some(Signal::Stop) | None => break,
@@ -192,8 +208,7 @@ impl Daemon {
         self.live.set_ready(false);
         let start = Instant::now();
         let outbox = self.recorder.outbox().clone();
-        let [recorder, flusher] = self.recorder.abort_handles();
-        let last = [self.uplink.abort_handle(), recorder, flusher];
+        let last = [self.uplink.abort_handle(), self.recorder.abort_handle()];
         let second = async {
             while let Some(s) = signals.recv().await {
                 if s == Signal::Stop {
@@ -209,11 +224,19 @@ impl Daemon {
         }
         // Whatever still runs is aborted: what the outbox holds stays for the next run.
         last.iter().for_each(|t| t.abort());
-        if let Err(e) = outbox.flush().await {
-            tracing::error!(error = %e, "final outbox flush failed");
+        // The orderly stop closed the store; after a second signal this is its final flush. A
+        // store thread that hangs must not keep the process from exiting.
+        match tokio::time::timeout(Duration::from_secs(1), outbox.close()).await {
+            Ok(Ok(()) | Err(crate::outbox::OutboxError::Stopped)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "final outbox flush failed"),
+            Err(_) => tracing::error!("final outbox flush: the store did not answer within 1 s"),
         }
         tracing::info!(took = ?start.elapsed(), "stopped");
-        Ok(())
+        match fatal {
+            // Exit 1: systemd restarts the daemon, which opens the store afresh.
+            Some(why) => anyhow::bail!("{why}"),
+            None => Ok(()),
+        }
     }
 
     /// The orderly stop, each phase bounded by its share of the deadline.

@@ -105,6 +105,11 @@ kinds! {
     MessageDropped = "message_dropped",
     /// The storage is full.
     StorageFull = "storage_full",
+    /// The outbox store could not be opened for a while; records were held in memory (data
+    /// `{since, until, reason, kept, discarded}`).
+    OutboxUnavailable = "outbox_unavailable",
+    /// The outbox store stopped taking records (the devices are held back).
+    OutboxWriteFailed = "outbox_write_failed",
     /// The outcome of a write whose result was unknown when it was reported (data `{point,
     /// requested, read, applied, id}`).
     WriteOutcome = "write_outcome",

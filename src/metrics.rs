@@ -85,6 +85,11 @@ pub struct Metrics {
     /// `cabinetd_incoming_dropped_total`: incoming messages over `uplink.max_incoming_bytes`,
     /// dropped unread.
     pub incoming_dropped_total: prometheus::IntCounter,
+    /// `cabinetd_outbox_storage_full`: 1 while the store's filesystem is full.
+    pub outbox_storage_full: IntGauge,
+    /// `cabinetd_uplink_payload_bytes_total{stream}`: bytes of record payloads published (after
+    /// compression), for the cost of the link.
+    pub uplink_payload_bytes_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -227,6 +232,19 @@ impl Metrics {
             &["device"],
         )
         .expect("valid metric");
+        let outbox_storage_full = IntGauge::new(
+            "cabinetd_outbox_storage_full",
+            "1 while the outbox's filesystem is full (telemetry is evicted to keep room).",
+        )
+        .expect("valid metric");
+        let uplink_payload_bytes_total = IntCounterVec::new(
+            Opts::new(
+                "cabinetd_uplink_payload_bytes_total",
+                "Bytes of record payloads published, after compression.",
+            ),
+            &["stream"],
+        )
+        .expect("valid metric");
 
         let auth_rejected_total = IntCounterVec::new(
             Opts::new(
@@ -274,6 +292,7 @@ impl Metrics {
             outbox_records.with_label_values(&[stream.as_str()]).set(0);
             published_records_total.with_label_values(&[stream.as_str()]);
             evicted_records_total.with_label_values(&[stream.as_str()]);
+            uplink_payload_bytes_total.with_label_values(&[stream.as_str()]);
         }
         for m in ["connected", "autonomous"] {
             mode.with_label_values(&[m]).set(0);
@@ -314,6 +333,8 @@ impl Metrics {
             Box::new(auth_rejected_total.clone()),
             Box::new(tls_cert_expiry_seconds.clone()),
             Box::new(incoming_dropped_total.clone()),
+            Box::new(outbox_storage_full.clone()),
+            Box::new(uplink_payload_bytes_total.clone()),
         ];
         for c in collectors {
             registry.register(c).expect("metric names are unique");
@@ -346,6 +367,8 @@ impl Metrics {
             auth_rejected_total,
             tls_cert_expiry_seconds,
             incoming_dropped_total,
+            outbox_storage_full,
+            uplink_payload_bytes_total,
         }
     }
 

@@ -107,7 +107,9 @@ impl crate::http::Endpoint for Live {
     }
 
     fn ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        // A full filesystem, a store that cannot write or cannot be opened: an outage of the
+        // store, said here (the daemon keeps running).
+        self.ready.load(Ordering::Relaxed) && self.outbox.ready()
     }
 
     fn status(&self) -> Value {
@@ -196,6 +198,12 @@ fn outbox_view(stats: &OutboxStats) -> Value {
         "records": records,
         "bytes": stats.disk_bytes,
         "budget_bytes": stats.budget_bytes,
+        "limit_bytes": stats.limit_bytes,
+        "fs_free_bytes": stats.fs_free_bytes,
+        "storage_full": stats.storage_full,
+        "available": stats.available,
+        "held_records": stats.held_records,
+        "error": stats.error,
         "oldest_record_age_s": oldest,
         "streams": stats.streams,
     })

@@ -270,6 +270,18 @@ pub struct UplinkConfig {
     pub inflight: u16,
     /// Optional cap on replayed records per second (thin links).
     pub replay_rate: Option<u32>,
+    /// Payload encoding of record messages (`uplink.compression`, SPEC v1.1).
+    pub compression: Compression,
+}
+
+/// `uplink.compression`: how record envelopes go on the wire (SPEC §3, v1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// Plain JSON (v1; the default, for central posts that predate v1.1).
+    #[default]
+    None,
+    /// One zstd frame whose content is the JSON envelope.
+    Zstd,
 }
 
 /// `[http]`.

@@ -212,6 +212,8 @@ pub fn write_outcome_event(point: &str, o: &WriteOutcome) -> Event {
 /// Turns one device's reports into records and keeps its status and metrics.
 pub struct Bridge {
     dev: ModbusDevice,
+    /// Full point names, built once per configuration and shared by every reading.
+    point_names: Vec<std::sync::Arc<str>>,
     reporters: Vec<PointReporter>,
     last_values: Vec<Value>,
     status: StatusTx,
@@ -224,6 +226,12 @@ impl Bridge {
     pub fn new(dev: ModbusDevice, status: StatusTx, metrics: &Metrics) -> Bridge {
         let name = dev.spec.name.as_str();
         Bridge {
+            point_names: dev
+                .spec
+                .points
+                .iter()
+                .map(|p| format!("{name}/{}", p.name).into())
+                .collect(),
             reporters: dev.report.iter().map(|p| PointReporter::new(*p)).collect(),
             last_values: vec![Value::Null; dev.spec.points.len()],
             errors: metrics.poll_errors_total.with_label_values(&[name]),
@@ -333,7 +341,7 @@ impl Bridge {
         self.reporters[idx].offer(&value, quality, now).then(|| {
             RecordBody::Telemetry(Telemetry {
                 ts,
-                point: format!("{}/{}", self.dev.spec.name, self.dev.spec.points[idx].name),
+                point: self.point_names[idx].clone(),
                 value,
                 quality,
             })
@@ -423,7 +431,7 @@ mod tests {
 
     fn telemetry(r: &RecordBody) -> (&str, &Value, Quality) {
         match r {
-            RecordBody::Telemetry(t) => (t.point.as_str(), &t.value, t.quality),
+            RecordBody::Telemetry(t) => (&*t.point, &t.value, t.quality),
             other => panic!("not telemetry: {other:?}"),
         }
     }

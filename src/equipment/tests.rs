@@ -266,7 +266,7 @@ async fn a_modbus_device_polls_the_simulated_meter_through_the_rack() {
             .expect("a reading within 30 s")
             .unwrap();
         if let RecordBody::Telemetry(t) = r {
-            if t.point == "meter/energy" {
+            if &*t.point == "meter/energy" {
                 break t;
             }
         }

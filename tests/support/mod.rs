@@ -375,8 +375,12 @@ pub struct Msg {
 }
 
 impl Msg {
+    /// The payload as JSON; a zstd frame (`uplink.compression = "zstd"`, SPEC v1.1) is
+    /// decompressed first.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.payload).unwrap_or_else(|e| {
+        let payload = cabinetd::uplink::decode_payload(&self.payload, 64 * 1024 * 1024)
+            .unwrap_or_else(|e| panic!("payload on {} is not a zstd frame: {e}", self.topic));
+        serde_json::from_slice(&payload).unwrap_or_else(|e| {
             panic!(
                 "payload on {} is not JSON ({e}): {}",
                 self.topic,
@@ -682,8 +686,22 @@ impl Daemon {
 
     /// Start again on the same state directory and config (after a kill or stop).
     pub fn restart(&mut self) {
-        self.proc = Self::spawn(&self.config, &[], self.log.as_deref(), &self.args);
+        self.respawn();
         self.wait_ready();
+    }
+
+    /// Start again without waiting for `/readyz` (a daemon that runs degraded answers 503);
+    /// waits until `/status` answers.
+    pub fn respawn(&mut self) {
+        self.proc = Self::spawn(&self.config, &[], self.log.as_deref(), &self.args);
+        let http = self.http.clone();
+        let proc = &mut self.proc;
+        wait_until("cabinetd /status", Duration::from_secs(30), || {
+            if let Some(status) = proc.child.try_wait().unwrap() {
+                panic!("cabinetd exited during start-up: {status}");
+            }
+            http_get(&http, "/status").ok().filter(|(c, _)| *c == 200)
+        });
     }
 
     pub fn wait_ready(&mut self) {

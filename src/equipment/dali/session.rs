@@ -209,7 +209,7 @@ impl Runner {
         if reporter.offer(&value, quality, Instant::now().into_std()) {
             let t = Telemetry {
                 ts: SystemTime::now(),
-                point,
+                point: point.into(),
                 value,
                 quality,
             };

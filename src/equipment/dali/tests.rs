@@ -135,7 +135,7 @@ impl Harness {
         let r = self
             .wait_for(
                 point,
-                |r| matches!(r, RecordBody::Telemetry(t) if t.point == point && pred(t)),
+                |r| matches!(r, RecordBody::Telemetry(t) if *t.point == *point && pred(t)),
             )
             .await;
         match r {
@@ -333,7 +333,7 @@ async fn publishes_points_and_programs_groups_and_fallback() {
     let levels = h
         .seen
         .iter()
-        .filter(|r| matches!(r, RecordBody::Telemetry(t) if t.point == "bus-a/0/level"))
+        .filter(|r| matches!(r, RecordBody::Telemetry(t) if &*t.point == "bus-a/0/level"))
         .count();
     assert_eq!(levels, 1);
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
