@@ -52,6 +52,14 @@ enum Command {
     CheckConfig {
         #[command(flatten)]
         config: ConfigArgs,
+        /// Check the files, serial lines and state directory the configuration names as this
+        /// user (default: as root, the service user `cabinetd` when it exists; else yourself).
+        #[arg(long, value_name = "USER", conflicts_with = "no_file_checks")]
+        as_user: Option<String>,
+        /// Check the configuration alone, not the files it names (a configuration written for
+        /// another machine).
+        #[arg(long)]
+        no_file_checks: bool,
     },
     /// Print the lighting plan of the night that starts on DATE, as JSON lines (SPEC §1).
     Plan {
@@ -162,7 +170,11 @@ impl ConfigArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { config } => check_config(&config),
+        Command::CheckConfig {
+            config,
+            as_user,
+            no_file_checks,
+        } => check_config(&config, as_user.as_deref(), no_file_checks),
         Command::Run { config, log_format } => run(&config, log_format.as_deref()),
         Command::Status { http, json } => status(&http, json),
         Command::Onvif(OnvifCommand::Discover { interface, timeout }) => {
@@ -202,22 +214,55 @@ fn load(args: &ConfigArgs) -> Result<(Vec<PathBuf>, config::Config), ExitCode> {
     }
 }
 
-fn check_config(args: &ConfigArgs) -> ExitCode {
-    match load(args) {
-        Ok((files, cfg)) => {
-            println!(
-                "configuration OK: cabinet {} ({} file(s), version {}): {} Modbus device(s), {} DALI bus(es), {} camera(s)",
-                cfg.cabinet.id,
-                files.len(),
-                cfg.version,
-                cfg.modbus.len(),
-                cfg.dali.len(),
-                cfg.cameras.len()
-            );
-            ExitCode::SUCCESS
+fn check_config(args: &ConfigArgs, as_user: Option<&str>, no_file_checks: bool) -> ExitCode {
+    use config::files::{self, Identity, Mode};
+    let (files, cfg) = match load(args) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let checked = if no_file_checks {
+        "files not checked (--no-file-checks)".to_owned()
+    } else {
+        let who = match as_user {
+            Some(name) => match Identity::user(name) {
+                Ok(who) => who,
+                Err(e) => {
+                    eprintln!("cabinetd check-config: --as-user: {e}");
+                    return ExitCode::from(2);
+                }
+            },
+            None => Identity::for_check(),
+        };
+        let report = files::check_files(&cfg, &files, &who, Mode::Check);
+        for w in &report.warnings {
+            eprintln!("{w}");
         }
-        Err(code) => code,
-    }
+        for n in &report.notes {
+            eprintln!("note: {n}");
+        }
+        let whom = format!("files checked as {}, {}", who.describe(), who.why);
+        if !report.errors.is_empty() {
+            for e in &report.errors {
+                eprintln!("{e}");
+            }
+            eprintln!(
+                "{} error(s) in the files the configuration names ({whom})",
+                report.errors.len()
+            );
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        whom
+    };
+    println!(
+        "configuration OK: cabinet {} ({} file(s), version {}): {} Modbus device(s), {} DALI bus(es), {} camera(s); {checked}",
+        cfg.cabinet.id,
+        files.len(),
+        cfg.version,
+        cfg.modbus.len(),
+        cfg.dali.len(),
+        cfg.cameras.len()
+    );
+    ExitCode::SUCCESS
 }
 
 fn run(args: &ConfigArgs, log_format: Option<&str>) -> ExitCode {
@@ -232,7 +277,25 @@ fn run(args: &ConfigArgs, log_format: Option<&str>) -> ExitCode {
         Some(_) => config::LogFormat::Plain,
         None => cfg.log.format,
     };
+    // What check-config checks, as the user this process runs as: a missing secret or an
+    // unwritable state directory is a configuration fault (78, not restarted), not a crash (1).
+    let who = config::files::Identity::current();
+    let report = config::files::check_files(&cfg, &files, &who, config::files::Mode::Run);
+    if !report.errors.is_empty() {
+        for e in &report.errors {
+            eprintln!("{e}");
+        }
+        eprintln!(
+            "{} error(s) in the files the configuration names (checked as {}); `cabinetd check-config` lists them too",
+            report.errors.len(),
+            who.describe()
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
     cabinetd::logging::init(&cfg.log.filter, format);
+    for w in &report.warnings {
+        tracing::warn!("{w}");
+    }
     if !cfg.security.require_signed {
         tracing::warn!("security.require_signed = false: UNSIGNED commands and desired configs are accepted from anyone who can publish on the broker; for demos only");
     }
