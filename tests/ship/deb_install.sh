@@ -111,6 +111,18 @@ check "unit enabled (multi-user.target.wants symlink)" \
   test -L /etc/systemd/system/multi-user.target.wants/cabinetd.service
 check "unit verifies clean where installed" bash -c "[ -z \"\$(systemd-analyze verify $UNIT 2>&1)\" ]"
 check "sysusers.d entry installed" test -f /usr/lib/sysusers.d/cabinetd.conf
+# Man pages (cargo-deb gzips them) and completions, generated from the CLI (debian/, kept
+# current by tests/cli_docs.rs): one page per subcommand.
+for page in debian/man/*.1; do
+  f="/usr/share/man/man1/$(basename "$page")"
+  check "man page $f(.gz) installed" bash -c "[ -f '$f.gz' ] || [ -f '$f' ]"
+done
+check "bash completion installed" test -f /usr/share/bash-completion/completions/cabinetd
+check "zsh completion installed" test -f /usr/share/zsh/vendor-completions/_cabinetd
+check "fish completion installed" test -f /usr/share/fish/vendor_completions.d/cabinetd.fish
+check "bash completion loads (bash -n)" bash -n /usr/share/bash-completion/completions/cabinetd
+check "docs/protocol.md installed in /usr/share/doc/cabinetd" \
+  bash -c '[ -f /usr/share/doc/cabinetd/protocol.md ] || [ -f /usr/share/doc/cabinetd/protocol.md.gz ]'
 check "$CONF installed from config/cabinetd.example.toml" cmp "$CONF" config/cabinetd.example.toml
 check "$CONF is a dpkg conffile" bash -c "dpkg-query -W -f='\${Conffiles}' cabinetd | grep -q ' $CONF '"
 check "/etc/cabinetd/conf.d exists, root 0755" \
@@ -192,6 +204,8 @@ check "state kept on upgrade" test -f /var/lib/cabinetd/db
 say "dpkg --remove"
 dpkg_locked --remove cabinetd || die "dpkg --remove"
 check "binary gone after remove" test ! -e /usr/bin/cabinetd
+check "man page gone after remove" bash -c '! ls /usr/share/man/man1/cabinetd.1* >/dev/null 2>&1'
+check "bash completion gone after remove" test ! -e /usr/share/bash-completion/completions/cabinetd
 check "unit gone after remove" test ! -e "$UNIT"
 check "config kept after remove" test -f "$CONF"
 check "state kept after remove" test -f /var/lib/cabinetd/db
