@@ -371,20 +371,17 @@ fn check_config(args: &ConfigArgs, as_user: Option<&str>, no_file_checks: bool) 
             None => Identity::for_check(),
         };
         let report = files::check_files(&cfg, &files, &who, Mode::Check);
-        for w in &report.warnings {
-            eprintln!("{w}");
-        }
         for n in &report.notes {
             eprintln!("note: {n}");
         }
+        for f in &report.findings {
+            eprintln!("{}", f.at);
+        }
         let whom = format!("files checked as {}, {}", who.describe(), who.why);
-        if !report.errors.is_empty() {
-            for e in &report.errors {
-                eprintln!("{e}");
-            }
+        if report.error_count() > 0 {
             eprintln!(
                 "{} error(s) in the files the configuration names ({whom})",
-                report.errors.len()
+                report.error_count()
             );
             return ExitCode::from(EXIT_CONFIG);
         }
@@ -418,19 +415,19 @@ fn run(args: &ConfigArgs, log_format: Option<&str>) -> ExitCode {
     // unwritable state directory is a configuration fault (78, not restarted), not a crash (1).
     let who = config::files::Identity::current();
     let report = config::files::check_files(&cfg, &files, &who, config::files::Mode::Run);
-    if !report.errors.is_empty() {
-        for e in &report.errors {
+    if report.error_count() > 0 {
+        for e in report.errors() {
             eprintln!("{e}");
         }
         eprintln!(
             "{} error(s) in the files the configuration names (checked as {}); `cabinetd check-config` lists them too",
-            report.errors.len(),
+            report.error_count(),
             who.describe()
         );
         return ExitCode::from(EXIT_CONFIG);
     }
     cabinetd::logging::init(&cfg.log.filter, format);
-    for w in &report.warnings {
+    for w in report.warnings() {
         tracing::warn!("{w}");
     }
     if !cfg.security.require_signed {

@@ -23,14 +23,23 @@ fn config(dir: &Path, extra: &str) -> (PathBuf, usize) {
     (path, base.lines().count() + 2)
 }
 
+/// `check-config` as the user running the tests unless `args` name another (as root it would
+/// otherwise check as the `cabinetd` user whenever this machine has one, which the tests'
+/// temporary files do not let in).
 fn check_config(path: &Path, args: &[&str]) -> Output {
-    Command::new(cabinetd_bin())
-        .arg("check-config")
-        .arg("--config")
-        .arg(path)
-        .args(args)
-        .output()
-        .unwrap()
+    let me = me();
+    let mut cmd = Command::new(cabinetd_bin());
+    cmd.arg("check-config").arg("--config").arg(path).args(args);
+    if !args.contains(&"--as-user") {
+        cmd.args(["--as-user", &me]);
+    }
+    cmd.output().unwrap()
+}
+
+/// The user running the tests.
+fn me() -> String {
+    let out = Command::new("id").arg("-un").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 fn stderr(out: &Output) -> String {
@@ -78,7 +87,7 @@ fn a_missing_secret_fails_check_config_and_run_with_78_at_its_position() {
         stderr(&out)
     );
     assert!(
-        stderr(&out).contains("files checked as user"),
+        stderr(&out).contains(&format!("files checked as user {} ", me())),
         "{}",
         stderr(&out)
     );
@@ -120,8 +129,7 @@ fn secrets_must_be_readable_by_the_service_user_and_by_nobody_else() {
     std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o777)).unwrap();
 
     // As the owner: OK, with a warning for the secret everyone may read.
-    let me = Command::new("id").arg("-un").output().unwrap();
-    let me = String::from_utf8_lossy(&me.stdout).trim().to_string();
+    let me = me();
     let out = check_config(&path, &["--as-user", &me]);
     assert!(out.status.success(), "{}", stderr(&out));
     let warning = format!(

@@ -210,7 +210,7 @@ fn a_fresh_daemon_exports_every_series_from_the_first_scrape() {
             "SPEC §4 name {name} missing from a fresh scrape:\n{body}"
         );
     }
-    for file in ["README.md"] {
+    for file in ["README.md", "docs/protocol.md"] {
         for name in documented_names(file) {
             assert!(
                 scrape.has_family(&name),

@@ -141,15 +141,40 @@ pub enum Mode {
     Run,
 }
 
-/// The findings: errors stop `run` (exit 78) and fail `check-config`; warnings are shown.
+/// One finding, at the value it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// An error stops `run` (exit 78) and fails `check-config`; otherwise a warning.
+    pub fatal: bool,
+    /// `FILE:LINE:COL: key "path" …` (warnings start with `warning:`).
+    pub at: ConfigError,
+}
+
+/// The findings, in file then position order, and what was left to systemd.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FileReport {
-    /// What `run` would fail on.
-    pub errors: Vec<ConfigError>,
-    /// Worth fixing, not fatal (world-readable secrets, a serial line absent in `run`).
-    pub warnings: Vec<ConfigError>,
+    /// Errors (what `run` would fail on) and warnings (world-readable secrets, a serial line
+    /// absent in `run`).
+    pub findings: Vec<Finding>,
     /// What was not checked and why (paths systemd provides at start).
     pub notes: Vec<String>,
+}
+
+impl FileReport {
+    /// The errors.
+    pub fn errors(&self) -> impl Iterator<Item = &ConfigError> {
+        self.findings.iter().filter(|f| f.fatal).map(|f| &f.at)
+    }
+
+    /// The warnings.
+    pub fn warnings(&self) -> impl Iterator<Item = &ConfigError> {
+        self.findings.iter().filter(|f| !f.fatal).map(|f| &f.at)
+    }
+
+    /// How many errors.
+    pub fn error_count(&self) -> usize {
+        self.errors().count()
+    }
 }
 
 /// What a referenced path is.
@@ -393,11 +418,16 @@ fn check_one(r: &Reference, who: &Identity, mode: Mode, report: &mut FileReport,
     let serial = r.kind == Kind::SerialLine;
     // A serial line that is absent or closed at run time is a device down, retried: not fatal.
     let mut fault = |message: String| {
-        if serial && mode == Mode::Run {
-            report.warnings.push(at(message));
+        let fatal = !(serial && mode == Mode::Run);
+        let message = if fatal {
+            message
         } else {
-            report.errors.push(at(message));
-        }
+            format!("warning: {message}")
+        };
+        report.findings.push(Finding {
+            fatal,
+            at: at(message),
+        });
     };
     let meta = match std::fs::metadata(&path) {
         Ok(m) => m,
@@ -440,10 +470,13 @@ fn check_one(r: &Reference, who: &Identity, mode: Mode, report: &mut FileReport,
                     describe_meta(&meta)
                 ));
             } else if r.kind == Kind::Secret && meta.mode() & 0o004 != 0 {
-                report.warnings.push(at(format!(
-                    "warning: {shown} is readable by every user ({}): a secret should be readable by cabinetd only (chmod 0640, group cabinetd; or 0600 owned by cabinetd)",
-                    describe_meta(&meta)
-                )));
+                report.findings.push(Finding {
+                    fatal: false,
+                    at: at(format!(
+                        "warning: {shown} is readable by every user ({}): a secret should be readable by cabinetd only (chmod 0640, group cabinetd; or 0600 owned by cabinetd)",
+                        describe_meta(&meta)
+                    )),
+                });
             }
         }
         Kind::SerialLine => {
