@@ -5,6 +5,7 @@
 # freezes the broker for a few seconds (replay), stops the cabinet cleanly, then kills it (will).
 #
 #   docs/capture-examples.sh [OUT]      (default OUT: target/protocol-examples.txt)
+#   KEEP=FILE docs/capture-examples.sh  also keeps the daemon's log in FILE
 #
 # Needs mosquitto, mosquitto_sub/_pub (Debian: mosquitto, mosquitto-clients) and curl.
 set -euo pipefail
@@ -92,4 +93,4 @@ kill -KILL "$DAEMON"
 sleep 2
 mkdir -p "$(dirname "$OUT")"
 cp "$TMP/messages.txt" "$OUT"
-echo "$(wc -l <"$OUT") messages in $OUT (daemon log: kept only while running)"
+echo "$(wc -l <"$OUT") messages in $OUT"

@@ -122,9 +122,10 @@ export CABINETD_TEST_PYTHON=$VENV/bin/python
 
 step fmt cargo fmt --all -- --check
 step clippy cargo clippy --workspace --all-targets --quiet -- -D warnings
+# --no-fail-fast: every test binary runs even after one failed (the summary counts them all).
 # --quiet: one dot per passing test; a failing test's name, output and its daemon's log are
 # printed in full, and each binary's "test result:" line stays.
-step cargo-test cargo test --workspace -- --quiet
+step cargo-test cargo test --workspace --no-fail-fast -- --quiet
 if compgen -G "tests/peers/test_*.py" >/dev/null; then
   step python-peers "$VENV/bin/python" -m pytest -q tests/peers
 fi
