@@ -53,8 +53,8 @@ fn subcommands(man_dir: &Path) -> Vec<Vec<String>> {
     out
 }
 
-#[test]
-fn the_packaged_man_pages_and_completions_are_what_the_cli_generates() {
+/// `cabinetd man --out DIR` into a temporary directory (kept alive by the first value).
+fn man_pages() -> (tempfile::TempDir, std::path::PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let man = tmp.path().join("man");
     let out = cabinetd(&["man", "--out", man.to_str().unwrap()]);
@@ -63,6 +63,12 @@ fn the_packaged_man_pages_and_completions_are_what_the_cli_generates() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    (tmp, man)
+}
+
+#[test]
+fn the_packaged_man_pages_and_completions_are_what_the_cli_generates() {
+    let (_tmp, man) = man_pages();
     let generated = files(&man);
     let committed = files(&root().join("debian/man"));
     assert_eq!(
@@ -101,11 +107,7 @@ fn the_packaged_man_pages_and_completions_are_what_the_cli_generates() {
 
 #[test]
 fn every_subcommand_help_gives_examples_and_exit_codes() {
-    let tmp = tempfile::tempdir().unwrap();
-    let man = tmp.path().join("man");
-    assert!(cabinetd(&["man", "--out", man.to_str().unwrap()])
-        .status
-        .success());
+    let (_tmp, man) = man_pages();
     let mut paths = subcommands(&man);
     assert!(paths.len() >= 15, "{paths:?}");
     // The hidden generators are documented too.
@@ -139,11 +141,7 @@ fn every_subcommand_help_gives_examples_and_exit_codes() {
 /// Issue 14: `cabinetd plan --help` said "(SPEC §1)", a document the repository does not have.
 #[test]
 fn no_help_text_refers_to_the_spec() {
-    let tmp = tempfile::tempdir().unwrap();
-    let man = tmp.path().join("man");
-    assert!(cabinetd(&["man", "--out", man.to_str().unwrap()])
-        .status
-        .success());
+    let (_tmp, man) = man_pages();
     for (name, text) in files(&man) {
         assert!(!text.contains("SPEC"), "{name} refers to the SPEC");
     }
