@@ -73,6 +73,18 @@ pub struct Daemon {
     main_beats: Arc<AtomicU64>,
 }
 
+/// The labelled series the configuration names outside the equipment (whose entries create
+/// theirs when they start: `Metrics::init_device`), at 0 before READY: every broker of the
+/// failover list, every rule.
+fn init_series(metrics: &Metrics, cfg: &Config) {
+    for broker in &cfg.uplink.brokers {
+        metrics.init_broker(&broker.url());
+    }
+    for rule in &cfg.automation.rules {
+        metrics.init_rule(&rule.name);
+    }
+}
+
 impl Daemon {
     /// Opens the store, binds HTTP, starts the uplink and the equipment of `cfg` (plus the stored
     /// desired configuration, when still valid) and sends READY.
@@ -87,6 +99,7 @@ impl Daemon {
         metrics
             .outbox_budget_bytes
             .set(i64::try_from(cfg.storage.max_bytes).unwrap_or(i64::MAX));
+        init_series(&metrics, &cfg);
         let root = CancellationToken::new();
         let opts = OutboxOptions::from_config(&cfg.storage, &cfg.uplink);
         // sled runs on the outbox's own thread; opening may wait for its lock: off the workers.

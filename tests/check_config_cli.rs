@@ -22,7 +22,20 @@ fn every_shipped_config_is_valid() {
     for entry in std::fs::read_dir(root().join("config")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            let out = check(&[&path]);
+            // The example names a real cabinet's secrets, certificates and serial lines, which
+            // this machine does not have: its files are checked by tests/ship/deb_install.sh.
+            let example = path.ends_with("cabinetd.example.toml");
+            let mut cmd = Command::new(cabinetd_bin());
+            cmd.arg("check-config").arg("--config").arg(&path);
+            if example {
+                cmd.arg("--no-file-checks");
+            } else {
+                // As whoever runs the tests (as root, the default is the `cabinetd` user when
+                // the machine has one): the demo's state directory is under the checkout.
+                let me = Command::new("id").arg("-un").output().unwrap();
+                cmd.args(["--as-user", String::from_utf8_lossy(&me.stdout).trim()]);
+            }
+            let out = cmd.output().unwrap();
             assert!(
                 out.status.success(),
                 "{} is invalid:\n{}",

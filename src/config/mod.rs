@@ -12,6 +12,7 @@
 
 mod automation;
 pub mod desired;
+pub mod files;
 mod load;
 #[cfg(test)]
 mod tests;

@@ -120,8 +120,9 @@ pub struct StatusTx {
 }
 
 impl StatusTx {
-    /// A status channel for entry `name`: `cabinetd_device_up{device,protocol}` starts at 0 and
-    /// `cabinetd_poll_errors_total{device}` exists from the start.
+    /// A status channel for entry `name`: its series exist from the start
+    /// ([`Metrics::init_device`]: `cabinetd_device_up{device,protocol}` at 0, poll errors and
+    /// durations).
     pub fn channel(
         name: &str,
         kind: EquipmentKind,
@@ -130,9 +131,8 @@ impl StatusTx {
         beats: Arc<AtomicU64>,
     ) -> (StatusTx, watch::Receiver<Status>) {
         let (tx, rx) = watch::channel(Status::new(kind, points));
+        metrics.init_device(name, kind.as_str());
         let up_gauge = metrics.device_up.with_label_values(&[name, kind.as_str()]);
-        up_gauge.set(0);
-        metrics.poll_errors_total.with_label_values(&[name]);
         let tx = StatusTx {
             name: name.to_owned(),
             tx,

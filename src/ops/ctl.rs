@@ -72,12 +72,17 @@ pub enum CtlCommand {
     #[command(
         after_help = "Prints each result as a JSON line {\"cabinet\",\"id\",\"status\",\"reason\",\"ts\"}. \
         For `all`, waits the whole --timeout and prints every cabinet's result.\n\n\
+        Example:\n  cabinetd ctl --broker mqtt://127.0.0.1 send dijon-017 light.release \
+        --args '{\"target\":\"all\"}' --key ops.pem --kid ops-2026\n\n\
         Exit codes: 0 succeeded (for all: at least one result, all succeeded), 1 otherwise."
     )]
     Send(SendArgs),
     /// List every cabinet from its retained P/C/status: online, mode, version, config version,
     /// last seen.
-    #[command(after_help = "Exit codes: 0 listed (possibly empty), 1 broker unreachable.")]
+    #[command(
+        after_help = "Example:\n  cabinetd ctl --broker mqtt://127.0.0.1 fleet --json\n\n\
+    Exit codes: 0 listed (possibly empty), 1 broker unreachable."
+    )]
     Fleet {
         /// Print a JSON array instead of a table.
         #[arg(long)]

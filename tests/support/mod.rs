@@ -59,10 +59,52 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Optio
     }
 }
 
-/// A child process killed (SIGKILL) and reaped on drop.
+/// A child process killed (SIGKILL) and reaped on drop. When it writes a log file, that log is
+/// printed only if the test fails (the guard is dropped while the test panics): passing tests
+/// stay quiet, a failing one shows what its peers said.
 pub struct ChildGuard {
     pub child: Child,
     pub name: String,
+    /// The file its stderr (and, for the daemon, stdout) goes to.
+    pub log: Option<PathBuf>,
+    /// Removes a log file of its own (peers without a test directory) on drop.
+    _own_log: Option<tempfile::TempPath>,
+}
+
+/// Lines of a log printed for a failing test (the rest stays in the file, which is kept).
+const LOG_TAIL_LINES: usize = 300;
+
+/// Prints (the end of) `path` for a failing test.
+pub fn dump_log(name: &str, path: &Path) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let skip = lines.len().saturating_sub(LOG_TAIL_LINES);
+    eprintln!(
+        "---- {name}: {} log lines{} ({}) ----",
+        lines.len(),
+        if skip > 0 {
+            format!(", the last {LOG_TAIL_LINES}")
+        } else {
+            String::new()
+        },
+        path.display()
+    );
+    for line in &lines[skip..] {
+        eprintln!("{line}");
+    }
+    eprintln!("---- end of {name} log ----");
+}
+
+/// A log file for a peer: `stderr` of `cmd` goes to a temporary file, removed on a pass.
+fn temp_log(name: &str, cmd: &mut Command) -> tempfile::TempPath {
+    let file = tempfile::Builder::new()
+        .prefix(&format!("{}-", name.replace(['/', ' '], "_")))
+        .suffix(".log")
+        .tempfile()
+        .expect("a temporary log file");
+    let (handle, path) = file.into_parts();
+    cmd.stderr(handle);
+    path
 }
 
 impl ChildGuard {
@@ -73,7 +115,18 @@ impl ChildGuard {
         ChildGuard {
             child,
             name: name.to_owned(),
+            log: None,
+            _own_log: None,
         }
+    }
+
+    /// Spawn with stderr in a temporary log file, printed only if the test fails.
+    pub fn spawn_quiet(name: &str, cmd: &mut Command) -> Self {
+        let path = temp_log(name, cmd);
+        let mut g = Self::spawn(name, cmd);
+        g.log = Some(path.to_path_buf());
+        g._own_log = Some(path);
+        g
     }
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
@@ -98,6 +151,15 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            if let Some(log) = &self.log {
+                dump_log(&self.name, log);
+                if let Some(own) = self._own_log.take() {
+                    // Keep the whole file for whoever debugs the failure.
+                    let _ = own.keep();
+                }
+            }
+        }
     }
 }
 
@@ -107,9 +169,8 @@ pub fn python_peer(script: &str, args: &[&str]) -> (ChildGuard, String) {
     let mut cmd = Command::new(python());
     cmd.arg(root().join("tests/peers").join(script))
         .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let mut guard = ChildGuard::spawn(script, &mut cmd);
+        .stdout(Stdio::piped());
+    let mut guard = ChildGuard::spawn_quiet(script, &mut cmd);
     let stdout = guard.child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -535,16 +596,29 @@ pub fn cabinetd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_cabinetd"))
 }
 
-/// A running daemon with its own state directory and config file.
+/// A running daemon with its own state directory and config file. Its log goes to
+/// `dir/daemon.log`, printed only when the test fails (then `dir` is kept, too).
 pub struct Daemon {
     pub proc: ChildGuard,
     pub http: String,
     pub config: PathBuf,
     pub dir: tempfile::TempDir,
-    /// Where stderr (the log) goes; `None` = inherited (shown with the test's output).
+    /// Where stdout and stderr (the log) go, across restarts.
     pub log: Option<PathBuf>,
     /// Extra arguments of `cabinetd run`.
     pub args: Vec<String>,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dir.disable_cleanup(true);
+            eprintln!(
+                "---- cabinetd state and config kept in {} ----",
+                self.dir.path().display()
+            );
+        }
+    }
 }
 
 /// The base config every test daemon shares: cabinet `test-cab`, storage and HTTP in `dir`.
@@ -609,19 +683,20 @@ impl Daemon {
         let config = dir.path().join("cabinetd.toml");
         let base = edit(base_config(dir.path(), broker_port, http_port));
         std::fs::write(&config, format!("{base}\n{extra}")).unwrap();
+        let log = dir.path().join("daemon.log");
         let mut d = Daemon {
-            proc: Self::spawn(&config, env, None, &[]),
+            proc: Self::spawn(&config, env, Some(&log), &[]),
             http: format!("127.0.0.1:{http_port}"),
             config,
             dir,
-            log: None,
+            log: Some(log),
             args: Vec::new(),
         };
         d.wait_ready();
         d
     }
 
-    /// Start with the log captured in `dir/daemon.log` and extra `run` arguments.
+    /// Start with extra `run` arguments.
     pub fn start_logged(broker_port: u16, extra: &str, args: &[&str]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let http_port = free_port();
@@ -663,25 +738,26 @@ impl Daemon {
         args: &[String],
     ) -> ChildGuard {
         let mut cmd = Command::new(cabinetd_bin());
-        cmd.arg("run")
-            .arg("--config")
-            .arg(config)
-            .args(args)
-            .stdout(Stdio::null());
+        cmd.arg("run").arg("--config").arg(config).args(args);
         match log {
-            Some(path) => cmd.stderr(
-                std::fs::OpenOptions::new()
+            Some(path) => {
+                let file = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)
-                    .unwrap(),
-            ),
-            None => cmd.stderr(Stdio::inherit()),
-        };
+                    .unwrap();
+                cmd.stdout(file.try_clone().unwrap()).stderr(file);
+            }
+            None => {
+                cmd.stdout(Stdio::null());
+            }
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
-        ChildGuard::spawn("cabinetd", &mut cmd)
+        let mut guard = ChildGuard::spawn("cabinetd", &mut cmd);
+        guard.log = log.map(Path::to_path_buf);
+        guard
     }
 
     /// Start again on the same state directory and config (after a kill or stop).
@@ -813,9 +889,8 @@ impl AtxEmulator {
         cmd.arg(root().join("tests/peers/atx_hat_emulator.py"))
             .args(args)
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = ChildGuard::spawn("atx_hat_emulator.py", &mut cmd);
+            .stdout(Stdio::piped());
+        let mut child = ChildGuard::spawn_quiet("atx_hat_emulator.py", &mut cmd);
         let stdin = child.child.stdin.take().expect("piped stdin");
         let stdout = child.child.stdout.take().expect("piped stdout");
         let (tx, lines) = std::sync::mpsc::channel();
