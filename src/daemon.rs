@@ -16,6 +16,7 @@
 //! second stop signal skips to the final flush. [`Signal::Reload`] re-reads the files
 //! (`reconfigure`).
 
+pub mod confirm;
 mod reconfigure;
 
 use std::path::PathBuf;
@@ -28,8 +29,11 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::AuditLog;
+use crate::auth::TopicKind;
 use crate::command::exec::Commands;
-use crate::config::{desired, Config};
+use crate::command::Ledger;
+use crate::config::Config;
 use crate::equipment::{self, Rack};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
@@ -38,7 +42,7 @@ use crate::record::RecordBody;
 use crate::recorder::Recorder;
 use crate::status::Live;
 use crate::tasks::NamedTasks;
-use crate::uplink::{Uplink, UplinkParams};
+use crate::uplink::{Incoming, Uplink, UplinkParams};
 use crate::{http, lighting, watchdog};
 
 /// Good readings shared with the energy accountant before it is counted as lagging.
@@ -71,6 +75,9 @@ pub struct Daemon {
     background: NamedTasks,
     notifier: Arc<Notifier>,
     main_beats: Arc<AtomicU64>,
+    audit: AuditLog,
+    /// The confirmation window of the last desired configuration applied, while open.
+    probation: Option<confirm::Probation>,
 }
 
 impl Daemon {
@@ -81,7 +88,7 @@ impl Daemon {
         cfg: Config,
         notifier: Notifier,
     ) -> anyhow::Result<Daemon> {
-        let cfg = desired::restore(&files, cfg);
+        let (cfg, on_probation) = reconfigure::restore(&files, cfg);
         let boot_id = uuid::Uuid::new_v4().to_string();
         let metrics = Metrics::new(env!("CARGO_PKG_VERSION"));
         metrics
@@ -91,6 +98,9 @@ impl Daemon {
         let opts = OutboxOptions::from_config(&cfg.storage, &cfg.uplink);
         let (outbox, recovery) = Outbox::open(&cfg.storage.path, opts, metrics.clone())
             .with_context(|| format!("cannot open the outbox in {}", cfg.storage.path.display()))?;
+        // Before the uplink delivers the first command: the ids seen by earlier runs.
+        let (ledger, opened) = Ledger::open(&cfg.storage.path, std::time::SystemTime::now())
+            .context("cannot open the command-id window")?;
         let listener = http::bind(cfg.http.listen)
             .await
             .with_context(|| format!("cannot listen on http.listen = {}", cfg.http.listen))?;
@@ -112,14 +122,18 @@ impl Daemon {
         let mut rack = Rack::new(ctx, root.child_token());
         rack.start(&cfg).await.context("equipment did not start")?;
         let (running, running_rx) = watch::channel(Arc::new(cfg.clone()));
-        let live = Arc::new(Live::new(
-            &boot_id,
-            metrics.clone(),
-            outbox.clone(),
-            uplink.handle.clone(),
-            rack.board(),
-            running_rx.clone(),
-        ));
+        let audit = AuditLog::default();
+        let live = Arc::new(
+            Live::new(
+                &boot_id,
+                metrics.clone(),
+                outbox.clone(),
+                uplink.handle.clone(),
+                rack.board(),
+                running_rx.clone(),
+            )
+            .with_audit(audit.clone()),
+        );
 
         let notifier = Arc::new(notifier);
         let main_beats = Arc::new(AtomicU64::new(0));
@@ -150,8 +164,9 @@ impl Daemon {
         live.set_ready(true);
         let _ = notifier.notify(&format!("READY=1\nSTATUS={}", crate::status::summary(&cfg)));
         tracing::info!(cabinet = %cfg.cabinet.id, boot_id = %boot_id, config_version = %cfg.version, "cabinetd running");
-        let commands = Commands::new(records.clone(), metrics);
-        Ok(Daemon {
+        let mut commands = Commands::new(records.clone(), metrics, ledger, audit.clone());
+        commands.recover(&opened).await;
+        let mut daemon = Daemon {
             files,
             cfg,
             running,
@@ -165,12 +180,29 @@ impl Daemon {
             background,
             notifier,
             main_beats,
-        })
+            audit,
+            probation: None,
+        };
+        if on_probation {
+            // Restarted within the window: nothing is known of the state before the change;
+            // the uplink must come back (`confirm`).
+            let version = daemon.cfg.version.clone();
+            let state =
+                crate::config::desired::load_state(&daemon.cfg.storage.path).unwrap_or_default();
+            let baseline = confirm::Baseline {
+                uplink_up: true,
+                ..Default::default()
+            };
+            daemon.open_window(&version, baseline, state);
+        }
+        Ok(daemon)
     }
 
     /// Runs until [`Signal::Stop`] (or the uplink ends), then stops (see the module docs).
     pub async fn run(mut self, mut signals: mpsc::Receiver<Signal>) -> anyhow::Result<()> {
         let mut idle = tokio::time::interval(Duration::from_secs(1));
+        let every = crate::uplink::tls::RELOAD_EVERY;
+        let mut tls = tokio::time::interval_at(Instant::now() + every, every);
         loop {
             self.main_beats.fetch_add(1, Ordering::Relaxed);
             tokio::select! {
@@ -179,13 +211,12 @@ impl Daemon {
                     Some(Signal::Stop) | None => break,
                 },
                 msg = self.uplink.incoming.recv() => match msg {
-                    Some(msg) if msg.topic.ends_with("/config/desired") => self.on_desired(&msg.payload).await,
-                    Some(msg) if msg.topic.ends_with("/cmd") => self.commands.on_message(&msg.payload, self.rack.controls()).await,
-                    Some(_) => {}
+                    Some(msg) => self.on_incoming(msg).await,
                     None => { tracing::error!("uplink task ended unexpectedly"); break; }
                 },
                 (action, result) = self.commands.next() => self.commands.finish(action, result).await,
-                _ = idle.tick() => {}
+                _ = idle.tick() => if self.probation.is_some() { self.check_window().await },
+                _ = tls.tick() => self.reload_tls("periodic"),
             }
         }
         let _ = self.notifier.notify("STOPPING=1");
@@ -214,6 +245,25 @@ impl Daemon {
         }
         tracing::info!(took = ?start.elapsed(), "stopped");
         Ok(())
+    }
+
+    /// A message of `P/C/cmd`, `P/all/cmd` or `P/C/config/desired`: each is verified first
+    /// (`auth::accept`, in the command front and in `on_desired`).
+    async fn on_incoming(&mut self, msg: Incoming) {
+        let kind = TopicKind::of_topic(
+            &msg.topic,
+            &self.cfg.uplink.topic_prefix,
+            &self.cfg.cabinet.id,
+        );
+        match kind {
+            Some(TopicKind::Desired) => self.on_desired(&msg.payload).await,
+            Some(kind) => {
+                self.commands
+                    .on_message(kind, &msg.payload, &self.cfg, self.rack.controls())
+                    .await
+            }
+            None => tracing::debug!(topic = %msg.topic, "message on an unexpected topic ignored"),
+        }
     }
 
     /// The orderly stop, each phase bounded by its share of the deadline.
