@@ -78,6 +78,9 @@ pub struct Daemon {
     audit: AuditLog,
     /// The confirmation window of the last desired configuration applied, while open.
     probation: Option<confirm::Probation>,
+    /// Uplink sessions established before the broker list last changed (the window then needs
+    /// a newer session).
+    sessions_before: Option<u64>,
 }
 
 impl Daemon {
@@ -182,6 +185,7 @@ impl Daemon {
             main_beats,
             audit,
             probation: None,
+            sessions_before: None,
         };
         if on_probation {
             // Restarted within the window: nothing is known of the state before the change;

@@ -162,12 +162,18 @@ impl Default for SafetyConfig {
 
 impl Config {
     /// The first section whose change needs a restart: the store, the uplink session, the HTTP
-    /// socket and the cabinet's identity are not swapped while running.
+    /// socket and the cabinet's identity are not swapped while running. The broker list
+    /// (`uplink.broker`) is the exception: the uplink switches to a new list at once (and a
+    /// desired configuration pointing at an unreachable broker is rolled back).
     pub fn restart_section(&self, new: &Config) -> Option<&'static str> {
+        let session = |u: &UplinkConfig| UplinkConfig {
+            brokers: Vec::new(),
+            ..u.clone()
+        };
         [
             ("cabinet", self.cabinet != new.cabinet),
             ("storage", self.storage != new.storage),
-            ("uplink", self.uplink != new.uplink),
+            ("uplink", session(&self.uplink) != session(&new.uplink)),
             ("http", self.http != new.http),
         ]
         .into_iter()

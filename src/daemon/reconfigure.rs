@@ -291,8 +291,13 @@ impl Daemon {
 
     fn observe(&self) -> Observation {
         let st = self.uplink.handle.status();
+        let brokers: Vec<String> = self.cfg.uplink.brokers.iter().map(|b| b.url()).collect();
+        // After a change of brokers: a session with one of the new ones, begun since.
+        let uplink_up = st.connected
+            && st.broker.as_ref().is_some_and(|b| brokers.contains(b))
+            && self.sessions_before.is_none_or(|n| st.sessions > n);
         Observation {
-            uplink_up: st.connected,
+            uplink_up,
             uplink_error: st.last_error,
             devices: self
                 .rack
@@ -315,6 +320,7 @@ impl Daemon {
             Verdict::Healthy => {
                 let version = p.version().to_owned();
                 self.probation = None;
+                self.sessions_before = None;
                 tracing::info!(%version, "desired configuration confirmed");
                 self.audit_desired(&version, None, "confirmed", "");
                 match desired::load_state(&self.cfg.storage.path) {
@@ -327,6 +333,7 @@ impl Daemon {
             Verdict::Unhealthy(why) => {
                 let version = p.version().to_owned();
                 self.probation = None;
+                self.sessions_before = None;
                 self.roll_back(&version, why).await;
             }
         }
@@ -367,6 +374,7 @@ impl Daemon {
                 false
             }
         };
+        self.sessions_before = None;
         if restored {
             let back = state.rolled_back(&reason, SystemTime::now());
             if let Err(e) = desired::store_state(&self.cfg.storage.path, &back) {
@@ -425,6 +433,12 @@ impl Daemon {
         match self.rack.reload(&self.cfg, &new).await {
             Ok(()) => {
                 tracing::info!(config_version = %new.version, "configuration applied");
+                if new.uplink.brokers != self.cfg.uplink.brokers {
+                    // The session restarts on the new list; the confirmation window needs a
+                    // session established after this moment.
+                    self.sessions_before = Some(self.uplink.handle.status().sessions);
+                    self.uplink.handle.set_brokers(new.uplink.brokers.clone());
+                }
                 self.uplink.handle.set_config_version(&new.version);
                 self.running.send_replace(Arc::new(new.clone()));
                 self.cfg = new;

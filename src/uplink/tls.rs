@@ -138,6 +138,8 @@ pub struct TlsSlot {
     files: TlsFiles,
     current: Mutex<Option<TlsMaterial>>,
     expiry: prometheus::Gauge,
+    /// Bumped by every successful load: wakes a poll task waiting for usable TLS.
+    loads: tokio::sync::watch::Sender<u64>,
 }
 
 impl TlsSlot {
@@ -149,6 +151,7 @@ impl TlsSlot {
             files,
             current: Mutex::new(None),
             expiry,
+            loads: tokio::sync::watch::channel(0).0,
         });
         let err = slot.reload().err();
         (slot, err)
@@ -179,7 +182,13 @@ impl TlsSlot {
             }
         }
         *self.lock() = Some(material);
+        self.loads.send_modify(|n| *n += 1);
         Ok(not_after)
+    }
+
+    /// Changes with every successful load.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.loads.subscribe()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<TlsMaterial>> {
