@@ -128,6 +128,42 @@ pub fn python_peer(script: &str, args: &[&str]) -> (ChildGuard, String) {
     (guard, ready)
 }
 
+/// Like [`python_peer`], but every later stdout line is kept (e.g. the Modbus peer's `WRITE …`
+/// lines: proof from the device's side that a write arrived).
+pub fn python_peer_recorded(
+    script: &str,
+    args: &[&str],
+) -> (ChildGuard, String, Arc<Mutex<Vec<String>>>) {
+    let mut cmd = Command::new(python());
+    cmd.arg(root().join("tests/peers").join(script))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let mut guard = ChildGuard::spawn(script, &mut cmd);
+    let stdout = guard.child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let kept = lines.clone();
+    std::thread::spawn(move || {
+        let mut ready = Some(tx);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            match (line.strip_prefix("READY"), ready.take()) {
+                (Some(rest), Some(tx)) => {
+                    let _ = tx.send(rest.trim().to_owned());
+                }
+                (_, r) => {
+                    ready = r;
+                    kept.lock().unwrap().push(line);
+                }
+            }
+        }
+    });
+    let ready = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("{script} did not print READY within 30 s"));
+    (guard, ready, lines)
+}
+
 /// Runs `openssl ARGS` in `dir` (test certificates); fails the test on error.
 pub fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
