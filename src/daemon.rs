@@ -98,12 +98,13 @@ impl Daemon {
             .outbox_budget_bytes
             .set(i64::try_from(cfg.storage.max_bytes).unwrap_or(i64::MAX));
         let root = CancellationToken::new();
+        // First of the state files (a missing window among other state means it was lost), and
+        // before the uplink delivers the first command: the ids seen by earlier runs.
+        let (ledger, opened) = Ledger::open(&cfg.storage.path, std::time::SystemTime::now())
+            .context("cannot open the command-id window")?;
         let opts = OutboxOptions::from_config(&cfg.storage, &cfg.uplink);
         let (outbox, recovery) = Outbox::open(&cfg.storage.path, opts, metrics.clone())
             .with_context(|| format!("cannot open the outbox in {}", cfg.storage.path.display()))?;
-        // Before the uplink delivers the first command: the ids seen by earlier runs.
-        let (ledger, opened) = Ledger::open(&cfg.storage.path, std::time::SystemTime::now())
-            .context("cannot open the command-id window")?;
         let listener = http::bind(cfg.http.listen)
             .await
             .with_context(|| format!("cannot listen on http.listen = {}", cfg.http.listen))?;

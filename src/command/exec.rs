@@ -248,10 +248,9 @@ impl Commands {
         self.exec.next().await
     }
 
-    /// Records a final result: ledger, metrics, log, audit, record.
+    /// Records a final result: ledger, metrics, audit (which logs it), record.
     pub async fn finish(&mut self, action: &'static str, r: CommandResult) {
         self.gauge();
-        tracing::info!(id = %r.id, status = r.status.as_str(), reason = %r.reason, "command result");
         self.count(action, r.status);
         if let Err(e) = self.ledger.finish(&r) {
             tracing::error!(error = %e, id = %r.id, "command result not recorded in the id window");
@@ -269,6 +268,8 @@ impl Commands {
                 ),
                 true,
             );
+        } else {
+            tracing::info!(id = %r.id, status = r.status.as_str(), reason = %r.reason, "command result");
         }
         self.publish(r).await;
     }

@@ -253,7 +253,6 @@ impl Commands {
         doc: Option<&Value>,
         now: SystemTime,
     ) {
-        tracing::warn!(id = ?rej.id, reason = %rej.reason, "command rejected");
         let action = label(Some(rej.action.as_str()));
         let raw_action = doc.and_then(|d| d.get("action")).and_then(Value::as_str);
         let origin = Origin {
