@@ -309,3 +309,105 @@ impl Commands {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::audit::AuditLog;
+    use crate::auth::key::SigningKey;
+    use crate::command::Ledger;
+    use crate::config::{load_sources, Source};
+    use crate::metrics::Metrics;
+    use crate::record::RecordBody;
+
+    fn config(key: &SigningKey) -> Config {
+        let text = format!(
+            "[cabinet]\nid = \"c-1\"\nlatitude = 47.3\nlongitude = 5.0\n[storage]\npath = \"/tmp/x\"\n[uplink]\nbroker = \"mqtt://127.0.0.1:1883\"\n[security]\n[[security.trusted_key]]\nkid = \"ops\"\npublic_key = \"{}\"\nactions = [\"light.*\"]\n",
+            key.public_key_b64()
+        );
+        load_sources(&[Source {
+            name: "c.toml".into(),
+            text,
+        }])
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn token(key: &SigningKey, id: &str, issued: SystemTime) -> Vec<u8> {
+        let doc = format!(r#"{{"id":"{id}","action":"light.release","args":{{"target":"all"}}}}"#);
+        crate::ops::sign_document(
+            doc.as_bytes(),
+            key,
+            "ops",
+            Some("c-1"),
+            Some(Duration::from_secs(600)),
+            issued,
+        )
+        .unwrap()
+        .into_bytes()
+    }
+
+    fn commands(ledger: Ledger) -> (Commands, mpsc::Receiver<RecordBody>, Metrics) {
+        let (tx, rx) = mpsc::channel(64);
+        let metrics = Metrics::new("test");
+        let c = Commands::new(tx, metrics.clone(), ledger, AuditLog::default());
+        (c, rx, metrics)
+    }
+
+    fn replayed(m: &Metrics) -> u64 {
+        m.auth_rejected_total.with_label_values(&["replayed"]).get()
+    }
+
+    /// A forged message naming an id must not occupy it: the real command with that id still
+    /// runs (SPEC: a result only when the signature was valid).
+    #[tokio::test]
+    async fn a_forgery_never_occupies_an_id_and_a_replay_never_runs() {
+        let key = SigningKey::generate().unwrap();
+        let cfg = config(&key);
+        let (mut c, mut rx, m) = commands(Ledger::memory());
+        let now = SystemTime::now();
+        let forged = token(&SigningKey::generate().unwrap(), "x", now);
+        assert!(c.accept(TopicKind::Cabinet, &forged, &cfg).await.is_none());
+        assert!(!c.ledger.contains("x"));
+        assert!(matches!(rx.try_recv(), Ok(RecordBody::Event(e)) if e.kind == "auth_rejected"));
+        let real = token(&key, "x", now);
+        let cmd = c.accept(TopicKind::Cabinet, &real, &cfg).await.unwrap();
+        assert_eq!(cmd.id, "x");
+        assert!(c.ledger.contains("x"));
+        // Still running: ignored; finished: its result again, counted as replayed.
+        assert!(c.accept(TopicKind::Cabinet, &real, &cfg).await.is_none());
+        c.finish("light.release", result("x", CommandStatus::Succeeded, ""))
+            .await;
+        let _ = rx.try_recv();
+        assert!(c.accept(TopicKind::All, &real, &cfg).await.is_none());
+        assert!(
+            matches!(rx.try_recv(), Ok(RecordBody::Result(r)) if r.status == CommandStatus::Succeeded)
+        );
+        assert_eq!(replayed(&m), 2);
+    }
+
+    /// After the window was lost, a signed command issued before the loss may have run: refused
+    /// unless remembered; one issued after runs.
+    #[tokio::test]
+    async fn after_a_lost_window_older_commands_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("outbox-marks"), "x").unwrap();
+        let (ledger, opened) = Ledger::open(dir.path(), SystemTime::now()).unwrap();
+        assert!(opened.recovered.is_some());
+        let key = SigningKey::generate().unwrap();
+        let cfg = config(&key);
+        let (mut c, mut rx, _) = commands(ledger);
+        let old = token(&key, "old", SystemTime::now() - Duration::from_secs(60));
+        assert!(c.accept(TopicKind::Cabinet, &old, &cfg).await.is_none());
+        let Ok(RecordBody::Result(r)) = rx.try_recv() else {
+            panic!("no result")
+        };
+        assert_eq!((r.id.as_str(), r.status), ("old", CommandStatus::Rejected));
+        assert!(r.reason.contains("window was lost"), "{}", r.reason);
+        let new = token(&key, "new", SystemTime::now() + Duration::from_secs(1));
+        assert!(c.accept(TopicKind::Cabinet, &new, &cfg).await.is_some());
+    }
+}

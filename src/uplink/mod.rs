@@ -344,7 +344,12 @@ pub fn start(
     // The poll task points the event loop at a usable broker before the first attempt.
     let options = builder.build(0);
     // Channel sized so `try_publish` only fails if rumqttc stopped reading (window full).
-    let (client, eventloop) = AsyncClient::new(options, usize::from(window) + 8);
+    let (client, mut eventloop) = AsyncClient::new(options, usize::from(window) + 8);
+    // No Nagle: a command's result (one small publish) must not wait for the ACK of the
+    // previous segment (~40 ms with delayed ACKs); batches are full messages anyway.
+    let mut net = rumqttc::NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    eventloop.set_network_options(net);
     let (ev_tx, ev_rx) = mpsc::channel(256);
     // Cancelled once the driver has sent DISCONNECT: the poll task then ends instead of
     // reconnecting.
