@@ -189,11 +189,14 @@ impl AuthGate {
     }
 
     /// A signed command whose id was seen before: `auth_rejected_total{reason="replayed"}`.
-    pub fn replayed(&self) {
+    /// Returns whether to log it (the same throttle: a captured command replayed in a loop is
+    /// counted, not logged line by line).
+    pub fn replayed(&mut self) -> bool {
         self.metrics
             .auth_rejected_total
             .with_label_values(&["replayed"])
             .inc();
+        self.throttle.admit(Instant::now()).is_some()
     }
 }
 

@@ -164,7 +164,6 @@ impl Commands {
                     "seen before; its first result ({}) is published again",
                     prev.status.as_str()
                 );
-                tracing::info!(id = %cmd.id, "command seen before; publishing its result again");
                 self.replay(&origin, &cmd.id, kid.is_some(), &reason);
                 self.publish(prev).await;
                 None
@@ -288,13 +287,15 @@ impl Commands {
     }
 
     fn replay(&mut self, origin: &Origin, id: &str, signed: bool, reason: &str) {
-        if signed {
-            self.gate.replayed();
-        }
-        self.audit_origin(origin, id, "replayed", reason);
+        let log = !signed || self.gate.replayed();
+        self.audit_logged(origin, id, "replayed", reason, log);
     }
 
     fn audit_origin(&self, o: &Origin, id: &str, result: &'static str, reason: &str) {
+        self.audit_logged(o, id, result, reason, true);
+    }
+
+    fn audit_logged(&self, o: &Origin, id: &str, result: &'static str, reason: &str, log: bool) {
         self.audit.record(
             AuditEntry::new(
                 o.via,
@@ -305,7 +306,7 @@ impl Commands {
                 result,
                 reason,
             ),
-            true,
+            log,
         );
     }
 }

@@ -154,7 +154,10 @@ impl Daemon {
             Err(r) => return self.desired_refused(&r).await,
         };
         let kid = accepted.kid().map(str::to_owned);
-        let stored = desired::load_state(&self.cfg.storage.path).unwrap_or_default();
+        let stored = desired::load_state(&self.cfg.storage.path).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "stored desired configuration state unreadable; starting it afresh");
+            Stored::default()
+        });
         let (version, outcome) = match Desired::from_message(accepted.payload()) {
             Err((version, reason)) => (version, Err(vec![reason])),
             Ok(doc) if doc.version == self.cfg.version => (doc.version, Ok(())),

@@ -104,27 +104,7 @@ impl Drop for ChildGuard {
 /// Start a Python peer script from `tests/peers/` and wait for its `READY <arg>` line; returns the
 /// guard and what followed READY (a port, a pty path…). Its further stdout is discarded.
 pub fn python_peer(script: &str, args: &[&str]) -> (ChildGuard, String) {
-    let mut cmd = Command::new(python());
-    cmd.arg(root().join("tests/peers").join(script))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let mut guard = ChildGuard::spawn(script, &mut cmd);
-    let stdout = guard.child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        for line in lines.by_ref().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix("READY") {
-                let _ = tx.send(rest.trim().to_owned());
-                break;
-            }
-        }
-        for _ in lines {}
-    });
-    let ready = rx
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("{script} did not print READY within 30 s"));
+    let (guard, ready, _) = spawn_peer(script, args, false);
     (guard, ready)
 }
 
@@ -133,6 +113,14 @@ pub fn python_peer(script: &str, args: &[&str]) -> (ChildGuard, String) {
 pub fn python_peer_recorded(
     script: &str,
     args: &[&str],
+) -> (ChildGuard, String, Arc<Mutex<Vec<String>>>) {
+    spawn_peer(script, args, true)
+}
+
+fn spawn_peer(
+    script: &str,
+    args: &[&str],
+    keep: bool,
 ) -> (ChildGuard, String, Arc<Mutex<Vec<String>>>) {
     let mut cmd = Command::new(python());
     cmd.arg(root().join("tests/peers").join(script))
@@ -153,7 +141,9 @@ pub fn python_peer_recorded(
                 }
                 (_, r) => {
                     ready = r;
-                    kept.lock().unwrap().push(line);
+                    if keep {
+                        kept.lock().unwrap().push(line);
+                    }
                 }
             }
         }
