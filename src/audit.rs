@@ -183,7 +183,7 @@ impl AuthGate {
             suppressed,
             "refused: {r}"
         );
-        let ev = Event::auth_rejected(r, via, suppressed);
+        let ev = auth_rejected_event(r, via, suppressed);
         let _ = self.records.send(RecordBody::Event(ev)).await;
         true
     }
@@ -198,6 +198,22 @@ impl AuthGate {
             .inc();
         self.throttle.admit(Instant::now()).is_some()
     }
+}
+
+/// The `auth_rejected` event (major; SPEC §3): data `{kid, reason, id, via, suppressed}`, never
+/// the payload. `suppressed`: refusals since the previous event that were counted only. (Built
+/// here, its one place, so `record` stays free of `auth`.)
+pub fn auth_rejected_event(r: &Rejected, via: &str, suppressed: u64) -> Event {
+    let mut data = r.event_data();
+    data["via"] = serde_json::json!(via);
+    data["suppressed"] = serde_json::json!(suppressed);
+    Event::new(
+        crate::event::EventKind::AuthRejected,
+        crate::record::Severity::Major,
+        crate::record::DAEMON_SOURCE,
+        format!("message on {via} refused ({}): {r}", r.reason()),
+        data,
+    )
 }
 
 #[cfg(test)]

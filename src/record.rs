@@ -242,22 +242,6 @@ impl Event {
         )
     }
 
-    /// `auth_rejected` (major): a command or desired configuration received on `via` failed
-    /// the signature checks (SPEC §3; data `{kid, reason, id, via, suppressed}` — never the
-    /// payload). `suppressed`: refusals since the previous event that were counted only.
-    pub fn auth_rejected(r: &crate::auth::Rejected, via: &str, suppressed: u64) -> Event {
-        let mut data = r.event_data();
-        data["via"] = json!(via);
-        data["suppressed"] = json!(suppressed);
-        Event::new(
-            EventKind::AuthRejected,
-            Severity::Major,
-            DAEMON_SOURCE,
-            format!("message on {via} refused ({}): {r}", r.reason()),
-            data,
-        )
-    }
-
     /// `dali_config_error` (minor): gear `source` (`BUS/ADDR`) refused its configuration.
     pub fn dali_config_error(source: &str, bus: &str, address: u8, error: &str) -> Event {
         Event::new(
