@@ -16,6 +16,7 @@
 //! second stop signal skips to the final flush. [`Signal::Reload`] re-reads the files
 //! (`reconfigure`).
 
+pub mod confirm;
 mod reconfigure;
 
 use std::path::PathBuf;
@@ -28,8 +29,11 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::AuditLog;
+use crate::auth::TopicKind;
 use crate::command::exec::Commands;
-use crate::config::{desired, Config};
+use crate::command::Ledger;
+use crate::config::Config;
 use crate::equipment::{self, Rack};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
@@ -38,7 +42,7 @@ use crate::record::RecordBody;
 use crate::recorder::Recorder;
 use crate::status::Live;
 use crate::tasks::NamedTasks;
-use crate::uplink::{Uplink, UplinkParams};
+use crate::uplink::{Incoming, Uplink, UplinkParams};
 use crate::{http, lighting, watchdog};
 
 /// Good readings shared with the energy accountant before it is counted as lagging.
@@ -71,6 +75,12 @@ pub struct Daemon {
     background: NamedTasks,
     notifier: Arc<Notifier>,
     main_beats: Arc<AtomicU64>,
+    audit: AuditLog,
+    /// The confirmation window of the last desired configuration applied, while open.
+    probation: Option<confirm::Probation>,
+    /// Uplink sessions established before the broker list last changed (the window then needs
+    /// a newer session).
+    sessions_before: Option<u64>,
 }
 
 /// The labelled series the configuration names outside the equipment (whose entries create
@@ -93,7 +103,7 @@ impl Daemon {
         cfg: Config,
         notifier: Notifier,
     ) -> anyhow::Result<Daemon> {
-        let cfg = desired::restore(&files, cfg);
+        let (cfg, on_probation) = reconfigure::restore(&files, cfg);
         let boot_id = uuid::Uuid::new_v4().to_string();
         let metrics = Metrics::new(env!("CARGO_PKG_VERSION"));
         metrics
@@ -101,7 +111,17 @@ impl Daemon {
             .set(i64::try_from(cfg.storage.max_bytes).unwrap_or(i64::MAX));
         init_series(&metrics, &cfg);
         let root = CancellationToken::new();
-        let opts = OutboxOptions::from_config(&cfg.storage, &cfg.uplink);
+        // Before any state file of this run exists: did an earlier run leave state? (The outbox
+        // resumes its numbering above the wall clock when its store is gone but state remains.)
+        let earlier_run = crate::outbox::store::had_previous_state(&cfg.storage.path);
+        // First of the state files (a missing window among other state means it was lost), and
+        // before the uplink delivers the first command: the ids seen by earlier runs.
+        let (ledger, opened) = Ledger::open(&cfg.storage.path, std::time::SystemTime::now())
+            .context("cannot open the command-id window")?;
+        let opts = OutboxOptions {
+            earlier_run: Some(earlier_run),
+            ..OutboxOptions::from_config(&cfg.storage, &cfg.uplink)
+        };
         // sled runs on the outbox's own thread; opening may wait for its lock: off the workers.
         let (outbox, recovery) = {
             let (path, m) = (cfg.storage.path.clone(), metrics.clone());
@@ -132,14 +152,18 @@ impl Daemon {
         let mut rack = Rack::new(ctx, root.child_token());
         rack.start(&cfg).await.context("equipment did not start")?;
         let (running, running_rx) = watch::channel(Arc::new(cfg.clone()));
-        let live = Arc::new(Live::new(
-            &boot_id,
-            metrics.clone(),
-            outbox.clone(),
-            uplink.handle.clone(),
-            rack.board(),
-            running_rx.clone(),
-        ));
+        let audit = AuditLog::default();
+        let live = Arc::new(
+            Live::new(
+                &boot_id,
+                metrics.clone(),
+                outbox.clone(),
+                uplink.handle.clone(),
+                rack.board(),
+                running_rx.clone(),
+            )
+            .with_audit(audit.clone()),
+        );
 
         let notifier = Arc::new(notifier);
         let main_beats = Arc::new(AtomicU64::new(0));
@@ -170,8 +194,9 @@ impl Daemon {
         live.set_ready(true);
         let _ = notifier.notify(&format!("READY=1\nSTATUS={}", crate::status::summary(&cfg)));
         tracing::info!(cabinet = %cfg.cabinet.id, boot_id = %boot_id, config_version = %cfg.version, "cabinetd running");
-        let commands = Commands::new(records.clone(), metrics);
-        Ok(Daemon {
+        let mut commands = Commands::new(records.clone(), metrics, ledger, audit.clone());
+        commands.recover(&opened).await;
+        let mut daemon = Daemon {
             files,
             cfg,
             running,
@@ -185,7 +210,23 @@ impl Daemon {
             background,
             notifier,
             main_beats,
-        })
+            audit,
+            probation: None,
+            sessions_before: None,
+        };
+        if on_probation {
+            // Restarted within the window: nothing is known of the state before the change;
+            // the uplink must come back (`confirm`).
+            let version = daemon.cfg.version.clone();
+            let state =
+                crate::config::desired::load_state(&daemon.cfg.storage.path).unwrap_or_default();
+            let baseline = confirm::Baseline {
+                uplink_up: true,
+                ..Default::default()
+            };
+            daemon.open_window(&version, baseline, state);
+        }
+        Ok(daemon)
     }
 
     /// Runs until [`Signal::Stop`] (or the uplink ends), then stops (see the module docs).
@@ -193,6 +234,8 @@ impl Daemon {
         let mut idle = tokio::time::interval(Duration::from_secs(1));
         let mut outbox_fatal = self.recorder.outbox().fatal();
         let mut fatal = None;
+        let every = crate::uplink::tls::RELOAD_EVERY;
+        let mut tls = tokio::time::interval_at(Instant::now() + every, every);
         loop {
             self.main_beats.fetch_add(1, Ordering::Relaxed);
             tokio::select! {
@@ -208,13 +251,12 @@ impl Daemon {
                     Some(Signal::Stop) | None => break,
                 },
                 msg = self.uplink.incoming.recv() => match msg {
-                    Some(msg) if msg.topic.ends_with("/config/desired") => self.on_desired(&msg.payload).await,
-                    Some(msg) if msg.topic.ends_with("/cmd") => self.commands.on_message(&msg.payload, self.rack.controls()).await,
-                    Some(_) => {}
+                    Some(msg) => self.on_incoming(msg).await,
                     None => { tracing::error!("uplink task ended unexpectedly"); break; }
                 },
                 (action, result) = self.commands.next() => self.commands.finish(action, result).await,
-                _ = idle.tick() => {}
+                _ = idle.tick() => if self.probation.is_some() { self.check_window().await },
+                _ = tls.tick() => self.reload_tls("periodic"),
             }
         }
         let _ = self.notifier.notify("STOPPING=1");
@@ -249,6 +291,25 @@ impl Daemon {
             // Exit 1: systemd restarts the daemon, which opens the store afresh.
             Some(why) => anyhow::bail!("{why}"),
             None => Ok(()),
+        }
+    }
+
+    /// A message of `P/C/cmd`, `P/all/cmd` or `P/C/config/desired`: each is verified first
+    /// (`auth::accept`, in the command front and in `on_desired`).
+    async fn on_incoming(&mut self, msg: Incoming) {
+        let kind = TopicKind::of_topic(
+            &msg.topic,
+            &self.cfg.uplink.topic_prefix,
+            &self.cfg.cabinet.id,
+        );
+        match kind {
+            Some(TopicKind::Desired) => self.on_desired(&msg.payload).await,
+            Some(kind) => {
+                self.commands
+                    .on_message(kind, &msg.payload, &self.cfg, self.rack.controls())
+                    .await
+            }
+            None => tracing::debug!(topic = %msg.topic, "message on an unexpected topic ignored"),
         }
     }
 

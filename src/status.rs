@@ -6,7 +6,8 @@
 //! `outbox` (counts per stream, bytes, budget, oldest age, per-stream details), `brokers`,
 //! `devices` (one per equipment entry: `name`, `protocol`, `up` true/false/null, `health`,
 //! `points`, `last_poll`, `last_error`), `rules` (the autonomous rules in force: the lighting
-//! programme's steps), `last_reload` (the outcome of the last SIGHUP).
+//! programme's steps), `last_reload` (the outcome of the last SIGHUP), `audit` (the last 100
+//! commands and desired configurations and what became of them, oldest first: `crate::audit`).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,8 +17,9 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use crate::audit::AuditLog;
 use crate::config::Config;
-use crate::equipment::{Board, Health, ReloadError};
+use crate::equipment::{Board, Health};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, OutboxStats};
 use crate::record::format_ts;
@@ -35,6 +37,7 @@ pub struct Live {
     ready: AtomicBool,
     running: watch::Receiver<Arc<Config>>,
     last_reload: Mutex<Option<Value>>,
+    audit: AuditLog,
 }
 
 impl Live {
@@ -59,7 +62,14 @@ impl Live {
             ready: AtomicBool::new(false),
             running,
             last_reload: Mutex::new(None),
+            audit: AuditLog::default(),
         }
+    }
+
+    /// Shows `audit` (the last commands and desired configurations) in `/status`.
+    pub fn with_audit(mut self, audit: AuditLog) -> Live {
+        self.audit = audit;
+        self
     }
 
     /// `/readyz` answers 200 while true.
@@ -69,10 +79,10 @@ impl Live {
 
     /// Records the outcome of a reload from the files: the version running afterwards, or why
     /// the new configuration is not (fully) running.
-    pub fn set_last_reload(&self, outcome: Result<&str, &ReloadError>, running_version: &str) {
+    pub fn set_last_reload(&self, outcome: Result<&str, &[String]>, running_version: &str) {
         let (status, errors) = match outcome {
             Ok(_) => ("applied", Vec::new()),
-            Err(e) => ("rejected", e.messages()),
+            Err(e) => ("rejected", e.to_vec()),
         };
         *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(json!({
             "source": "files",
@@ -150,6 +160,7 @@ impl crate::http::Endpoint for Live {
             "devices": devices,
             "rules": rules(&cfg),
             "last_reload": self.last_reload.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            "audit": self.audit.snapshot(),
         })
     }
 }
@@ -289,8 +300,45 @@ pub fn render_status(doc: &Value, now: SystemTime) -> String {
     for r in rules {
         let _ = writeln!(out, "  {}", s(&r));
     }
+    render_audit(&mut out, doc);
     out
 }
+
+/// The last remote orders, newest last, one line each (`--json` shows all of `/status.audit`).
+fn render_audit(out: &mut String, doc: &Value) {
+    let Some(entries) = doc["audit"].as_array() else {
+        return;
+    };
+    let shown = entries.len().min(AUDIT_SHOWN);
+    let _ = writeln!(
+        out,
+        "audit    last {shown} of {} commands and desired configs",
+        entries.len()
+    );
+    for e in &entries[entries.len() - shown..] {
+        let field = |k: &str| e[k].as_str().unwrap_or("-");
+        let time = field("ts").get(11..).unwrap_or("-");
+        let mut line = format!(
+            "  {time} {:<14} {} {}",
+            field("via"),
+            field("id"),
+            field("action")
+        );
+        if let Some(t) = e["target"].as_str() {
+            line.push(' ');
+            line.push_str(t);
+        }
+        let kid = e["kid"].as_str().unwrap_or("(unsigned)");
+        let _ = write!(line, " by {kid}: {}", field("result"));
+        if let Some(r) = e["reason"].as_str().filter(|r| !r.is_empty()) {
+            let _ = write!(line, " — {r}");
+        }
+        let _ = writeln!(out, "{line}");
+    }
+}
+
+/// Audit lines `cabinetd status` prints.
+const AUDIT_SHOWN: usize = 10;
 
 #[cfg(test)]
 mod tests {
@@ -329,6 +377,29 @@ mod tests {
         assert!(text.contains("meter-main"));
         assert!(text.contains("DOWN"));
         assert!(text.contains("unsupervised"));
+    }
+
+    #[test]
+    fn the_last_audit_entries_print_one_line_each() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut d = doc(json!({"connected": true, "broker": "mqtt://127.0.0.1:1883"}));
+        let entry = |i: usize| {
+            json!({"ts": "2026-11-26T08:00:00.123Z", "via": "cmd", "id": format!("c{i}"),
+                "action": "point.write", "target": "panel/setpoint", "kid": "ops-2026",
+                "result": "succeeded", "reason": ""})
+        };
+        d["audit"] = Value::Array((0..15).map(entry).collect());
+        d["audit"][14]["kid"] = Value::Null;
+        d["audit"][14]["result"] = json!("auth_rejected");
+        d["audit"][14]["reason"] = json!("unsigned: unsigned message");
+        let text = render_status(&d, now);
+        assert!(
+            text.contains("audit    last 10 of 15 commands and desired configs"),
+            "{text}"
+        );
+        assert!(!text.contains(" c4 "), "{text}");
+        assert!(text.contains("  08:00:00.123Z cmd            c5 point.write panel/setpoint by ops-2026: succeeded\n"), "{text}");
+        assert!(text.contains("c14 point.write panel/setpoint by (unsigned): auth_rejected — unsigned: unsigned message"), "{text}");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Executing commands: [`Commands`] takes a payload from the uplink to exactly one result record.
 //!
-//! - Parse, then the [`Ledger`]: a running id is ignored, a finished id gets its first result
-//!   published again; an expired command is `expired`.
+//! - The front (`front.rs`, [`Commands::accept`]): the signature checks, parsing, then the
+//!   persisted id window ([`Ledger`]): a running id is ignored, a finished id gets its first
+//!   result published again; an expired command is `expired`. What it lets through is a new
+//!   [`Command`], handed to [`Commands::submit`].
 //! - What can be decided at once is (an unknown device, a camera in this build); the rest runs
 //!   as one task of a `JoinSet` ([`Executor`]), off the main loop: a DALI bus or a Modbus device
 //!   may take seconds. At most [`MAX_IN_FLIGHT`] commands run at once; a command beyond that is
@@ -20,10 +22,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 
-use super::{outcome, parse, result, Action, Command, CommandError, Ledger, Seen};
+use super::{outcome, result, Action, Command, CommandError, Ledger};
+use crate::audit::{AuditEntry, AuditLog, AuthGate};
 use crate::equipment::Controls;
 use crate::light::LightAction;
-use crate::metrics::{Metrics, SPEC_ACTIONS};
+use crate::metrics::Metrics;
 use crate::record::{CommandResult, CommandStatus, RecordBody};
 
 /// Commands executing at once, at most.
@@ -191,76 +194,56 @@ async fn write(
     }
 }
 
-/// Commands from the uplink to their results: parse, ledger, executor, records and metrics.
+/// Commands from the uplink to their results: the front (`front.rs`: verify, parse, the id
+/// window), the executor, records, metrics and the audit trail.
 pub struct Commands {
-    ledger: Ledger,
-    exec: Executor,
-    records: mpsc::Sender<RecordBody>,
-    metrics: Metrics,
+    pub(super) ledger: Ledger,
+    pub(super) exec: Executor,
+    pub(super) records: mpsc::Sender<RecordBody>,
+    pub(super) metrics: Metrics,
+    pub(super) gate: AuthGate,
+    pub(super) audit: AuditLog,
     /// Bounds the `command_rejected` events a flood of id-less junk can raise.
-    idless: crate::auth::RejectionThrottle,
+    pub(super) idless: crate::auth::RejectionThrottle,
+    /// Where each accepted command came from, until its result is recorded (for its audit
+    /// entry); at most one per command in flight or decided at once.
+    pub(super) origins: HashMap<String, Origin>,
+}
+
+/// Where an accepted command came from (its audit entry).
+#[derive(Debug, Clone)]
+pub(super) struct Origin {
+    pub(super) via: &'static str,
+    pub(super) kid: Option<String>,
+    pub(super) action: String,
+    pub(super) target: Option<String>,
 }
 
 impl Commands {
-    /// Results go to `records`; `cabinetd_commands_total` to `metrics`.
-    pub fn new(records: mpsc::Sender<RecordBody>, metrics: Metrics) -> Commands {
+    /// Results and `auth_rejected` events go to `records`; `ledger` is the persisted id window;
+    /// every outcome is kept in `audit`.
+    pub fn new(
+        records: mpsc::Sender<RecordBody>,
+        metrics: Metrics,
+        ledger: Ledger,
+        audit: AuditLog,
+    ) -> Commands {
         Commands {
-            ledger: Ledger::default(),
+            ledger,
             exec: Executor::new(MAX_IN_FLIGHT),
+            gate: AuthGate::new(metrics.clone(), records.clone()),
             records,
             metrics,
+            audit,
             idless: crate::auth::RejectionThrottle::default(),
+            origins: HashMap::new(),
         }
     }
 
-    /// A payload from `P/C/cmd` or `P/all/cmd`.
-    pub async fn on_message(&mut self, payload: &[u8], controls: &Controls) {
-        let cmd = match parse(payload) {
-            Ok(cmd) => cmd,
-            Err(rej) => {
-                tracing::warn!(id = ?rej.id, reason = %rej.reason, "command rejected");
-                // The label is bounded: an unknown action counts as `unknown`.
-                let action = SPEC_ACTIONS
-                    .into_iter()
-                    .find(|a| *a == rej.action)
-                    .unwrap_or("unknown");
-                if let Some(id) = rej.id {
-                    if let Seen::Done(prev) = self.ledger.begin(&id) {
-                        self.publish(prev).await;
-                        return;
-                    }
-                    let r = CommandError::Rejected(rej.reason).result(&id);
-                    self.finish(action, r).await;
-                } else {
-                    // No id, no result record: answer with an event (throttled; the metric
-                    // counts every one).
-                    self.count(action, CommandStatus::Rejected);
-                    if let Some(suppressed) = self.idless.admit(std::time::Instant::now()) {
-                        let event = super::rejected_event(&rej, suppressed);
-                        let _ = self.records.send(RecordBody::Event(event)).await;
-                    }
-                }
-                return;
-            }
-        };
-        match self.ledger.begin(&cmd.id) {
-            Seen::Running => return,
-            Seen::Done(prev) => {
-                tracing::info!(id = %cmd.id, "command seen before; publishing its result again");
-                self.publish(prev).await;
-                return;
-            }
-            Seen::New => {}
-        }
+    /// Executes an accepted, new command ([`Commands::accept`]); its result comes back through
+    /// [`Commands::next`], or at once when it can be decided at once.
+    pub async fn submit(&mut self, cmd: Command, controls: &Controls) {
         let action = cmd.action.name();
-        if cmd
-            .expires_at
-            .is_some_and(|t| t < std::time::SystemTime::now())
-        {
-            let e = CommandError::Expired("field `expires_at`: already past when received".into());
-            self.finish(action, e.result(&cmd.id)).await;
-            return;
-        }
         let submitted = self.exec.submit(cmd, controls);
         self.gauge();
         if let Err(r) = submitted {
@@ -273,17 +256,34 @@ impl Commands {
         self.exec.next().await
     }
 
-    /// Records a final result: ledger, metrics, log, record.
+    /// Records a final result: ledger, metrics, audit (which logs it), record.
     pub async fn finish(&mut self, action: &'static str, r: CommandResult) {
         self.gauge();
-        tracing::info!(id = %r.id, status = r.status.as_str(), reason = %r.reason, "command result");
         self.count(action, r.status);
-        self.ledger.finish(&r);
+        if let Err(e) = self.ledger.finish(&r) {
+            tracing::error!(error = %e, id = %r.id, "command result not recorded in the id window");
+        }
+        if let Some(o) = self.origins.remove(&r.id) {
+            self.audit.record(
+                AuditEntry::new(
+                    o.via,
+                    Some(&r.id),
+                    Some(&o.action),
+                    o.target.as_deref(),
+                    o.kid.as_deref(),
+                    r.status.as_str(),
+                    &r.reason,
+                ),
+                true,
+            );
+        } else {
+            tracing::info!(id = %r.id, status = r.status.as_str(), reason = %r.reason, "command result");
+        }
         self.publish(r).await;
     }
 
     /// At the stop: commands still running at `deadline` are aborted with a `failed` result;
-    /// every result is recorded.
+    /// every result is recorded, and the id window made durable.
     pub async fn stop(&mut self, deadline: Instant) {
         let n = self.exec.in_flight();
         if n > 0 {
@@ -292,6 +292,9 @@ impl Commands {
         for (action, r) in self.exec.stop(deadline).await {
             self.finish(action, r).await;
         }
+        if let Err(e) = self.ledger.sync() {
+            tracing::error!(error = %e, "command-id window not synced at the stop");
+        }
     }
 
     fn gauge(&self) {
@@ -299,14 +302,14 @@ impl Commands {
         self.metrics.commands_in_flight.set(n);
     }
 
-    fn count(&self, action: &str, status: CommandStatus) {
+    pub(super) fn count(&self, action: &str, status: CommandStatus) {
         self.metrics
             .commands_total
             .with_label_values(&[action, status.as_str()])
             .inc();
     }
 
-    async fn publish(&self, r: CommandResult) {
+    pub(super) async fn publish(&self, r: CommandResult) {
         let _ = self.records.send(RecordBody::Result(r)).await;
     }
 }
@@ -438,15 +441,25 @@ mod tests {
     async fn a_command_without_a_usable_id_raises_an_event() {
         let (tx, mut rx) = mpsc::channel(64);
         let metrics = Metrics::new("test");
-        let mut commands = Commands::new(tx, metrics.clone());
+        let mut commands = Commands::new(
+            tx,
+            metrics.clone(),
+            crate::command::Ledger::memory(),
+            crate::audit::AuditLog::default(),
+        );
         let controls = Controls::default();
+        let cfg = crate::config::load_sources(&[crate::config::Source {
+            name: "t.toml".into(),
+            text: "[cabinet]\nid = \"c-1\"\nlatitude = 47.3\nlongitude = 5.0\n[storage]\npath = \"/tmp/x\"\n[uplink]\nbroker = \"mqtt://127.0.0.1:1883\"\n[security]\nrequire_signed = false\n".into(),
+        }])
+        .unwrap();
+        let cabinet = crate::auth::TopicKind::Cabinet;
         for payload in [
             &br#"{"id":7,"action":"light.release","args":{"target":"all"}}"#[..],
             br#"{"action":"light.release","args":{"target":"all"}}"#,
             br#"{"id":"a","id":"b","action":"light.release"}"#,
-            b"not json",
         ] {
-            commands.on_message(payload, &controls).await;
+            commands.on_message(cabinet, payload, &cfg, &controls).await;
             match rx.try_recv() {
                 Ok(RecordBody::Event(e)) => {
                     assert_eq!(e.kind, crate::event::EventKind::CommandRejected);
@@ -460,6 +473,17 @@ mod tests {
                 other => panic!("{}: {other:?}", String::from_utf8_lossy(payload)),
             }
         }
+        // Not JSON at all is taken for a malformed signed message: the auth gate answers it.
+        commands
+            .on_message(cabinet, b"not json", &cfg, &controls)
+            .await;
+        match rx.try_recv() {
+            Ok(RecordBody::Event(e)) => {
+                assert_eq!(e.kind, crate::event::EventKind::AuthRejected);
+                assert_eq!(e.data["reason"], "malformed", "{}", e.data);
+            }
+            other => panic!("not json: {other:?}"),
+        }
         let m = metrics.render();
         assert!(
             m.contains(r#"cabinetd_commands_total{action="light.release",status="rejected"} 3"#),
@@ -467,7 +491,7 @@ mod tests {
         );
         // A flood is throttled: the metric counts all, the events stop at the burst.
         for _ in 0..100 {
-            commands.on_message(b"{}", &controls).await;
+            commands.on_message(cabinet, b"{}", &cfg, &controls).await;
         }
         let mut events = 0;
         while rx.try_recv().is_ok() {

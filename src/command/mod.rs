@@ -3,7 +3,7 @@
 //!
 //! Parsing is pure: a payload becomes either a [`Command`] to execute or a rejection whose reason
 //! names the offending field. Every command gets exactly one final result; an id seen before is not
-//! executed again — its earlier result is published again ([`Ledger`]). Execution is
+//! executed again — its earlier result is published again ([`Ledger`], persisted). Execution is
 //! [`exec`]'s: a bounded set of tasks, one per command in flight. Every way a command can end
 //! badly is a [`CommandError`], mapped to its [`CommandStatus`] in one place.
 //!
@@ -13,8 +13,11 @@
 //! get a result record: it raises a `command_rejected` event instead ([`rejected_event`]).
 
 pub mod exec;
+mod front;
+pub mod ledger;
 
-use std::collections::{HashMap, VecDeque};
+pub use front::via;
+
 use std::time::SystemTime;
 
 use serde_json::Value;
@@ -22,8 +25,8 @@ use serde_json::Value;
 use crate::light::{self, LightError, LightTarget};
 use crate::record::{CommandResult, CommandStatus};
 
-/// How many command ids the ledger remembers (a day of busy crisis traffic).
-pub const LEDGER_CAPACITY: usize = 4096;
+pub use ledger::Ledger;
+
 /// Longest command id (bytes): longer ones are rejected without being stored or echoed.
 pub const MAX_ID_BYTES: usize = crate::auth::MAX_ID_BYTES;
 
@@ -93,7 +96,7 @@ pub struct Command {
     pub id: String,
     /// What to do.
     pub action: Action,
-    /// Not to be executed after this instant.
+    /// Not to be executed after this instant (always `Some` from [`parse`]: SPEC requires it).
     pub expires_at: Option<SystemTime>,
 }
 
@@ -312,6 +315,14 @@ pub fn parse(payload: &[u8]) -> Result<Command, Rejection> {
         Some(_) => return Err(reject("field `args`: must be an object".into())),
     };
     let action = parse_action(&action_name, args).map_err(reject)?;
+    // Issue 13 item 1: the id window keeps an id until its expires_at; without one it could
+    // never forget it, or would have to forget it too early.
+    if expires_at.is_none() {
+        return Err(reject(
+            "field `expires_at`: missing (an RFC 3339 time after which the command must not run)"
+                .into(),
+        ));
+    }
     Ok(Command {
         id: id_str,
         action,
@@ -493,7 +504,7 @@ pub fn result(id: &str, status: CommandStatus, reason: impl Into<String>) -> Com
     }
 }
 
-/// What to do with a command id.
+/// What to do with a command id ([`Ledger::begin`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Seen {
     /// Never seen: execute it.
@@ -502,43 +513,6 @@ pub enum Seen {
     Running,
     /// Seen and finished: publish this earlier result again.
     Done(CommandResult),
-}
-
-/// Remembers the last [`LEDGER_CAPACITY`] command ids and their results.
-#[derive(Debug, Default)]
-pub struct Ledger {
-    entries: HashMap<String, Option<CommandResult>>,
-    order: VecDeque<String>,
-}
-
-impl Ledger {
-    /// Look an id up and, when new, mark it running.
-    pub fn begin(&mut self, id: &str) -> Seen {
-        match self.entries.get(id) {
-            Some(None) => Seen::Running,
-            Some(Some(r)) => Seen::Done(r.clone()),
-            None => {
-                if self.order.len() >= LEDGER_CAPACITY {
-                    if let Some(old) = self.order.pop_front() {
-                        self.entries.remove(&old);
-                    }
-                }
-                self.order.push_back(id.to_owned());
-                self.entries.insert(id.to_owned(), None);
-                Seen::New
-            }
-        }
-    }
-
-    /// Record the final result of an id.
-    pub fn finish(&mut self, result: &CommandResult) {
-        if let Some(slot) = self.entries.get_mut(&result.id) {
-            *slot = Some(result.clone());
-        } else {
-            self.order.push_back(result.id.clone());
-            self.entries.insert(result.id.clone(), Some(result.clone()));
-        }
-    }
 }
 
 #[cfg(test)]
@@ -651,6 +625,21 @@ mod tests {
         assert_eq!(r.reason, "field `id`: missing");
     }
 
+    /// Issue 13 item 1: a command without expires_at was accepted (and its id could then never
+    /// be forgotten safely).
+    #[test]
+    fn expires_at_is_required() {
+        let r =
+            parse(br#"{"id":"a","action":"light.release","args":{"target":"all"}}"#).unwrap_err();
+        assert_eq!(r.id.as_deref(), Some("a"));
+        assert!(
+            r.reason.starts_with("field `expires_at`: missing"),
+            "{}",
+            r.reason
+        );
+        assert!(parse(br#"{"id":"a","action":"light.release","args":{"target":"all"},"expires_at":"2030-01-01T00:00:00Z"}"#).is_ok());
+    }
+
     /// Issue 12: a 129-byte id was stored in the ledger and echoed in the result; an unknown
     /// action made a new `cabinetd_commands_total` label per name.
     #[test]
@@ -699,25 +688,5 @@ mod tests {
             CommandStatus::Expired
         );
         assert_eq!(outcome("c1", Ok(())).status, CommandStatus::Succeeded);
-    }
-
-    #[test]
-    fn ledger_executes_once_and_replays_the_result() {
-        let mut l = Ledger::default();
-        assert_eq!(l.begin("c1"), Seen::New);
-        assert_eq!(l.begin("c1"), Seen::Running);
-        let r = result("c1", CommandStatus::Succeeded, "");
-        l.finish(&r);
-        assert_eq!(l.begin("c1"), Seen::Done(r));
-    }
-
-    #[test]
-    fn ledger_forgets_oldest_beyond_capacity() {
-        let mut l = Ledger::default();
-        for i in 0..=LEDGER_CAPACITY {
-            assert_eq!(l.begin(&format!("c{i}")), Seen::New);
-        }
-        assert_eq!(l.begin("c0"), Seen::New);
-        assert_eq!(l.begin(&format!("c{LEDGER_CAPACITY}")), Seen::Running);
     }
 }

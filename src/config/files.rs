@@ -55,16 +55,36 @@ pub struct Identity {
     pub why: &'static str,
 }
 
+/// The supplementary groups of this process, from the `Groups:` line of `/proc/self/status`.
+///
+/// Not `getgroups(2)` through nix: nix sizes its buffer with `sysconf(_SC_NGROUPS_MAX)`, which
+/// glibc answers by reading `/proc/sys/kernel/ngroups_max` — outside the unit's
+/// `ProcSubset=pid`, so `run` under systemd would touch a path its sandbox hides
+/// (tests/ship/sandbox_check.sh flags it). `/proc/self` is inside the subset.
+fn supplementary_groups_of_this_process() -> Vec<u32> {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|status| parse_status_groups(&status))
+        .unwrap_or_default()
+}
+
+fn parse_status_groups(status: &str) -> Vec<u32> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Groups:"))
+        .map(|list| {
+            list.split_whitespace()
+                .filter_map(|g| g.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl Identity {
     /// The process's effective user and groups (what `run` can open).
     pub fn current() -> Identity {
         let uid = nix::unistd::geteuid();
         let gid = nix::unistd::getegid();
-        let mut groups: Vec<u32> = nix::unistd::getgroups()
-            .unwrap_or_default()
-            .into_iter()
-            .map(Gid::as_raw)
-            .collect();
+        let mut groups = supplementary_groups_of_this_process();
         groups.push(gid.as_raw());
         groups.sort_unstable();
         groups.dedup();
@@ -583,6 +603,14 @@ mod tests {
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
         let m = std::fs::metadata(&f).unwrap();
         (dir, m)
+    }
+
+    #[test]
+    fn supplementary_groups_come_from_the_status_groups_line() {
+        let status = "Name:\tcabinetd\nGid:\t995\t995\t995\t995\nGroups:\t20 995 \nNgid:\t0\n";
+        assert_eq!(parse_status_groups(status), vec![20, 995]);
+        assert_eq!(parse_status_groups("Groups:\n"), Vec::<u32>::new());
+        assert_eq!(parse_status_groups("Name:\tx\n"), Vec::<u32>::new());
     }
 
     #[test]

@@ -1323,3 +1323,34 @@ fn a_serial_line_or_a_listening_address_has_one_owner() {
     // The built-in simulated bus owns no line.
     ok("[[dali]]\nname = \"a\"\ninterface = \"sim\"\nluminaires = 1\n[[dali]]\nname = \"b\"\ninterface = \"sim\"\nluminaires = 1\n");
 }
+
+#[test]
+fn the_confirmation_window_of_desired_configs() {
+    let c = load_sources(&[src("a.toml", BASE)]).unwrap();
+    assert_eq!(c.rollback, RollbackConfig::default());
+    assert_eq!(c.rollback.confirm_after, DEFAULT_CONFIRM_AFTER);
+    let c = ok("[config]\nconfirm_after = \"30s\"\nuplink_critical = [\"router\"]\n");
+    assert_eq!(c.rollback.confirm_after, Duration::from_secs(30));
+    assert_eq!(c.rollback.uplink_critical, ["router"]);
+    assert_eq!(
+        ok("[config]\nconfirm_after = \"0s\"\n")
+            .rollback
+            .confirm_after,
+        Duration::ZERO
+    );
+    one(
+        "[config]\nconfirm_after = \"2d\"\n",
+        "b.toml:2:17",
+        "config.confirm_after must be between",
+    );
+    one(
+        "[config]\nuplink_critical = [\"Router!\"]\n",
+        "b.toml:2:20",
+        "config.uplink_critical: expected a device name",
+    );
+    one(
+        "[config]\nconfirm = \"1m\"\n",
+        "b.toml:2:1",
+        "unknown key config.confirm",
+    );
+}

@@ -231,6 +231,14 @@ pub struct OutboxOptions {
     pub flush_interval: Duration,
     /// Interval between attempts to open the store while none is open.
     pub retry_open: Duration,
+    /// Whether `storage.path` held the state of an earlier run, as the daemon saw it before it
+    /// opened any state file of its own; `None`: look at the directory when the store opens.
+    ///
+    /// The daemon must look first: it creates the command-id window before the store, and a
+    /// store that took that fresh file for "state of an earlier run" treated every first start
+    /// as a lost store and numbered from the wall clock (store_forward_e2e's full-filesystem
+    /// test hung on seqs near 1.8e15).
+    pub earlier_run: Option<bool>,
 }
 
 impl Default for OutboxOptions {
@@ -242,6 +250,7 @@ impl Default for OutboxOptions {
             cache_capacity: CACHE_CAPACITY,
             flush_interval: crate::config::DEFAULT_FLUSH_INTERVAL,
             retry_open: worker::RETRY_OPEN,
+            earlier_run: None,
         }
     }
 }

@@ -623,7 +623,7 @@ pub fn wall_clock_seq_base(now: SystemTime) -> u64 {
 }
 
 /// Whether the storage directory held anything before this open (a state file, a store).
-fn had_previous_state(dir: &Path) -> bool {
+pub fn had_previous_state(dir: &Path) -> bool {
     fs::read_dir(dir)
         .map(|mut entries| {
             entries.any(|e| {
@@ -653,7 +653,7 @@ impl Store {
         opts: OutboxOptions,
         metrics: Metrics,
     ) -> Result<(Store, Option<Recovery>), OutboxError> {
-        let previous_state = had_previous_state(dir);
+        let previous_state = opts.earlier_run.unwrap_or_else(|| had_previous_state(dir));
         fs::create_dir_all(dir).map_err(dir_err(dir))?;
         let marks_file = marks::read(dir);
         let db_path = dir.join("outbox");

@@ -40,7 +40,6 @@ pub(super) struct Driver {
     pub(super) params: UplinkParams,
     pub(super) config_version: watch::Receiver<String>,
     pub(super) topics: Topics,
-    pub(super) brokers: Vec<Broker>,
     pub(super) outbox: Arc<Outbox>,
     pub(super) client: AsyncClient,
     pub(super) metrics: Metrics,
@@ -183,8 +182,7 @@ impl Driver {
         }
     }
 
-    async fn on_connack(&mut self, broker: usize) {
-        let name = self.brokers[broker].url();
+    async fn on_connack(&mut self, name: String) {
         self.connected = true;
         self.metrics.uplink_connected.set(1);
         self.metrics.set_mode("connected");
@@ -201,6 +199,7 @@ impl Driver {
             s.mode = "connected";
             s.broker = Some(name.clone());
             s.reconnects += reconnect;
+            s.sessions += 1;
         });
         tracing::info!(broker = %name, "uplink session established");
         if self.stopping {

@@ -6,8 +6,11 @@
 //!   deadlock, pitfall 6). It forwards ConnAck / sent pkids / PubAcks to the driver, incoming
 //!   publishes to the command channel, and after an error: tells the driver (and waits until it
 //!   dropped its bindings), sleeps a capped exponential backoff with jitter (pitfall 3), purges
-//!   every request still queued in rumqttc, picks the broker (failover in order) and sets a fresh
-//!   last will (pitfall 8) before polling again.
+//!   every request still queued in rumqttc, picks the broker (failover in order, skipping
+//!   `mqtts://` brokers while the TLS files cannot be read — it waits for a successful
+//!   [`UplinkHandle::reload_tls`] when none is usable) and sets a fresh last will (pitfall 8)
+//!   before polling again. A new broker list ([`UplinkHandle::set_brokers`]) ends the session
+//!   the same way and starts over with the new list.
 //! - The *driver task* decides what to publish, only with `try_publish` (never blocks on the
 //!   client, pitfall 7), and tracks pkids in [`InFlight`]. It also republishes the retained online
 //!   status when the running configuration's version changes, and reminds the log while the
@@ -65,7 +68,7 @@ use crate::record::{envelope_joined, format_ts, ts_millis, Stream};
 pub use cabinetd_backoff::Backoff;
 pub use failover::Failover;
 pub use inflight::{InFlight, Tag};
-pub use topics::{offline_payload, online_payload, Topics};
+pub use topics::{offline_payload, online_payload, will_payload, Topics};
 
 use driver::{Driver, TokenBucket};
 use outage::OutageReminder;
@@ -165,6 +168,8 @@ pub struct UplinkStatus {
     pub last_error_at: Option<SystemTime>,
     /// Sessions established after the first.
     pub reconnects: u64,
+    /// Sessions established since the start (the first included).
+    pub sessions: u64,
     /// Record batches published and not yet acknowledged.
     pub batches_in_flight: usize,
     /// The backlog of the current session is not fully sent yet.
@@ -180,6 +185,7 @@ impl Default for UplinkStatus {
             last_error: None,
             last_error_at: None,
             reconnects: 0,
+            sessions: 0,
             batches_in_flight: 0,
             replaying: false,
         }
@@ -201,6 +207,7 @@ pub struct UplinkHandle {
     reported_tx: mpsc::Sender<Vec<u8>>,
     config_version: Arc<watch::Sender<String>>,
     tls: Option<Arc<tls::TlsSlot>>,
+    brokers: Arc<watch::Sender<Vec<Broker>>>,
 }
 
 impl UplinkHandle {
@@ -213,6 +220,16 @@ impl UplinkHandle {
             Some(slot) => slot.reload(),
             None => Ok(None),
         }
+    }
+
+    /// A new `uplink.broker` list (a reload or a desired configuration): the session in
+    /// progress is dropped and the first usable broker of the new list is tried at once.
+    pub fn set_brokers(&self, brokers: Vec<Broker>) {
+        self.brokers.send_if_modified(|b| {
+            let changed = *b != brokers;
+            *b = brokers;
+            changed
+        });
     }
 
     /// The version of the configuration now running (after a reload or a desired configuration
@@ -288,68 +305,59 @@ pub fn start(
     let (inbound_tx, inbound_rx) = mpsc::channel(64);
     let (reported_tx, reported_rx) = mpsc::channel(4);
     let (config_version_tx, config_version) = watch::channel(params.config_version.clone());
-    let mut tls = None;
-    if params.config.brokers.iter().any(|b| b.tls) {
-        let loaded = match tls::TlsFiles::of(&params.config) {
-            Some(files) => {
-                let (slot, err) = tls::TlsSlot::new(files, metrics.tls_cert_expiry_seconds.clone());
-                tls = Some(slot);
-                err
-            }
-            None => Some(UplinkError::TlsSetup {
+    // The TLS files are loaded whenever uplink.ca_file is set, so a broker list changed to
+    // mqtts:// at run time, or a CA file that becomes readable later (SIGHUP, the periodic
+    // reload), makes the mqtts:// brokers usable without a restart.
+    let any_tls = params.config.brokers.iter().any(|b| b.tls);
+    let (tls, loaded) = match tls::TlsFiles::of(&params.config) {
+        Some(files) => {
+            let (slot, err) = tls::TlsSlot::new(files, metrics.tls_cert_expiry_seconds.clone());
+            (Some(slot), err)
+        }
+        None => (
+            None,
+            any_tls.then(|| UplinkError::TlsSetup {
                 reason: "mqtts:// needs uplink.ca_file".into(),
             }),
-        };
-        if let Some(e) = loaded {
-            tracing::error!(error = %e, "uplink: mqtts:// brokers unusable");
-            set_status(&status, |s| {
-                s.last_error = Some(e.to_string());
-                s.last_error_at = Some(SystemTime::now());
-            });
-        }
+        ),
+    };
+    if let Some(e) = loaded.filter(|_| any_tls) {
+        tracing::error!(error = %e, "uplink: mqtts:// brokers unusable until the TLS files can be read (SIGHUP or the hourly reload)");
+        set_status(&status, |s| {
+            s.last_error = Some(e.to_string());
+            s.last_error_at = Some(SystemTime::now());
+        });
     }
+    let (brokers_tx, brokers_rx) = watch::channel(params.config.brokers.clone());
     let handle = UplinkHandle {
         status: status.clone(),
         heartbeat: heartbeat.clone(),
         reported_tx,
         config_version: Arc::new(config_version_tx),
         tls: tls.clone(),
+        brokers: Arc::new(brokers_tx),
     };
     let topics = Topics::new(&params.config.topic_prefix, &params.cabinet_id);
     let window = params.config.inflight.clamp(1, 1000);
     metrics.uplink_connected.set(0);
     metrics.set_mode("autonomous");
-    let tls_loaded = tls.as_ref().is_some_and(|t| t.current().is_some());
-    let brokers: Vec<Broker> = params
-        .config
-        .brokers
-        .iter()
-        .filter(|b| !b.tls || tls_loaded)
-        .cloned()
-        .collect();
-    if brokers.is_empty() {
-        tracing::error!("uplink: no usable broker; staying offline");
-        let task = tokio::spawn(async move {
-            let mut reported_rx = reported_rx;
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    _ = reported_rx.recv() => {}
-                }
-            }
-        });
-        return (handle, inbound_rx, task);
-    }
+    let brokers = params.config.brokers.clone();
     let builder = OptionsBuilder {
         params: params.clone(),
         topics: topics.clone(),
-        brokers: brokers.clone(),
+        brokers,
         window,
         tls,
     };
+    // The poll task points the event loop at a usable broker before the first attempt.
     let options = builder.build(0);
     // Channel sized so `try_publish` only fails if rumqttc stopped reading (window full).
-    let (client, eventloop) = AsyncClient::new(options, usize::from(window) + 8);
+    let (client, mut eventloop) = AsyncClient::new(options, usize::from(window) + 8);
+    // No Nagle: a command's result (one small publish) must not wait for the ACK of the
+    // previous segment (~40 ms with delayed ACKs); batches are full messages anyway.
+    let mut net = rumqttc::NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    eventloop.set_network_options(net);
     let (ev_tx, ev_rx) = mpsc::channel(256);
     // Cancelled once the driver has sent DISCONNECT: the poll task then ends instead of
     // reconnecting.
@@ -365,6 +373,7 @@ pub fn start(
         ev_tx,
         (inbound_tx, guard),
         disconnecting.clone(),
+        brokers_rx,
     ));
     let max_json = params
         .config
@@ -390,7 +399,6 @@ pub fn start(
             .map(|r| TokenBucket::new(f64::from(r.max(1)))),
         params,
         topics,
-        brokers,
         outbox,
         client,
         metrics,
@@ -557,6 +565,12 @@ mod tests {
             off,
             serde_json::json!({"online":false,"cabinet":"dijon-017","boot_id":"b0","ts":"2026-11-26T08:00:00.123Z"})
         );
+        // Issue 13 item 10: the will's time is when it was set (the connect), named `since`.
+        let will: serde_json::Value = serde_json::from_slice(&will_payload(&p, ts)).unwrap();
+        assert_eq!(
+            will,
+            serde_json::json!({"online":false,"cabinet":"dijon-017","boot_id":"b0","since":"2026-11-26T08:00:00.123Z"})
+        );
     }
 
     #[test]
@@ -584,6 +598,10 @@ mod tests {
         assert!(will.retain);
         let payload: serde_json::Value = serde_json::from_slice(&will.message).unwrap();
         assert_eq!(payload["online"], false);
+        assert!(
+            payload["since"].is_string() && payload.get("ts").is_none(),
+            "{payload}"
+        );
         let login = o.credentials().unwrap();
         assert_eq!(login.username, "gw");
     }

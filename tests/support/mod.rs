@@ -35,13 +35,27 @@ pub fn python() -> PathBuf {
     p
 }
 
-/// A free TCP port on 127.0.0.1 (bound then released; the OS does not reuse it at once).
+/// A free TCP port on 127.0.0.1 (bound then released).
+///
+/// Never the same port twice in one test process: the kernel may hand a just-released port out
+/// again, and a test that asks for two ports (a simulator's and the HTTP endpoint's) got the
+/// same one twice (metrics_scrape failed in CI: "listening address … is already used by
+/// http.listen").
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
+    panic!("no loopback port left that this test process has not handed out already");
 }
 
 /// Poll `f` every 20 ms until it returns `Some`, or panic naming `what` after `timeout`.
@@ -166,6 +180,24 @@ impl Drop for ChildGuard {
 /// Start a Python peer script from `tests/peers/` and wait for its `READY <arg>` line; returns the
 /// guard and what followed READY (a port, a pty path…). Its further stdout is discarded.
 pub fn python_peer(script: &str, args: &[&str]) -> (ChildGuard, String) {
+    let (guard, ready, _) = spawn_peer(script, args, false);
+    (guard, ready)
+}
+
+/// Like [`python_peer`], but every later stdout line is kept (e.g. the Modbus peer's `WRITE …`
+/// lines: proof from the device's side that a write arrived).
+pub fn python_peer_recorded(
+    script: &str,
+    args: &[&str],
+) -> (ChildGuard, String, Arc<Mutex<Vec<String>>>) {
+    spawn_peer(script, args, true)
+}
+
+fn spawn_peer(
+    script: &str,
+    args: &[&str],
+    keep: bool,
+) -> (ChildGuard, String, Arc<Mutex<Vec<String>>>) {
     let mut cmd = Command::new(python());
     cmd.arg(root().join("tests/peers").join(script))
         .args(args)
@@ -173,20 +205,28 @@ pub fn python_peer(script: &str, args: &[&str]) -> (ChildGuard, String) {
     let mut guard = ChildGuard::spawn_quiet(script, &mut cmd);
     let stdout = guard.child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let kept = lines.clone();
     std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        for line in lines.by_ref().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix("READY") {
-                let _ = tx.send(rest.trim().to_owned());
-                break;
+        let mut ready = Some(tx);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            match (line.strip_prefix("READY"), ready.take()) {
+                (Some(rest), Some(tx)) => {
+                    let _ = tx.send(rest.trim().to_owned());
+                }
+                (_, r) => {
+                    ready = r;
+                    if keep {
+                        kept.lock().unwrap().push(line);
+                    }
+                }
             }
         }
-        for _ in lines {}
     });
     let ready = rx
         .recv_timeout(Duration::from_secs(30))
         .unwrap_or_else(|_| panic!("{script} did not print READY within 30 s"));
-    (guard, ready)
+    (guard, ready, lines)
 }
 
 /// Runs `openssl ARGS` in `dir` (test certificates); fails the test on error.
