@@ -202,17 +202,36 @@ fn load(args: &ConfigArgs) -> Result<(Vec<PathBuf>, config::Config), ExitCode> {
     }
 }
 
+/// [`load`], then the files the configuration names (camera passwords…) must be there and
+/// readable: a config error (78) for `check-config` and `run`, not a start that dies with exit 1
+/// for systemd to restart in a loop.
+fn load_checked(args: &ConfigArgs) -> Result<(Vec<PathBuf>, config::Config), ExitCode> {
+    let (files, cfg) = load(args)?;
+    let report = config::check_files(&cfg);
+    for w in &report.warnings {
+        eprintln!("{w}");
+    }
+    if report.errors.is_empty() {
+        return Ok((files, cfg));
+    }
+    let errors = config::ConfigErrors(report.errors);
+    eprintln!("{errors}");
+    eprintln!("{} error(s) in the configuration", errors.0.len());
+    Err(ExitCode::from(EXIT_CONFIG))
+}
+
 fn check_config(args: &ConfigArgs) -> ExitCode {
-    match load(args) {
+    match load_checked(args) {
         Ok((files, cfg)) => {
             println!(
-                "configuration OK: cabinet {} ({} file(s), version {}): {} Modbus device(s), {} DALI bus(es), {} camera(s)",
+                "configuration OK: cabinet {} ({} file(s), version {}): {} Modbus device(s), {} DALI bus(es), {} ONVIF camera(s){}",
                 cfg.cabinet.id,
                 files.len(),
                 cfg.version,
                 cfg.modbus.len(),
                 cfg.dali.len(),
-                cfg.cameras.len()
+                cfg.cameras.len(),
+                if cfg.onvif.discovery { ", ONVIF discovery on" } else { "" }
             );
             ExitCode::SUCCESS
         }
@@ -223,7 +242,7 @@ fn check_config(args: &ConfigArgs) -> ExitCode {
 fn run(args: &ConfigArgs, log_format: Option<&str>) -> ExitCode {
     // Read NOTIFY_SOCKET before any thread exists (it is removed from the environment).
     let notifier = cabinetd::notify::Notifier::from_env();
-    let (files, cfg) = match load(args) {
+    let (files, cfg) = match load_checked(args) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };

@@ -5,7 +5,8 @@
 //! `uplink` (connection, broker as `mqtt[s]://host:port`, last error and when it happened),
 //! `outbox` (counts per stream, bytes, budget, oldest age, per-stream details), `brokers`,
 //! `devices` (one per equipment entry: `name`, `protocol`, `up` true/false/null, `health`,
-//! `points`, `last_poll`, `last_error`), `rules` (the autonomous rules in force: the lighting
+//! `points`, `last_poll`, `last_error`; cameras also `identity` {manufacturer, model, firmware,
+//! serial} once read), `rules` (the autonomous rules in force: the lighting
 //! programme's steps), `last_reload` (the outcome of the last SIGHUP).
 
 use std::fmt::Write as _;
@@ -118,7 +119,7 @@ impl crate::http::Endpoint for Live {
             .snapshot()
             .into_iter()
             .map(|(name, d)| {
-                json!({
+                let mut v = json!({
                     "name": name,
                     "protocol": d.kind,
                     "up": d.up(),
@@ -131,7 +132,11 @@ impl crate::http::Endpoint for Live {
                     "points": d.points,
                     "last_poll": d.last_poll.map(format_ts),
                     "last_error": d.last_error,
-                })
+                });
+                if let Some(id) = &d.identity {
+                    v["identity"] = json!(id);
+                }
+                v
             })
             .collect();
         let cfg = self.running.borrow().clone();

@@ -52,7 +52,7 @@ pub enum Action {
     CameraGotoPreset {
         /// Camera name.
         camera: String,
-        /// Preset token.
+        /// Preset token, else preset name (a number is taken as its token).
         preset: String,
     },
     /// `camera.reboot {camera}`.
@@ -289,6 +289,16 @@ impl From<LightError> for CommandError {
         match e {
             LightError::Rejected(r) => CommandError::Rejected(r),
             LightError::Failed(r) => CommandError::Failed(r),
+        }
+    }
+}
+
+impl From<crate::equipment::camera::CameraError> for CommandError {
+    fn from(e: crate::equipment::camera::CameraError) -> Self {
+        use crate::equipment::camera::CameraError;
+        match e {
+            CameraError::Rejected(r) => CommandError::Rejected(r),
+            CameraError::Failed(r) => CommandError::Failed(r),
         }
     }
 }

@@ -88,6 +88,11 @@ impl Daemon {
     /// Applies a validated configuration: refused whole if it changes what needs a restart; a
     /// failed start rolls back (`config_rolled_back`).
     async fn apply(&mut self, new: Config) -> Result<(), ReloadError> {
+        // The files it names (camera passwords…) are checked first, as `check-config` does.
+        let files = config::check_files(&new);
+        if !files.errors.is_empty() {
+            return Err(ReloadError::Invalid(config::ConfigErrors(files.errors)));
+        }
         match self.rack.reload(&self.cfg, &new).await {
             Ok(()) => {
                 tracing::info!(config_version = %new.version, "configuration applied");

@@ -32,7 +32,7 @@ mod sections;
 mod security;
 mod simulator;
 
-use camera::camera;
+use camera::{camera, onvif};
 use dali::dali_bus;
 use lighting::lighting;
 use modbus::modbus_device;
@@ -49,6 +49,7 @@ const TOP_KEYS: &[&str] = &[
     "modbus",
     "dali",
     "camera",
+    "onvif",
     "simulator",
     "lighting",
     "security",
@@ -79,6 +80,8 @@ const MQTT_MAX_PACKET: u64 = 268_435_455;
 #[derive(Default)]
 pub(crate) struct Cx {
     pub errs: Vec<(Loc, String)>,
+    /// Local files named by the document: (where, key, path, secret) — see `config::files`.
+    pub files: Vec<(Loc, String, PathBuf, bool)>,
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -489,6 +492,7 @@ pub(crate) fn validate(
         .filter_map(|(i, t)| camera(&mut cx, t, i, &mut devices))
         .collect();
     devices.report(&mut cx, names);
+    let onvif = onvif(&mut cx, root);
     let mut sims = Unique::new("simulator name");
     let simulators = cx
         .tables(root, "simulator", "simulator")
@@ -511,6 +515,16 @@ pub(crate) fn validate(
     if !cx.errs.is_empty() {
         return Err(cx);
     }
+    let files = cx
+        .files
+        .into_iter()
+        .map(|(loc, key, path, secret)| FileRef {
+            key,
+            path,
+            secret,
+            at: (names[loc.src].clone(), loc.line, loc.col),
+        })
+        .collect();
     Ok(Config {
         version,
         cabinet,
@@ -522,6 +536,8 @@ pub(crate) fn validate(
         dali,
         cameras,
         simulators,
+        onvif,
+        files,
         lighting,
         security,
         safety,
