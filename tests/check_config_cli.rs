@@ -16,13 +16,33 @@ fn check(paths: &[&std::path::Path]) -> std::process::Output {
     cmd.output().unwrap()
 }
 
+/// A copy of a shipped config whose `/etc/cabinetd/secrets/…` files exist (0600) in `dir`:
+/// check-config checks the files a configuration names, and the shipped ones name the
+/// installed layout.
+fn with_secrets(path: &std::path::Path, dir: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut text = std::fs::read_to_string(path).unwrap();
+    while let Some(i) = text.find("\"/etc/cabinetd/secrets/") {
+        let end = i + 1 + text[i + 1..].find('"').unwrap();
+        let name = text[i + 1..end].rsplit('/').next().unwrap().to_owned();
+        let file = dir.join(&name);
+        std::fs::write(&file, "not-a-real-secret\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        text.replace_range(i + 1..end, &file.display().to_string());
+    }
+    let copy = dir.join(path.file_name().unwrap());
+    std::fs::write(&copy, text).unwrap();
+    copy
+}
+
 #[test]
 fn every_shipped_config_is_valid() {
     let mut checked = 0;
     for entry in std::fs::read_dir(root().join("config")).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            let out = check(&[&path]);
+            let dir = tempfile::tempdir().unwrap();
+            let out = check(&[&with_secrets(&path, dir.path())]);
             assert!(
                 out.status.success(),
                 "{} is invalid:\n{}",
@@ -83,4 +103,58 @@ fn a_missing_file_is_a_config_error() {
     let out = check(&[std::path::Path::new("/nonexistent/cabinetd.toml")]);
     assert_eq!(out.status.code(), Some(78));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/cabinetd.toml"));
+}
+
+/// Issue 14 item 2: check-config passed a config whose camera password_file did not exist, then
+/// `run` died with exit 1 (systemd restarted it in a loop). Both now exit 78 naming the key's
+/// position; a world-readable secret is a warning.
+#[test]
+fn a_missing_camera_password_file_is_a_config_error_for_check_config_and_run() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("cam-pw");
+    let cfg = dir.path().join("cabinetd.toml");
+    let text = format!(
+        "{}\n[[camera]]\nname = \"cam-1\"\naddress = \"http://127.0.0.1:9/onvif/device_service\"\nusername = \"u\"\npassword_file = \"{}\"\n",
+        base_config(dir.path(), free_port(), free_port()),
+        pw.display()
+    );
+    std::fs::write(&cfg, &text).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("password_file"))
+        .unwrap()
+        + 1;
+    let needle = format!("{}:{line}:17: camera[cam-1].password_file", cfg.display());
+    let out = check(&[&cfg]);
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&needle) && stderr.contains("No such file"),
+        "{stderr}"
+    );
+    let run = Command::new(cabinetd_bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(78), "run exits 78 too");
+    assert!(String::from_utf8_lossy(&run.stderr).contains(&needle));
+    // An empty file is refused the same way; a world-readable one is accepted with a warning.
+    std::fs::write(&pw, "\n").unwrap();
+    let out = check(&[&cfg]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is empty"));
+    std::fs::write(&pw, "s3cret-pw-do-not-print\n").unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = check(&[&cfg]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: camera[cam-1].password_file") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("1 ONVIF camera(s)"), "{stdout}");
+    assert!(!stderr.contains("s3cret") && !stdout.contains("s3cret"));
 }

@@ -376,8 +376,8 @@ pub struct Bridge {
     reporters: Vec<PointReporter>,
     last: Vec<Value>,
     drifting: bool,
-    /// `Some(accepted count at the refusal)` while a refusal episode lasts.
-    auth_episode: Option<u64>,
+    /// While a refusal episode lasts: the accepted count at the refusal, and its reason.
+    auth_episode: Option<(u64, String)>,
     errors: IntCounter,
     durations: Histogram,
 }
@@ -422,6 +422,13 @@ impl Bridge {
         if error.is_some() {
             self.errors.inc();
         }
+        let auth_event = self.auth(h);
+        // While the camera refuses the credentials, the status keeps saying so (the polls in
+        // between are anonymous and succeed).
+        let error = error.or_else(|| {
+            let (_, reason) = self.auth_episode.as_ref().filter(|_| h.auth_failed)?;
+            Some(format!("{reason} (credentialed requests paused)"))
+        });
         let mut out = Vec::new();
         if h.online {
             if self.status.up().is_some() {
@@ -486,28 +493,32 @@ impl Bridge {
             }
         }
 
+        out.extend(auth_event.map(RecordBody::Event));
+        out
+    }
+
+    /// Follows the refusal episodes; the `camera_auth_failed` event of a new one.
+    fn auth(&mut self, h: &CamHealth) -> Option<Event> {
+        let name = &self.cam.name;
         if self
             .auth_episode
-            .is_some_and(|at_refusal| h.auth_accepted > at_refusal)
+            .as_ref()
+            .is_some_and(|(at_refusal, _)| h.auth_accepted > *at_refusal)
         {
             tracing::info!(camera = %name, "credentials accepted again");
             self.auth_episode = None;
         }
-        if h.auth_failed && self.auth_episode.is_none() {
-            self.auth_episode = Some(h.auth_accepted);
-            let reason = match &h.error {
-                Some(e) if e.is_auth() => e.to_string(),
-                _ => "credentials refused".to_owned(),
-            };
-            tracing::warn!(camera = %name, username = %self.cam.username, reason = %reason, "camera refused the credentials");
-            out.push(RecordBody::Event(camera_auth_failed(
-                &name,
-                &self.cam.username,
-                &reason,
-                h.auth_refusals,
-            )));
+        if !h.auth_failed || self.auth_episode.is_some() {
+            return None;
         }
-        out
+        let reason = match &h.error {
+            Some(e) if e.is_auth() => e.to_string(),
+            _ => "credentials refused".to_owned(),
+        };
+        tracing::warn!(camera = %name, username = %self.cam.username, reason = %reason, "camera refused the credentials");
+        let event = camera_auth_failed(name, &self.cam.username, &reason, h.auth_refusals);
+        self.auth_episode = Some((h.auth_accepted, reason));
+        Some(event)
     }
 }
 
@@ -720,6 +731,7 @@ pub fn start_discovery(cfg: &Config, s: &mut Starter<'_>) {
             match found {
                 Ok(devices) => {
                     failing = false;
+                    tracing::debug!(devices = devices.len(), "ONVIF discovery round");
                     for d in devices.iter().filter(|d| !is_configured(d, &configured)) {
                         let new = {
                             let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());

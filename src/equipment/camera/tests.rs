@@ -252,8 +252,18 @@ fn one_auth_failed_event_per_refusal_episode() {
         .as_str()
         .unwrap()
         .contains("authentication refused"));
-    // The gate stays closed, then a slow retry is refused again: the same episode.
-    assert!(events(&h.poll(&refused(1, 0), 1)).is_empty());
+    // The gate stays closed (anonymous polls succeed, the status still says why), then a slow
+    // retry is refused again: the same episode.
+    let paused = CamHealth {
+        error: None,
+        ..refused(1, 0)
+    };
+    assert!(events(&h.poll(&paused, 1)).is_empty());
+    let last = h.status.borrow().last_error.clone().unwrap();
+    assert!(
+        last.contains("authentication refused") && last.contains("paused"),
+        "{last}"
+    );
     let gate_open = CamHealth {
         auth_failed: false,
         ..refused(1, 0)
