@@ -8,6 +8,7 @@
 #[path = "../../adapters/onvif/tests/support/mod.rs"]
 pub mod quirk;
 
+#[allow(unused_imports)] // each test binary uses a different subset
 pub use quirk::{Hostile, QuirkCam, Quirks};
 
 /// A quirk camera listening on 127.0.0.1 (a free port) until dropped.
