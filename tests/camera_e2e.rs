@@ -306,6 +306,18 @@ fn a_wrong_password_is_one_event_and_slow_retries() {
         "{dev}"
     );
 
+    // A reload whose password file is gone is refused whole, naming the key's position.
+    std::fs::remove_file(&pw).unwrap();
+    daemon.proc.signal(nix::sys::signal::Signal::SIGHUP);
+    let reload = wait_until("the reload refused", Duration::from_secs(20), || {
+        let r = daemon.status()["last_reload"].clone();
+        (r["status"] == "rejected").then_some(r)
+    });
+    let why = reload["errors"][0].as_str().unwrap().to_owned();
+    assert!(
+        why.contains(":17: camera[cam-1].password_file") && why.contains("No such file"),
+        "{why}"
+    );
     // The right password and a reload: identity is read, no further event.
     std::fs::write(&pw, PASSWORD).unwrap();
     daemon.proc.signal(nix::sys::signal::Signal::SIGHUP);
