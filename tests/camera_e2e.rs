@@ -103,55 +103,23 @@ fn a_camera_supervised_end_to_end() {
 
     // Commands over MQTT: presets by name and by token move the head; wrong ones are
     // rejected naming the field.
-    let r = command(
-        &probe,
-        "p1",
-        "camera.goto_preset",
-        json!({"camera": "cam-1", "preset": "Parking"}),
-    );
-    assert_eq!(r["status"], "succeeded", "{r}");
+    let goto = |id: &str, camera: &str, preset: serde_json::Value, status: &str| {
+        let args = json!({"camera": camera, "preset": preset});
+        expect_result(&probe, id, "camera.goto_preset", args, status)
+    };
+    goto("p1", "cam-1", json!("Parking"), "succeeded");
     assert_eq!(peer.cam.preset().as_deref(), Some("2"));
-    let r = command(
-        &probe,
-        "p2",
-        "camera.goto_preset",
-        json!({"camera": "cam-1", "preset": 1}),
-    );
-    assert_eq!(r["status"], "succeeded", "{r}");
+    goto("p2", "cam-1", json!(1), "succeeded");
     assert_eq!(peer.cam.preset().as_deref(), Some("1"));
-    let r = command(
-        &probe,
-        "p3",
-        "camera.goto_preset",
-        json!({"camera": "cam-1", "preset": "Nowhere"}),
-    );
-    assert_eq!(r["status"], "rejected");
-    assert!(
-        r["reason"]
-            .as_str()
-            .unwrap()
-            .starts_with("field `args.preset`"),
-        "{r}"
-    );
-    let r = command(
-        &probe,
-        "p4",
-        "camera.goto_preset",
-        json!({"camera": "cam-9", "preset": "1"}),
-    );
-    assert_eq!(r["status"], "rejected");
-    assert!(
-        r["reason"]
-            .as_str()
-            .unwrap()
-            .starts_with("field `args.camera`"),
-        "{r}"
-    );
+    let why = goto("p3", "cam-1", json!("Nowhere"), "rejected");
+    assert!(why.starts_with("field `args.preset`"), "{why}");
+    let why = goto("p4", "cam-9", json!("1"), "rejected");
+    assert!(why.starts_with("field `args.camera`"), "{why}");
 
     // sync_time: the camera takes the cabinet's clock; the offset point follows and the drift
     // ends.
-    let r = command(&probe, "t1", "camera.sync_time", json!({"camera": "cam-1"}));
-    assert_eq!(r["status"], "succeeded", "{r}");
+    let cam = json!({"camera": "cam-1"});
+    expect_result(&probe, "t1", "camera.sync_time", cam.clone(), "succeeded");
     let drift = wait_events(&probe, "camera_clock_drift", 2, Duration::from_secs(10));
     assert_eq!(drift[1]["data"]["active"], false);
     let back = wait_until("the offset back near 0", Duration::from_secs(10), || {
@@ -160,8 +128,7 @@ fn a_camera_supervised_end_to_end() {
             .find(|r| r["value"].as_f64().is_some_and(|v| v.abs() < 2.0))
     });
     assert_eq!(back["quality"], "good");
-    let r = command(&probe, "r1", "camera.reboot", json!({"camera": "cam-1"}));
-    assert_eq!(r["status"], "succeeded", "{r}");
+    expect_result(&probe, "r1", "camera.reboot", cam, "succeeded");
 
     let metrics = daemon.get("/metrics").1;
     assert!(

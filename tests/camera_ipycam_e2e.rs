@@ -139,55 +139,27 @@ fn ipycam_online_identity_clock_goto_preset_and_no_unknown_camera() {
     assert_eq!(point_records(&probe, "ipycam/online")[0]["value"], true);
 
     // camera.goto_preset over MQTT, by name then by token: ipycam's own PTZ status moves.
-    let r = command(
-        &probe,
-        "g1",
-        "camera.goto_preset",
-        json!({"camera": "ipycam", "preset": "Gate"}),
-    );
-    assert_eq!(r["status"], "succeeded", "{r}");
+    let goto = |id: &str, preset: &str, status: &str| {
+        let args = json!({"camera": "ipycam", "preset": preset});
+        expect_result(&probe, id, "camera.goto_preset", args, status)
+    };
+    goto("g1", "Gate", "succeeded");
     let (pan, tilt) = ptz_position();
     assert!(
         (pan - 0.5).abs() < 1e-6 && (tilt + 0.25).abs() < 1e-6,
         "{pan} {tilt}"
     );
-    let r = command(
-        &probe,
-        "g2",
-        "camera.goto_preset",
-        json!({"camera": "ipycam", "preset": "home"}),
-    );
-    assert_eq!(r["status"], "succeeded", "{r}");
+    goto("g2", "home", "succeeded");
     assert_eq!(ptz_position(), (0.0, 0.0));
     // ipycam accepts any token silently; the daemon checks the camera's list first.
-    let r = command(
-        &probe,
-        "g3",
-        "camera.goto_preset",
-        json!({"camera": "ipycam", "preset": "nowhere"}),
-    );
-    assert_eq!(r["status"], "rejected");
-    assert!(
-        r["reason"]
-            .as_str()
-            .unwrap()
-            .starts_with("field `args.preset`"),
-        "{r}"
-    );
+    let why = goto("g3", "nowhere", "rejected");
+    assert!(why.starts_with("field `args.preset`"), "{why}");
     // ipycam does not implement SetSystemDateAndTime: rejected, naming the camera.
-    let r = command(
-        &probe,
-        "s1",
-        "camera.sync_time",
-        json!({"camera": "ipycam"}),
-    );
-    assert_eq!(r["status"], "rejected", "{r}");
+    let args = json!({"camera": "ipycam"});
+    let why = expect_result(&probe, "s1", "camera.sync_time", args, "rejected");
     assert!(
-        r["reason"]
-            .as_str()
-            .unwrap()
-            .contains("does not support SetSystemDateAndTime"),
-        "{r}"
+        why.contains("does not support SetSystemDateAndTime"),
+        "{why}"
     );
 
     // Discovery finds ipycam, which is configured: no camera_unknown.

@@ -41,6 +41,20 @@ pub fn command(probe: &MqttProbe, id: &str, action: &str, args: Value) -> Value 
     })
 }
 
+/// Sends a command, checks its result has `status`, returns the result's reason.
+#[track_caller]
+pub fn expect_result(
+    probe: &MqttProbe,
+    id: &str,
+    action: &str,
+    args: Value,
+    status: &str,
+) -> String {
+    let r = command(probe, id, action, args);
+    assert_eq!(r["status"], status, "{id}: {r}");
+    r["reason"].as_str().unwrap_or_default().to_owned()
+}
+
 /// Event records of `kind` (from `source`, when given), in arrival order.
 pub fn events(probe: &MqttProbe, kind: &str, source: Option<&str>) -> Vec<Value> {
     probe
