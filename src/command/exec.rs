@@ -22,6 +22,7 @@ use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 
 use super::{outcome, parse, result, Action, Command, CommandError, Ledger, Seen};
+use crate::equipment::camera::CameraError;
 use crate::equipment::Controls;
 use crate::light::LightAction;
 use crate::metrics::{Metrics, SPEC_ACTIONS};
@@ -107,21 +108,21 @@ impl Executor {
                 let (cam, id) = (controls.cameras[&camera].clone(), id.clone());
                 self.set.spawn(async move {
                     let r = cam.goto_preset(&preset).await;
-                    (name, outcome(&id, r.map(drop).map_err(Into::into)))
+                    (name, outcome(&id, camera_outcome(r)))
                 })
             }
             Action::CameraReboot { camera } => {
                 let (cam, id) = (controls.cameras[&camera].clone(), id.clone());
                 self.set.spawn(async move {
                     let r = cam.reboot().await;
-                    (name, outcome(&id, r.map(drop).map_err(Into::into)))
+                    (name, outcome(&id, camera_outcome(r)))
                 })
             }
             Action::CameraSyncTime { camera } => {
                 let (cam, id) = (controls.cameras[&camera].clone(), id.clone());
                 self.set.spawn(async move {
                     let r = cam.sync_time().await;
-                    (name, outcome(&id, r.map(drop).map_err(Into::into)))
+                    (name, outcome(&id, camera_outcome(r)))
                 })
             }
         };
@@ -180,6 +181,15 @@ impl Executor {
                 Some((name, result(&id, CommandStatus::Failed, reason)))
             }
         }
+    }
+}
+
+/// A camera command's outcome: rejected (the reason names the field) or failed.
+fn camera_outcome<T>(r: Result<T, CameraError>) -> Result<(), CommandError> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(CameraError::Rejected(why)) => Err(CommandError::Rejected(why)),
+        Err(CameraError::Failed(why)) => Err(CommandError::Failed(why)),
     }
 }
 

@@ -293,16 +293,6 @@ impl From<LightError> for CommandError {
     }
 }
 
-impl From<crate::equipment::camera::CameraError> for CommandError {
-    fn from(e: crate::equipment::camera::CameraError) -> Self {
-        use crate::equipment::camera::CameraError;
-        match e {
-            CameraError::Rejected(r) => CommandError::Rejected(r),
-            CameraError::Failed(r) => CommandError::Failed(r),
-        }
-    }
-}
-
 impl From<cabinetd_modbus::Error> for CommandError {
     /// A write the adapter refused before touching the bus is `rejected` (naming the field);
     /// every other failure (link, device exception, device task stopped) is `failed`.

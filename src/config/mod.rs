@@ -373,7 +373,7 @@ pub struct DaliBus {
     pub rated_power_w: Option<f64>,
 }
 
-/// A `[[camera]]` (supervised by `equipment::camera`).
+/// A `[[camera]]`: an ONVIF camera, supervised for health, clock and events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Camera {
     /// Unique device name.

@@ -160,7 +160,8 @@ impl Shared {
     }
 }
 
-/// Why a camera command did not succeed (→ `command::CommandError`).
+/// Why a camera command did not succeed (the executor maps it to the result: rejected or
+/// failed).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CameraError {
     /// The command can never succeed as sent; the text names the field (`args.preset`,
