@@ -100,6 +100,20 @@ fn a_camera_supervised_end_to_end() {
         .unwrap()
         .contains("VideoSourceConfigurationToken=vs"));
     assert!(events(&probe, "tamper", None).is_empty());
+    // This camera answers PullMessages at once instead of holding it: pulled at most once a
+    // second all the same (no busy loop against a camera).
+    let pulls: Vec<Instant> = peer
+        .cam
+        .log()
+        .into_iter()
+        .filter(|l| l.action == "PullMessages")
+        .map(|l| l.at)
+        .collect();
+    assert!(pulls.len() >= 3, "{}", pulls.len());
+    for pair in pulls.windows(2) {
+        let gap = pair[1].duration_since(pair[0]);
+        assert!(gap >= Duration::from_millis(900), "pulls {gap:?} apart");
+    }
 
     // Commands over MQTT: presets by name and by token move the head; wrong ones are
     // rejected naming the field.
