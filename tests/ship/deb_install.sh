@@ -41,7 +41,7 @@ purge_if_installed() {
 cleanup() {
   purge_if_installed
   # What the test itself planted and purge keeps on purpose (admin secrets).
-  rm -f /etc/cabinetd/secrets/test-secret
+  rm -f /etc/cabinetd/secrets/test-secret /etc/cabinetd/secrets/cam-darcy
   for d in /etc/cabinetd/secrets /etc/cabinetd; do [ ! -d "$d" ] || rmdir --ignore-fail-on-non-empty "$d"; done
 }
 
@@ -101,6 +101,9 @@ EXEC="$(sed -n 's/^ExecStart=//p' "$UNIT")"
 read -r -a EXEC_ARGS <<<"$EXEC"
 [ "${EXEC_ARGS[1]:-}" = run ] || die "ExecStart of $UNIT is not '/usr/bin/cabinetd run …': $EXEC"
 EXEC_ARGS[1]=check-config
+# check-config checks the files a configuration names: plant the camera password file the
+# shipped config names, as the admin would (readable by cabinetd only).
+printf 'example-only\n' | install -m 0640 -g cabinetd /dev/stdin /etc/cabinetd/secrets/cam-darcy
 if out="$(runuser -u cabinetd -- "${EXEC_ARGS[@]}" 2>&1)"; then
   echo "  ok   unit's ExecStart as check-config, user cabinetd: $out"
 else
