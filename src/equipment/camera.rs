@@ -218,7 +218,10 @@ impl CameraHandle {
         &self,
         op: impl std::future::Future<Output = Result<T, CameraError>>,
     ) -> Result<T, CameraError> {
+        // Biased: a handle kept past its generation (a reload, the stop) never touches the
+        // camera, even when the operation would be ready at once.
         tokio::select! {
+            biased;
             () = self.stop.cancelled() => Err(CameraError::Failed(format!(
                 "{}: the camera's supervision stopped (reload or stop) before the command completed",
                 self.name
