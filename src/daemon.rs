@@ -147,6 +147,13 @@ impl Daemon {
             metrics: metrics.clone(),
             storage: cfg.storage.path.clone(),
             beats: Arc::new(AtomicU64::new(0)),
+            // Hook: when the rules core runs here, its ClockGuard calls `set_trusted`.
+            onvif: equipment::camera::Shared::new(equipment::camera::ClockTrust::with_floor(
+                std::time::SystemTime::UNIX_EPOCH
+                    + Duration::from_secs(
+                        u64::try_from(crate::rules::clock::build_floor().as_second()).unwrap_or(0),
+                    ),
+            )),
         };
         let polling = ctx.beats.clone();
         let mut rack = Rack::new(ctx, root.child_token());

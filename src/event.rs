@@ -87,9 +87,9 @@ kinds! {
     AuthRejected = "auth_rejected",
     /// A configuration could not be started; the previous one runs again.
     ConfigRolledBack = "config_rolled_back",
-    /// ONVIF motion detected.
+    /// ONVIF motion started or ended (data `{active, topic, source, camera_time}`).
     Motion = "motion",
-    /// ONVIF tampering detected.
+    /// ONVIF tampering started or ended (data `{active, topic, source, camera_time}`).
     Tamper = "tamper",
     /// A camera stopped answering.
     CameraOffline = "camera_offline",
@@ -99,7 +99,7 @@ kinds! {
     CameraClockDrift = "camera_clock_drift",
     /// A camera refused the credentials.
     CameraAuthFailed = "camera_auth_failed",
-    /// An ONVIF event of a topic the daemon does not map.
+    /// A camera answers WS-Discovery but is not configured (`[onvif] discovery`).
     CameraUnknown = "camera_unknown",
     /// A message was dropped (over a limit, unparseable).
     MessageDropped = "message_dropped",

@@ -404,13 +404,14 @@ fn check_config(args: &ConfigArgs, as_user: Option<&str>, no_file_checks: bool) 
         whom
     };
     println!(
-        "configuration OK: cabinet {} ({} file(s), version {}): {} Modbus device(s), {} DALI bus(es), {} camera(s); {checked}",
+        "configuration OK: cabinet {} ({} file(s), version {}): {} Modbus device(s), {} DALI bus(es), {} ONVIF camera(s){}; {checked}",
         cfg.cabinet.id,
         files.len(),
         cfg.version,
         cfg.modbus.len(),
         cfg.dali.len(),
-        cfg.cameras.len()
+        cfg.cameras.len(),
+        if cfg.onvif.discovery { ", ONVIF discovery on" } else { "" }
     );
     ExitCode::SUCCESS
 }

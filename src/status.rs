@@ -5,9 +5,10 @@
 //! `uplink` (connection, broker as `mqtt[s]://host:port`, last error and when it happened),
 //! `outbox` (counts per stream, bytes, budget, oldest age, per-stream details), `brokers`,
 //! `devices` (one per equipment entry: `name`, `protocol`, `up` true/false/null, `health`,
-//! `points`, `last_poll`, `last_error`), `rules` (the autonomous rules in force: the lighting
-//! programme's steps), `last_reload` (the outcome of the last SIGHUP), `audit` (the last 100
-//! commands and desired configurations and what became of them, oldest first: `crate::audit`).
+//! `points`, `last_poll`, `last_error`; cameras also `identity` {manufacturer, model, firmware,
+//! serial} once read), `rules` (the autonomous rules in force: the lighting programme's steps),
+//! `last_reload` (the outcome of the last SIGHUP), `audit` (the last 100 commands and desired
+//! configurations and what became of them, oldest first: `crate::audit`).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -130,7 +131,7 @@ impl crate::http::Endpoint for Live {
             .snapshot()
             .into_iter()
             .map(|(name, d)| {
-                json!({
+                let mut v = json!({
                     "name": name,
                     "protocol": d.kind,
                     "up": d.up(),
@@ -143,7 +144,11 @@ impl crate::http::Endpoint for Live {
                     "points": d.points,
                     "last_poll": d.last_poll.map(format_ts),
                     "last_error": d.last_error,
-                })
+                });
+                if let Some(id) = &d.identity {
+                    v["identity"] = json!(id);
+                }
+                v
             })
             .collect();
         let cfg = self.running.borrow().clone();

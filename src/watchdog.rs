@@ -52,7 +52,10 @@ impl Liveness {
 
 /// Within how long the equipment must have reported: a Modbus task reports once per poll (a
 /// reading or a failure), within poll + timeout; a DALI bus at the end of every cycle, and while
-/// its interface is down at every retry (at most a minute apart). Three of the slowest.
+/// its interface is down at every retry (at most a minute apart). Three of the slowest. A camera
+/// reports once per health poll, which may wait for a command holding the camera (up to
+/// `camera::COMMAND_TIMEOUT`) and take a few round trips; cameras set the window only on a
+/// cabinet with no Modbus or DALI equipment, whose faster beats say more.
 pub fn polling_window(cfg: &Config) -> Duration {
     let modbus = cfg
         .modbus
@@ -66,7 +69,18 @@ pub fn polling_window(cfg: &Config) -> Duration {
         .map(|b| b.poll.max(Duration::from_secs(60)))
         .max()
         .unwrap_or_default();
-    PROGRESS_WINDOW.max(modbus.max(dali) * 3)
+    let cameras = cfg
+        .cameras
+        .iter()
+        .map(|c| c.poll + c.timeout * 4 + crate::equipment::camera::COMMAND_TIMEOUT)
+        .max()
+        .unwrap_or_default();
+    let slowest = if cfg.modbus.is_empty() && cfg.dali.is_empty() {
+        cameras
+    } else {
+        modbus.max(dali)
+    };
+    PROGRESS_WINDOW.max(slowest * 3)
 }
 
 /// Names of the loops that made no progress within [`PROGRESS_WINDOW`] (pure).
@@ -134,7 +148,7 @@ pub async fn run(
             let cfg = running.borrow().clone();
             polling_live.window = polling_window(&cfg);
             let polling_ok = polling_live.check(probes.polling.load(Ordering::Relaxed), now)
-                || (cfg.modbus.is_empty() && cfg.dali.is_empty());
+                || (cfg.modbus.is_empty() && cfg.dali.is_empty() && cfg.cameras.is_empty());
             let mut stalled = stalled_loops(
                 now,
                 recorder_live.check(probes.recorder.load(Ordering::Relaxed), now),
@@ -173,6 +187,29 @@ mod tests {
         assert!(l.check(1, t0 + Duration::from_secs(2)));
         assert!(l.check(2, t0 + Duration::from_secs(3)));
         assert!(!l.check(2, t0 + Duration::from_secs(9)));
+    }
+
+    /// A cabinet with only cameras was never watched (its polling counted as idle); a camera
+    /// polled every 30 s must not trip a 5 s window either.
+    #[test]
+    fn camera_only_cabinets_are_watched_on_the_camera_poll() {
+        let cfg = |extra: &str| {
+            crate::config::load_sources(&[crate::config::Source {
+                name: "c.toml".into(),
+                text: format!("[cabinet]\nid = \"c1\"\nlatitude = 47.0\nlongitude = 5.0\n[storage]\npath = \"/tmp/x\"\n[uplink]\nbroker = \"mqtt://127.0.0.1\"\n[security]\nrequire_signed = false\n{extra}"),
+            }])
+            .unwrap()
+        };
+        let camera = "[[camera]]\nname = \"cam\"\naddress = \"http://10.0.0.5/onvif/device_service\"\nusername = \"u\"\npassword_file = \"/p\"\n";
+        assert_eq!(polling_window(&cfg("")), PROGRESS_WINDOW);
+        // (30 s poll + 4 × 5 s timeout + 30 s command) × 3.
+        assert_eq!(polling_window(&cfg(camera)), Duration::from_secs(240));
+        let meter = "[[modbus]]\nname = \"m\"\naddress = \"127.0.0.1:502\"\npoll = \"1s\"\ntimeout = \"500ms\"\n  [[modbus.point]]\n  name = \"p\"\n  table = \"input\"\n  address = 0\n";
+        assert_eq!(
+            polling_window(&cfg(&format!("{camera}{meter}"))),
+            PROGRESS_WINDOW,
+            "the Modbus device's beats set it"
+        );
     }
 
     #[test]

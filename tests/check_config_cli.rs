@@ -16,6 +16,19 @@ fn check(paths: &[&std::path::Path]) -> std::process::Output {
     cmd.output().unwrap()
 }
 
+/// `check` for the user running the tests (as root, check-config would check for the
+/// `cabinetd` service user when the machine has one, who may not enter a private temp dir).
+fn check_as_me(paths: &[&std::path::Path]) -> std::process::Output {
+    let me = Command::new("id").arg("-un").output().unwrap();
+    let mut cmd = Command::new(cabinetd_bin());
+    cmd.arg("check-config");
+    for p in paths {
+        cmd.arg("--config").arg(p);
+    }
+    cmd.args(["--as-user", String::from_utf8_lossy(&me.stdout).trim()]);
+    cmd.output().unwrap()
+}
+
 #[test]
 fn every_shipped_config_is_valid() {
     let mut checked = 0;
@@ -109,4 +122,59 @@ fn an_endless_or_huge_config_file_is_refused_with_exit_78() {
         stderr.contains("/dev/zero:1:1: the file is larger than 4 MiB"),
         "{stderr}"
     );
+}
+
+/// Issue 14 item 2: check-config passed a config whose camera password_file did not exist, then
+/// `run` died with exit 1 (systemd restarted it in a loop). Both now exit 78 naming the key's
+/// position; a world-readable secret is a warning.
+#[test]
+fn a_missing_camera_password_file_is_a_config_error_for_check_config_and_run() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("cam-pw");
+    let cfg = dir.path().join("cabinetd.toml");
+    let text = format!(
+        "{}\n[[camera]]\nname = \"cam-1\"\naddress = \"http://127.0.0.1:9/onvif/device_service\"\nusername = \"u\"\npassword_file = \"{}\"\n",
+        base_config(dir.path(), free_port(), free_port()),
+        pw.display()
+    );
+    std::fs::write(&cfg, &text).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("password_file"))
+        .unwrap()
+        + 1;
+    let needle = format!("{}:{line}:17: camera[cam-1].password_file", cfg.display());
+    let out = check_as_me(&[&cfg]);
+    assert_eq!(out.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&needle) && stderr.contains("does not exist"),
+        "{stderr}"
+    );
+    let run = Command::new(cabinetd_bin())
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(78), "run exits 78 too");
+    assert!(String::from_utf8_lossy(&run.stderr).contains(&needle));
+    // An empty file is refused the same way; a world-readable one is accepted with a warning.
+    std::fs::write(&pw, "\n").unwrap();
+    let out = check_as_me(&[&cfg]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is empty"));
+    std::fs::write(&pw, "s3cret-pw-do-not-print\n").unwrap();
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = check_as_me(&[&cfg]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: camera[cam-1].password_file")
+            && stderr.contains("readable by every user"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("1 ONVIF camera(s)"), "{stdout}");
+    assert!(!stderr.contains("s3cret") && !stdout.contains("s3cret"));
 }

@@ -4,13 +4,14 @@
 //!   persisted id window ([`Ledger`]): a running id is ignored, a finished id gets its first
 //!   result published again; an expired command is `expired`. What it lets through is a new
 //!   [`Command`], handed to [`Commands::submit`].
-//! - What can be decided at once is (an unknown device, a camera in this build); the rest runs
-//!   as one task of a `JoinSet` ([`Executor`]), off the main loop: a DALI bus or a Modbus device
-//!   may take seconds. At most [`MAX_IN_FLIGHT`] commands run at once; a command beyond that is
+//! - What can be decided at once is (an unknown device or camera); the rest runs as one task of
+//!   a `JoinSet` ([`Executor`]), off the main loop: a DALI bus, a Modbus device or a camera may
+//!   take seconds. At most [`MAX_IN_FLIGHT`] commands run at once; a command beyond that is
 //!   `rejected` with a reason starting `busy` (a flood of distinct ids cannot grow tasks without
 //!   bound).
 //! - A point write waits at most [`WRITE_TIMEOUT`] for the device, a light command at most
-//!   `equipment::lights::LIGHT_TIMEOUT` per bus.
+//!   `equipment::lights::LIGHT_TIMEOUT` per bus, a camera command at most
+//!   `equipment::camera::COMMAND_TIMEOUT`.
 //! - At the stop, commands still running when the equipment phase of the stop deadline ends are
 //!   aborted and get a `failed` result ([`Commands::stop`]), which the daemon flushes before it
 //!   exits: no command goes without its final result.
@@ -24,6 +25,7 @@ use tokio::time::Instant;
 
 use super::{outcome, result, Action, Command, CommandError, Ledger};
 use crate::audit::{AuditEntry, AuditLog, AuthGate};
+use crate::equipment::camera::CameraError;
 use crate::equipment::Controls;
 use crate::light::LightAction;
 use crate::metrics::Metrics;
@@ -102,12 +104,31 @@ impl Executor {
             }
             Action::CameraGotoPreset { camera, .. }
             | Action::CameraReboot { camera }
-            | Action::CameraSyncTime { camera } => {
-                return reject(if controls.cameras.contains(&camera) {
-                    format!("field `args.camera`: {camera:?} is configured but this build has no ONVIF adapter")
-                } else {
-                    format!("field `args.camera`: no camera {camera:?}")
-                });
+            | Action::CameraSyncTime { camera }
+                if !controls.cameras.contains_key(camera.as_str()) =>
+            {
+                return reject(format!("field `args.camera`: no camera {camera:?}"));
+            }
+            Action::CameraGotoPreset { camera, preset } => {
+                let (cam, id) = (controls.cameras[&camera].clone(), id.clone());
+                self.set.spawn(async move {
+                    let r = cam.goto_preset(&preset).await;
+                    (name, outcome(&id, camera_outcome(r)))
+                })
+            }
+            Action::CameraReboot { camera } => {
+                let (cam, id) = (controls.cameras[&camera].clone(), id.clone());
+                self.set.spawn(async move {
+                    let r = cam.reboot().await;
+                    (name, outcome(&id, camera_outcome(r)))
+                })
+            }
+            Action::CameraSyncTime { camera } => {
+                let (cam, id) = (controls.cameras[&camera].clone(), id.clone());
+                self.set.spawn(async move {
+                    let r = cam.sync_time().await;
+                    (name, outcome(&id, camera_outcome(r)))
+                })
             }
         };
         self.running.insert(handle.id(), (id, name));
@@ -165,6 +186,15 @@ impl Executor {
                 Some((name, result(&id, CommandStatus::Failed, reason)))
             }
         }
+    }
+}
+
+/// A camera command's outcome: rejected (the reason names the field) or failed.
+fn camera_outcome<T>(r: Result<T, CameraError>) -> Result<(), CommandError> {
+    match r {
+        Ok(_) => Ok(()),
+        Err(CameraError::Rejected(why)) => Err(CommandError::Rejected(why)),
+        Err(CameraError::Failed(why)) => Err(CommandError::Failed(why)),
     }
 }
 
@@ -396,8 +426,7 @@ mod tests {
 
     #[tokio::test]
     async fn what_can_be_decided_at_once_is() {
-        let mut controls = Controls::default();
-        controls.cameras.insert("cam-1".into());
+        let controls = Controls::default();
         let mut exec = Executor::new(8);
         let r = exec
             .submit(cmd("a", write_to("nope")), &controls)
@@ -418,7 +447,7 @@ mod tests {
                 &controls,
             )
             .unwrap_err();
-        assert!(r.reason.contains("no ONVIF adapter"), "{}", r.reason);
+        assert_eq!(r.reason, "field `args.camera`: no camera \"cam-1\"");
         // A light command without buses is rejected by the router, from its task.
         exec.submit(
             cmd(

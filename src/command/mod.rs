@@ -60,7 +60,7 @@ pub enum Action {
     CameraGotoPreset {
         /// Camera name.
         camera: String,
-        /// Preset token.
+        /// Preset token, else preset name (a number is taken as its token).
         preset: String,
     },
     /// `camera.reboot {camera}`.

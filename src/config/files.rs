@@ -25,6 +25,7 @@
 
 use std::ffi::CString;
 use std::fs::Metadata;
+use std::io::Read as _;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 
@@ -39,6 +40,40 @@ pub const SERVICE_USER: &str = "cabinetd";
 pub const UNIT_STATE_DIRECTORY: &str = "/var/lib/cabinetd";
 /// Where systemd puts `LoadCredential=` files of the unit when it starts.
 const CREDENTIALS_PREFIX: &str = "/run/credentials/";
+/// Largest secret file read (a password is a line; anything bigger is the wrong file).
+pub const MAX_SECRET_BYTES: u64 = 4096;
+
+/// Reads a secret file: at most [`MAX_SECRET_BYTES`], UTF-8, one trailing line break removed,
+/// not empty. The error says why, never what the file holds.
+pub fn read_secret(path: &Path) -> Result<String, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    if !meta.is_file() {
+        return Err("is not a regular file".into());
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SECRET_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    if bytes.len() as u64 > MAX_SECRET_BYTES {
+        return Err(format!(
+            "is larger than {MAX_SECRET_BYTES} bytes (a password file holds one line)"
+        ));
+    }
+    let mut text = String::from_utf8(bytes).map_err(|_| "is not UTF-8 text".to_owned())?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    if text.is_empty() {
+        return Err("is empty".into());
+    }
+    Ok(text)
+}
 
 /// Who the files are checked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -489,6 +524,14 @@ fn check_one(r: &Reference, who: &Identity, mode: Mode, report: &mut FileReport,
                     "{shown} is not readable by {user} ({}) {acl}",
                     describe_meta(&meta)
                 ));
+            } else if let Some(why) = (r.kind == Kind::Secret)
+                .then(|| read_secret(&path).err())
+                .flatten()
+                // Read as this process: when it is not the user checked for, only what the
+                // file holds counts here (the mode bits above decided the access).
+                .filter(|why| !why.starts_with("cannot read it"))
+            {
+                fault(format!("{shown} {why}"));
             } else if r.kind == Kind::Secret && meta.mode() & 0o004 != 0 {
                 report.findings.push(Finding {
                     fatal: false,
@@ -603,6 +646,31 @@ mod tests {
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
         let m = std::fs::metadata(&f).unwrap();
         (dir, m)
+    }
+
+    #[test]
+    fn secrets_read_as_one_line_and_bad_files_say_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pw");
+        std::fs::write(&p, "s3cret\r\n").unwrap();
+        assert_eq!(read_secret(&p).unwrap(), "s3cret");
+        std::fs::write(&p, "two\nlines\n").unwrap();
+        assert_eq!(
+            read_secret(&p).unwrap(),
+            "two\nlines",
+            "only one break removed"
+        );
+        std::fs::write(&p, "\n").unwrap();
+        assert_eq!(read_secret(&p).unwrap_err(), "is empty");
+        std::fs::write(&p, vec![b'x'; 5000]).unwrap();
+        assert!(read_secret(&p).unwrap_err().contains("larger than 4096"));
+        assert!(read_secret(dir.path())
+            .unwrap_err()
+            .contains("not a regular file"));
+        let e = read_secret(&dir.path().join("none")).unwrap_err();
+        assert!(e.starts_with("cannot read it"), "{e}");
+        std::fs::write(&p, b"\xff\xfe").unwrap();
+        assert_eq!(read_secret(&p).unwrap_err(), "is not UTF-8 text");
     }
 
     #[test]

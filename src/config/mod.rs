@@ -21,6 +21,7 @@ mod units;
 mod validate;
 
 pub use automation::*;
+pub use files::{read_secret, MAX_SECRET_BYTES};
 pub use load::{digest, load_files, load_sources, load_sources_with_version};
 pub use remote::{check_remote_source, DESIRED_SOURCE, LOCAL_ONLY_SECTIONS};
 
@@ -107,6 +108,8 @@ pub struct Config {
     pub cameras: Vec<Camera>,
     /// `[[simulator]]`: built-in simulated equipment (demo cabinet, tests).
     pub simulators: Vec<Simulator>,
+    /// `[onvif]`: WS-Discovery in the daemon.
+    pub onvif: OnvifConfig,
     /// `[lighting]`: the night's programme (empty when the section is absent).
     pub lighting: LightingConfig,
     /// `[security]`: signed commands and desired configs (local files only).
@@ -414,17 +417,72 @@ pub struct DaliBus {
     pub rated_power_w: Option<f64>,
 }
 
-/// A `[[camera]]`.
+/// A `[[camera]]`: an ONVIF camera, supervised for health, clock and events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Camera {
     /// Unique device name.
     pub name: String,
-    /// ONVIF device service URL.
+    /// ONVIF device service URL (`http://host[:port]/path`).
     pub address: String,
     /// ONVIF user.
     pub username: String,
-    /// File holding the password.
+    /// File holding the password (read when the camera starts; checked by `check-config`).
     pub password_file: PathBuf,
+    /// Health poll period (clock, liveness, response time).
+    pub poll: Duration,
+    /// Timeout of each request to the camera.
+    pub timeout: Duration,
+    /// Subscribe to the camera's events (motion, tamper) through a pull point.
+    pub events: bool,
+    /// `camera_clock_drift` when the camera's clock is off by more than this.
+    pub clock_drift_threshold: Duration,
+    /// After the camera refuses the credentials, no credentialed request for this long
+    /// (doubling up to an hour): cameras lock accounts after repeated failed logins.
+    pub auth_retry: Duration,
+    /// Report-by-exception heartbeat of the camera's points.
+    pub heartbeat: Duration,
+}
+
+/// Default camera health poll: liveness and clock every 30 s is plenty for supervision and
+/// costs one anonymous request.
+pub const DEFAULT_CAMERA_POLL: Duration = Duration::from_secs(30);
+/// Default camera request timeout: cameras on a cabinet's LAN answer in milliseconds; some
+/// take seconds for GetProfiles.
+pub const DEFAULT_CAMERA_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default clock drift threshold: beyond a few seconds a camera's timestamps mislead whoever
+/// reads its recordings (and some cameras refuse WS-Security at ±5 s).
+pub const DEFAULT_CLOCK_DRIFT_THRESHOLD: Duration = Duration::from_secs(5);
+/// Default first wait after a credential refusal (doubling to an hour): slow enough that a
+/// wrong password never locks the account (Reolink locks after a few failures).
+pub const DEFAULT_CAMERA_AUTH_RETRY: Duration = Duration::from_secs(300);
+/// Default WS-Discovery period when `[onvif] discovery = true`.
+pub const DEFAULT_DISCOVERY_INTERVAL: Duration = Duration::from_secs(600);
+/// Default WS-Discovery answer window (ProbeMatches arrive within 2–3 s).
+pub const DEFAULT_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// `[onvif]`: WS-Discovery in the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnvifConfig {
+    /// Probe the camera network every `discovery_interval` and raise `camera_unknown` for a
+    /// camera that answers but is not configured. Off by default.
+    pub discovery: bool,
+    /// Period of the probes.
+    pub discovery_interval: Duration,
+    /// How long answers are collected after each probe.
+    pub discovery_timeout: Duration,
+    /// Interface the probes go out of (a name like `eth1`, or its IPv4 address).
+    pub discovery_interface: Option<String>,
+}
+
+impl Default for OnvifConfig {
+    fn default() -> Self {
+        OnvifConfig {
+            discovery: false,
+            discovery_interval: DEFAULT_DISCOVERY_INTERVAL,
+            discovery_timeout: DEFAULT_DISCOVERY_TIMEOUT,
+            discovery_interface: None,
+        }
+    }
 }
 
 /// What a simulator imitates.

@@ -925,14 +925,100 @@ fn cameras() {
             address: "http://10.0.0.50/onvif/device_service".into(),
             username: "gateway".into(),
             password_file: "/etc/cabinetd/secrets/cam-darcy".into(),
+            poll: DEFAULT_CAMERA_POLL,
+            timeout: DEFAULT_CAMERA_TIMEOUT,
+            events: true,
+            clock_drift_threshold: DEFAULT_CLOCK_DRIFT_THRESHOLD,
+            auth_retry: DEFAULT_CAMERA_AUTH_RETRY,
+            heartbeat: DEFAULT_HEARTBEAT,
         }]
     );
+    assert_eq!(c.onvif, OnvifConfig::default());
+    assert!(!c.onvif.discovery, "discovery is off by default");
     one(
         "[[camera]]\nname = \"c\"\naddress = \"http://x/onvif\"\nusername = \"u\"\n",
         "b.toml:1:1",
         "missing required key camera[c].password_file",
     );
     one("[[camera]]\nname = \"c\"\naddress = \"rtsp://x\"\nusername = \"u\"\npassword_file = \"/p\"\n", "b.toml:3:11", "ONVIF device service URL");
+    one("[[camera]]\nname = \"c\"\naddress = \"https://x/onvif\"\nusername = \"u\"\npassword_file = \"/p\"\n", "b.toml:3:11", "http:// only");
+    one("[[camera]]\nname = \"c\"\naddress = \"http://admin:pw@x/onvif\"\nusername = \"u\"\npassword_file = \"/p\"\n", "b.toml:3:11", "must not carry credentials");
+}
+
+#[test]
+fn camera_tuning_and_discovery() {
+    let c = ok("[[camera]]\nname = \"c\"\naddress = \"http://10.0.0.5:8080/onvif/device_service\"\nusername = \"u\"\npassword_file = \"/p\"\npoll = \"10s\"\ntimeout = \"2s\"\nevents = false\nclock_drift_threshold = \"2s\"\nauth_retry = \"10min\"\nheartbeat = \"5m\"\n[onvif]\ndiscovery = true\ndiscovery_interval = \"1h\"\ndiscovery_timeout = \"2s\"\ndiscovery_interface = \"eth1\"\n");
+    let cam = &c.cameras[0];
+    assert_eq!(
+        (
+            cam.poll,
+            cam.timeout,
+            cam.events,
+            cam.clock_drift_threshold,
+            cam.auth_retry,
+            cam.heartbeat
+        ),
+        (
+            Duration::from_secs(10),
+            Duration::from_secs(2),
+            false,
+            Duration::from_secs(2),
+            Duration::from_secs(600),
+            Duration::from_secs(300)
+        )
+    );
+    assert_eq!(
+        c.onvif,
+        OnvifConfig {
+            discovery: true,
+            discovery_interval: Duration::from_secs(3600),
+            discovery_timeout: Duration::from_secs(2),
+            discovery_interface: Some("eth1".into()),
+        }
+    );
+    let cam = |extra: &str| {
+        format!("[[camera]]\nname = \"c\"\naddress = \"http://x/onvif\"\nusername = \"u\"\npassword_file = \"/p\"\n{extra}")
+    };
+    one(
+        &cam("poll = \"10ms\"\n"),
+        "b.toml:6:8",
+        "camera[c].poll must be between",
+    );
+    one(
+        &cam("timeout = \"2min\"\n"),
+        "b.toml:6:11",
+        "camera[c].timeout must be between",
+    );
+    one(
+        &cam("events = \"yes\"\n"),
+        "b.toml:6:10",
+        "expected a boolean",
+    );
+    one(
+        &cam("pol = \"1s\"\n"),
+        "b.toml:6:1",
+        "did you mean \"poll\"",
+    );
+    one(
+        "[onvif]\ndiscovery = 1\n",
+        "b.toml:2:13",
+        "expected a boolean",
+    );
+    one(
+        "[onvif]\ndiscovery_interval = \"2s\"\ndiscovery_timeout = \"3s\"\n",
+        "b.toml:3:21",
+        "shorter than onvif.discovery_interval",
+    );
+    one(
+        "[onvif]\ndiscovery_interface = \"eth 1\"\n",
+        "b.toml:2:23",
+        "interface name",
+    );
+    one(
+        "[onvif]\ndiscover = true\n",
+        "b.toml:2:1",
+        "unknown key onvif.discover",
+    );
 }
 
 #[test]

@@ -433,6 +433,13 @@ impl Daemon {
     /// Applies a validated configuration: refused whole if it changes what needs a restart; a
     /// failed start rolls back (`config_rolled_back`).
     pub(super) async fn apply(&mut self, new: Config) -> Result<(), ReloadError> {
+        // The files it names (camera passwords…) are checked first, as `run` checks them.
+        use config::files::{check_files, Identity, Mode};
+        let files = check_files(&new, &self.files, &Identity::current(), Mode::Run);
+        let errors: Vec<_> = files.errors().cloned().collect();
+        if !errors.is_empty() {
+            return Err(ReloadError::Invalid(config::ConfigErrors(errors)));
+        }
         match self.rack.reload(&self.cfg, &new).await {
             Ok(()) => {
                 tracing::info!(config_version = %new.version, "configuration applied");

@@ -2,12 +2,14 @@
 //! reloads and stops them ([`Rack`]).
 //!
 //! Every kind — a Modbus line with its devices ([`modbus::ModbusLine`]: one owner per serial
-//! line or TCP endpoint), a DALI bus ([`dali`]), a camera, a built-in simulator — implements
-//! [`Equipment`]: its name, the exclusive [`Resource`]s it owns while it runs, and how it starts
-//! its tasks into a [`Starter`]. Each supervised entry (each Modbus device) publishes one
-//! [`Status`] on a `watch` channel through a [`StatusTx`], which is also the one place that
-//! builds `device_down` / `device_up` events and sets `cabinetd_device_up{device,protocol}`.
-//! `/status` reads the receivers ([`Board`]); commands reach the equipment through [`Controls`].
+//! line or TCP endpoint), a DALI bus ([`dali`]), an ONVIF camera ([`camera`]), a built-in
+//! simulator — implements [`Equipment`]: its name, the exclusive [`Resource`]s it owns while it
+//! runs, and how it starts its tasks into a [`Starter`]. Each supervised entry (each Modbus
+//! device) publishes one [`Status`] on a `watch` channel through a [`StatusTx`], which is also the
+//! one place that decides `device_down` / `device_up` transitions and sets
+//! `cabinetd_device_up{device,protocol}` (cameras name those transitions `camera_offline` /
+//! `camera_online`, SPEC §2). `/status` reads the receivers ([`Board`]); commands reach the
+//! equipment through [`Controls`].
 //!
 //! # Generations and the cancellation tree
 //! The equipment of one configuration is a [`Generation`]: a `CancellationToken` (child of the
@@ -20,16 +22,13 @@
 //! 2. start the new generation; if it fails, stop what it started and start the previous
 //!    configuration again ([`ReloadError::RolledBack`]); if that fails too, say so loudly
 //!    ([`ReloadError::RestoreFailed`]): the cabinet then runs without equipment.
-//!
-//! Cameras are configured but not supervised in this build: they appear in `/status` as
-//! [`Health::NotSupervised`] and camera commands are rejected (the ONVIF adapter will add
-//! `equipment/camera.rs` implementing [`Equipment`] for [`config::Camera`]).
 
+pub mod camera;
 pub mod dali;
 pub mod lights;
 pub mod modbus;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -40,7 +39,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, Config, ConfigErrors, Resource};
+use crate::config::{Config, ConfigErrors, Resource};
 use crate::event::EquipmentKind;
 use crate::metrics::Metrics;
 use crate::record::{Event, RecordBody};
@@ -71,6 +70,19 @@ pub enum Health {
     },
 }
 
+/// What a device says it is (cameras: GetDeviceInformation), shown in `/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    /// Manufacturer.
+    pub manufacturer: String,
+    /// Model.
+    pub model: String,
+    /// Firmware version.
+    pub firmware: String,
+    /// Serial number.
+    pub serial: String,
+}
+
 /// The live status of one entry.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Status {
@@ -85,6 +97,8 @@ pub struct Status {
     pub last_error: Option<String>,
     /// Points it reports (for a DALI bus: the luminaires found).
     pub points: usize,
+    /// What the device says it is, once read (cameras).
+    pub identity: Option<Identity>,
 }
 
 impl Status {
@@ -96,6 +110,7 @@ impl Status {
             last_poll: None,
             last_error: None,
             points,
+            identity: None,
         }
     }
 
@@ -204,6 +219,25 @@ pub enum EquipmentError {
         /// The OS's reason.
         reason: String,
     },
+    /// A secret file (a camera's `password_file`) could not be read. `check-config` and `run`
+    /// check it before anything starts; this is the file changing in between.
+    #[error("{entry}: password_file {path}: {reason}", path = path.display())]
+    Secret {
+        /// The entry.
+        entry: String,
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why (never the content).
+        reason: String,
+    },
+    /// A camera's settings were refused by the ONVIF client.
+    #[error("camera {entry}: {reason}")]
+    Camera {
+        /// The camera.
+        entry: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Why a configuration change was not applied as asked.
@@ -262,8 +296,8 @@ pub struct Controls {
     pub writers: BTreeMap<String, mpsc::Sender<cabinetd_modbus::WriteRequest>>,
     /// The DALI buses.
     pub lights: LightRouter,
-    /// Cameras configured (not supervised in this build).
-    pub cameras: BTreeSet<String>,
+    /// The cameras, by name (`camera.*` commands; rules and scenes too).
+    pub cameras: BTreeMap<String, camera::CameraHandle>,
 }
 
 /// What every entry gets from the rack, for as long as the daemon runs.
@@ -277,6 +311,8 @@ pub struct Context {
     pub storage: std::path::PathBuf,
     /// Bumped by every status update: proves the polling loops live (watchdog).
     pub beats: Arc<AtomicU64>,
+    /// What cameras share across reloads (clock trust, discovery memory).
+    pub onvif: camera::Shared,
 }
 
 /// One kind of equipment, as the rack starts it.
@@ -369,6 +405,7 @@ impl Generation {
                 e.start(&mut s)?;
             }
             lights::start_programme(cfg, &mut s);
+            camera::start_discovery(cfg, &mut s);
             Ok(())
         })();
         if let Err(e) = started {
@@ -382,30 +419,6 @@ impl Generation {
     async fn stop(mut self, deadline: Instant) {
         self.token.cancel();
         self.tasks.join_until(deadline, "equipment").await;
-    }
-}
-
-// The placeholder of this build: the ONVIF adapter replaces this impl by `equipment/camera.rs`
-// (supervision, camera commands through `Controls`), keeping the trait and the status model.
-impl Equipment for config::Camera {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn resources(&self) -> Vec<Resource> {
-        Vec::new()
-    }
-
-    fn start(&self, s: &mut Starter<'_>) -> Result<(), EquipmentError> {
-        // No issue has asked for the ONVIF adapter yet: say so instead of ignoring it.
-        tracing::warn!(camera = %self.name, "camera configured, but ONVIF supervision is not part of this build; it is not polled");
-        let reason = "ONVIF supervision is not part of this build".to_owned();
-        s.status(&self.name, EquipmentKind::Onvif, 0).update(|st| {
-            st.last_error = Some(reason.clone());
-            st.health = Health::NotSupervised { reason };
-        });
-        s.controls().cameras.insert(self.name.clone());
-        Ok(())
     }
 }
 

@@ -50,6 +50,7 @@ fn rack(storage: &std::path::Path) -> Harness {
         metrics: metrics.clone(),
         storage: storage.to_path_buf(),
         beats: Arc::new(AtomicU64::new(0)),
+        onvif: camera::Shared::default(),
     };
     Harness {
         rack: Rack::new(ctx, root.child_token()),
@@ -119,25 +120,42 @@ fn status_transitions_raise_one_event_each() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cameras_show_as_not_supervised_and_simulators_serve() {
+async fn cameras_are_supervised_and_simulators_serve() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
+    let pw = dir.path().join("cam-pw");
+    std::fs::write(&pw, "s3cret\n").unwrap();
+    // Nothing listens on the camera's port: it is reported offline, once.
+    let cam_port = free_port();
     let cfg = config(
         dir.path(),
         &format!(
-            "{}[[camera]]\nname = \"cam-1\"\naddress = \"http://10.0.0.5/onvif/device_service\"\nusername = \"u\"\npassword_file = \"/p\"\n",
-            simulator("meter-sim", port)
+            "{}[[camera]]\nname = \"cam-1\"\naddress = \"http://127.0.0.1:{cam_port}/onvif/device_service\"\nusername = \"u\"\npassword_file = \"{}\"\npoll = \"100ms\"\n",
+            simulator("meter-sim", port),
+            pw.display()
         ),
     );
     let mut h = rack(dir.path());
     h.rack.start(&cfg).await.unwrap();
-    let cam = h.status("cam-1", |_| true).await;
+    let cam = h.status("cam-1", |s| s.up() == Some(false)).await;
     assert_eq!(cam.kind, EquipmentKind::Onvif);
-    assert!(matches!(cam.health, Health::NotSupervised { .. }));
-    assert!(h.rack.controls().cameras.contains("cam-1"));
+    assert!(h.rack.controls().cameras.contains_key("cam-1"));
+    let offline: Vec<Event> = h
+        .events()
+        .into_iter()
+        .filter(|e| e.kind == EventKind::CameraOffline)
+        .collect();
+    assert_eq!(offline.len(), 1, "{offline:?}");
+    // A command to an offline camera fails (and names it), within the command bound.
+    let r = h.rack.controls().cameras["cam-1"].goto_preset("1").await;
+    assert!(
+        matches!(&r, Err(camera::CameraError::Failed(m)) if m.starts_with("cam-1: ")),
+        "{r:?}"
+    );
     tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("the simulator listens");
+    let handle = h.rack.controls().cameras["cam-1"].clone();
     h.rack.stop(Instant::now() + RELOAD_STOP).await;
     assert!(
         tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -145,6 +163,30 @@ async fn cameras_show_as_not_supervised_and_simulators_serve() {
             .is_err(),
         "the simulator's port is released at the stop"
     );
+    let r = handle.reboot().await;
+    assert!(
+        matches!(&r, Err(camera::CameraError::Failed(m)) if m.contains("stopped")),
+        "a handle kept past its generation does nothing: {r:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_whose_password_file_vanished_does_not_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        &format!(
+            "[[camera]]\nname = \"cam-1\"\naddress = \"http://127.0.0.1:9/onvif/device_service\"\nusername = \"u\"\npassword_file = \"{}\"\n",
+            dir.path().join("gone").display()
+        ),
+    );
+    let mut h = rack(dir.path());
+    let e = h.rack.start(&cfg).await.unwrap_err();
+    assert!(
+        matches!(&e, EquipmentError::Secret { entry, .. } if entry == "camera cam-1"),
+        "{e}"
+    );
+    assert!(e.to_string().contains("password_file"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -63,7 +63,7 @@ cleanup() {
   unprovision
   purge_if_installed
   # What the test itself planted and purge keeps on purpose (admin secrets).
-  rm -f /etc/cabinetd/secrets/test-secret
+  rm -f /etc/cabinetd/secrets/test-secret /etc/cabinetd/secrets/cam-darcy
   for d in /etc/cabinetd/secrets /etc/cabinetd; do [ ! -d "$d" ] || rmdir --ignore-fail-on-non-empty "$d"; done
   remove_test_user
 }

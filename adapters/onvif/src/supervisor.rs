@@ -77,6 +77,7 @@ pub struct AuthGate {
     backoff: Backoff,
     until: Option<Instant>,
     refusals: u64,
+    accepted: u64,
 }
 
 impl AuthGate {
@@ -85,6 +86,7 @@ impl AuthGate {
             backoff: Backoff::new(cfg.auth_retry_min, cfg.auth_retry_max),
             until: None,
             refusals: 0,
+            accepted: 0,
         }
     }
 
@@ -103,6 +105,7 @@ impl AuthGate {
     fn accepted(&mut self) {
         self.backoff.reset();
         self.until = None;
+        self.accepted += 1;
     }
 }
 
@@ -117,7 +120,8 @@ fn lock(g: &Gate) -> std::sync::MutexGuard<'_, AuthGate> {
 pub struct Health {
     /// The camera answered HTTP at all.
     pub online: bool,
-    /// Camera minus cabinet clock, seconds.
+    /// Camera minus cabinet clock, seconds, as measured by this poll (None when the camera did
+    /// not give its clock this time: offline, or it wants credentials that are refused).
     pub clock_offset_s: Option<f64>,
     /// Round trip of the clock request, milliseconds.
     pub response_ms: Option<u64>,
@@ -127,6 +131,9 @@ pub struct Health {
     pub auth_failed: bool,
     /// Total refusals so far (each one opened the auth gate's backoff).
     pub auth_refusals: u64,
+    /// Credentialed requests accepted so far (health, commands and events together): a refusal
+    /// episode is over once this grows after the refusal.
+    pub auth_accepted: u64,
     /// What went wrong, if anything.
     pub error: Option<Error>,
 }
@@ -207,17 +214,18 @@ impl<C: Connector + Clone> Supervisor<C> {
     /// One health poll: clock (liveness, offset, response time), then identity when due.
     pub async fn poll_health(&mut self) -> Health {
         let now = Instant::now();
-        let (closed, refusals) = {
+        let (closed, refusals, accepted) = {
             let g = lock(&self.gate);
-            (g.closed(now), g.refusals)
+            (g.closed(now), g.refusals, g.accepted)
         };
         let mut h = Health {
             online: false,
-            clock_offset_s: self.client.exchange().clock_offset(),
+            clock_offset_s: None,
             response_ms: None,
             identity: self.identity.clone(),
             auth_failed: closed.is_some(),
             auth_refusals: refusals,
+            auth_accepted: accepted,
             error: None,
         };
         if closed.is_some() {
@@ -225,7 +233,7 @@ impl<C: Connector + Clone> Supervisor<C> {
                 Ok((rtt, offset)) => {
                     h.online = true;
                     h.response_ms = Some(rtt.as_millis() as u64);
-                    h.clock_offset_s = offset.or(h.clock_offset_s);
+                    h.clock_offset_s = offset;
                 }
                 Err(e) => h.error = Some(e),
             }
@@ -262,6 +270,7 @@ impl<C: Connector + Clone> Supervisor<C> {
         let g = lock(&self.gate);
         h.auth_failed = g.closed(Instant::now()).is_some();
         h.auth_refusals = g.refusals;
+        h.auth_accepted = g.accepted;
         h.identity = self.identity.clone();
         h
     }

@@ -32,7 +32,7 @@ mod sections;
 mod security;
 mod simulator;
 
-use camera::camera;
+use camera::{camera, onvif};
 use dali::dali_bus;
 use lighting::lighting;
 use modbus::modbus_device;
@@ -49,6 +49,7 @@ const TOP_KEYS: &[&str] = &[
     "modbus",
     "dali",
     "camera",
+    "onvif",
     "simulator",
     "lighting",
     "security",
@@ -490,6 +491,7 @@ pub(crate) fn validate(
         .filter_map(|(i, t)| camera(&mut cx, t, i, &mut devices))
         .collect();
     devices.report(&mut cx, names);
+    let onvif = onvif(&mut cx, root);
     let mut sims = Unique::new("simulator name");
     let simulators = cx
         .tables(root, "simulator", "simulator")
@@ -524,6 +526,7 @@ pub(crate) fn validate(
         dali,
         cameras,
         simulators,
+        onvif,
         lighting,
         security,
         safety,

@@ -49,6 +49,11 @@ pub struct Quirks {
     pub hostile: Option<Hostile>,
     /// Chunked transfer encoding for answers.
     pub chunked: bool,
+    /// Gone from the network: every connection is closed without an answer.
+    pub offline: bool,
+    /// GetProfiles carries a stream URI with credentials in it (as some cameras put one in
+    /// their profiles' metadata): it must never be logged or published.
+    pub uri_in_profiles: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +85,8 @@ impl Default for Quirks {
             no_get_services: false,
             hostile: None,
             chunked: false,
+            offline: false,
+            uri_in_profiles: false,
         }
     }
 }
@@ -106,6 +113,8 @@ pub struct Logged {
     pub action: String,
     pub path: String,
     pub auth: AuthSeen,
+    /// When the request arrived.
+    pub at: std::time::Instant,
 }
 
 #[derive(Debug, Default)]
@@ -185,12 +194,17 @@ fn parse_xsd(s: &str) -> Option<i64> {
     let n = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
     let (y, m, d) = (n(0..4)?, n(5..7)?, n(8..10)?);
     let (h, mi, sec) = (n(11..13)?, n(14..16)?, n(17..19)?);
+    Some(unix_from_civil(y, m, d, h, mi, sec))
+}
+
+/// Unix seconds of a UTC civil time (independent of the crate's own arithmetic).
+fn unix_from_civil(y: i64, m: i64, d: i64, h: i64, mi: i64, sec: i64) -> i64 {
     let y2 = y - i64::from(m <= 2);
     let era = y2.div_euclid(400);
     let yoe = y2 - era * 400;
     let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some((era * 146_097 + doe - 719_468) * 86_400 + h * 3600 + mi * 60 + sec)
+    (era * 146_097 + doe - 719_468) * 86_400 + h * 3600 + mi * 60 + sec
 }
 
 /// Text of the first element whose name ends with `:tag` or is `tag` (prefix-tolerant, as
@@ -323,6 +337,9 @@ impl QuirkCam {
             }
         };
         let q = self.quirks.lock().unwrap().clone();
+        if q.offline {
+            return; // the connection is dropped unanswered
+        }
         let hv = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
         let ct_action = hv("content-type").and_then(|c| {
             c.split("action=\"")
@@ -345,6 +362,7 @@ impl QuirkCam {
             action: op.clone(),
             path: path.clone(),
             auth,
+            at: std::time::Instant::now(),
         });
         let needs_auth = op != "GetSystemDateAndTime" || q.clock_needs_auth;
         let authed = matches!(auth, AuthSeen::TokenOk | AuthSeen::DigestOk);
@@ -555,6 +573,7 @@ impl QuirkCam {
             "GetCapabilities" => ok(envelope(q,
                 "<tds:GetCapabilitiesResponse><tds:Capabilities><tt:Device><tt:XAddr>http://cam/onvif/device_service</tt:XAddr></tt:Device><tt:Events><tt:XAddr>http://cam/onvif/events</tt:XAddr><tt:WSPullPointSupport>true</tt:WSPullPointSupport></tt:Events><tt:Media><tt:XAddr>http://cam/onvif/media</tt:XAddr></tt:Media><tt:PTZ><tt:XAddr>http://cam/onvif/ptz</tt:XAddr></tt:PTZ></tds:Capabilities></tds:GetCapabilitiesResponse>",
             )),
+            "GetProfiles" if q.uri_in_profiles => ok(envelope(q, "<trt:GetProfilesResponse><trt:Profiles token=\"main\" fixed=\"true\"><tt:Name>mainStream</tt:Name><tt:VideoSourceConfiguration token=\"vs\"><tt:Name>vs</tt:Name></tt:VideoSourceConfiguration><tt:PTZConfiguration token=\"ptz0\"><tt:Name>ptz</tt:Name></tt:PTZConfiguration><tt:Extension><tt:Uri>rtsp://operator:s3cret-pw@10.0.0.50:554/Streaming/Channels/101?token=stream-tok-42</tt:Uri></tt:Extension></trt:Profiles></trt:GetProfilesResponse>")),
             "GetProfiles" => ok(envelope(q, "<trt:GetProfilesResponse><trt:Profiles token=\"main\" fixed=\"true\"><tt:Name>mainStream</tt:Name><tt:VideoSourceConfiguration token=\"vs\"><tt:Name>vs</tt:Name></tt:VideoSourceConfiguration><tt:PTZConfiguration token=\"ptz0\"><tt:Name>ptz</tt:Name></tt:PTZConfiguration></trt:Profiles></trt:GetProfilesResponse>")),
             "GetPresets" => {
                 let mut items = String::new();
@@ -580,6 +599,13 @@ impl QuirkCam {
                 let n = |t: &str| extract(body, t).and_then(|v| v.parse::<i64>().ok());
                 if let (Some(y), Some(h)) = (n("Year"), n("Hour")) {
                     self.state.lock().unwrap().clock_set = Some(y * 10_000 + h);
+                }
+                // The camera's clock now reads what was set (as a real camera's would).
+                if let (Some(y), Some(mo), Some(d), Some(h), Some(mi), Some(sec)) =
+                    (n("Year"), n("Month"), n("Day"), n("Hour"), n("Minute"), n("Second"))
+                {
+                    let set = unix_from_civil(y, mo, d, h, mi, sec);
+                    self.quirks.lock().unwrap().clock_offset_s = set - now_unix();
                 }
                 ok(envelope(q, "<tds:SetSystemDateAndTimeResponse/>"))
             }
