@@ -453,6 +453,40 @@ async fn the_outbox_thread_flushes_by_itself_and_closes_with_a_final_flush() {
     );
 }
 
+/// Issue 12's benchmark: a signed point.write took p99 94 ms because its result waited for the
+/// next group commit (`flush_interval`, 25 ms). A command result is made durable at once.
+#[tokio::test]
+async fn a_command_result_is_durable_at_once_not_at_the_next_group_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = OutboxOptions {
+        flush_interval: Duration::from_secs(3600),
+        ..OutboxOptions::default()
+    };
+    let (ob, _) = Outbox::open(dir.path(), opts, Metrics::new("t")).unwrap();
+    let mut durable = ob.subscribe_durable();
+    // The interval's first tick flushes at once: let it pass, so the next is an hour away.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while ob.flusher_heartbeat().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no first group commit"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    ob.push(vec![telemetry(0), result("c1")]).await.unwrap();
+    // What the uplink reads: the durable seqs of [telemetry, events, results].
+    let durable_now = || async { ob.session_start().await.unwrap().1 };
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while durable_now().await[2] < 1 {
+            durable.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the result is durable long before the hourly group commit");
+    assert_eq!(durable_now().await[0], 1, "what came before it too");
+    ob.close().await.unwrap();
+}
+
 #[test]
 fn a_store_held_by_another_handle_is_refused_not_moved_aside() {
     let dir = tempfile::tempdir().unwrap();

@@ -19,7 +19,8 @@
 //!   discarded.
 //! - Reads, acks and flush requests come on a control channel, served as fairly as the appends
 //!   and the group-commit tick (none of them may starve the others).
-//! - Group commit every `flush_interval` (or after `flush_after_records` appends); the budget is
+//! - Group commit every `flush_interval` (or after `flush_after_records` appends, or at once when
+//!   a command result arrives: the central post waits for it); the budget is
 //!   checked about once a second. `/status` figures are a snapshot refreshed by the thread, so
 //!   reading them never waits for sled.
 
@@ -421,10 +422,17 @@ impl Worker {
                         appends_open = false;
                         continue;
                     }
+                    let mut result = false;
                     for body in buf.drain(..).flatten() {
+                        result |= matches!(body, RecordBody::Result(_));
                         self.append(body);
                     }
-                    if self.since_flush >= self.flush_after {
+                    if result {
+                        // A command result is what the central post waits for: durable and
+                        // publishable now, not at the next group commit (up to
+                        // `flush_interval`). Results are one per command: the fsync is rare.
+                        let _ = self.flush();
+                    } else if self.since_flush >= self.flush_after {
                         let _ = self.flush();
                     }
                 }
