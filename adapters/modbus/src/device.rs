@@ -48,7 +48,9 @@ pub const BACKOFF_CAP: Duration = Duration::from_secs(5);
 /// The outcome of one complete poll.
 #[derive(Debug, Clone)]
 pub struct PollReport {
-    /// When the poll started (wall clock: the records' `ts`).
+    /// When the unit's last answer of the poll arrived (wall clock: the records' `ts`). Not when
+    /// the poll started: on a shared line a request may wait behind other units' requests, and
+    /// the values are of the moment the unit answered.
     pub at: SystemTime,
     /// When the poll started (monotonic: the report-by-exception clock).
     pub started: Instant,
@@ -329,7 +331,6 @@ impl Unit {
     }
 
     async fn read_all(&mut self) -> Result<PollReport, Error> {
-        let at = SystemTime::now();
         let started = Instant::now();
         let mut readings = Vec::with_capacity(self.spec.points.len());
         for req in &self.requests {
@@ -364,7 +365,7 @@ impl Unit {
         }
         readings.sort_by_key(|(i, _)| *i);
         Ok(PollReport {
-            at,
+            at: SystemTime::now(),
             started,
             duration: started.elapsed(),
             readings,
