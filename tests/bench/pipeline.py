@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import signal
 import socket
 import statistics
@@ -103,10 +104,20 @@ class Broker:
 
 
 class Subscriber:
-    """Persistent session, so nothing is missed while the broker restarts."""
+    """Persistent session, so nothing is missed while the broker restarts.
+
+    paho's network thread only timestamps and queues each message; a second thread decodes them.
+    Decoding in the callback (and the main loop rebuilding a set of every seq ten times a second
+    under the GIL) made this Python subscriber the bottleneck after an outage: the broker queued
+    fresh messages behind a backlog the subscriber took seconds to decode, and the benchmark
+    reported that as the daemon's "first fresh record" delay."""
 
     def __init__(self, port: int, topic: str):
         self.lock = threading.Lock()
+        self.inbox: queue.Queue = queue.Queue()
+        self.tel_unique: set[int] = set()
+        self.tel_max = 0
+        self.complete_at: float | None = None
         self.seqs: dict[str, list[int]] = {}
         self.latencies: list[float] = []
         self.first_fresh_after: float | None = None
@@ -121,18 +132,26 @@ class Subscriber:
         # made it worse: with 0.1 s, paho took 5–7 s to deliver again after the broker was back.)
         self.c.reconnect_delay_set(min_delay=1, max_delay=1)
         self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
-        self.c.on_message = self.on_message
+        self.c.on_message = lambda c, u, msg: self.inbox.put((time.time(), msg.topic, msg.payload))
+        self.decoder = threading.Thread(target=self.decode_loop, daemon=True)
+        self.decoder.start()
         self.c.connect("127.0.0.1", port, keepalive=10)
         self.c.loop_start()
 
-    def on_message(self, c, u, msg) -> None:
-        now = time.time()
-        if not msg.topic.endswith(("/telemetry", "/events", "/cmd/result")):
+    def decode_loop(self) -> None:
+        while True:
+            item = self.inbox.get()
+            if item is None:
+                return
+            self.on_message(*item)
+
+    def on_message(self, now: float, topic: str, payload: bytes) -> None:
+        if not topic.endswith(("/telemetry", "/events", "/cmd/result")):
             return
-        env = decode_payload(msg.payload)
+        env = decode_payload(payload)
         with self.lock:
             if env["stream"] == "telemetry":
-                self.wire_bytes += len(msg.payload)
+                self.wire_bytes += len(payload)
             s = self.seqs.setdefault(env["stream"], [])
             for r in env["records"]:
                 s.append(r["seq"])
@@ -141,15 +160,28 @@ class Subscriber:
                     if self.watch_fresh_from is not None and self.first_after is None:
                         if parse_ts(r["ts"]) >= self.watch_fresh_from:
                             self.first_after = now
+                    self.tel_unique.add(r["seq"])
+                    self.tel_max = max(self.tel_max, r["seq"])
                     if not env["replay"]:
                         self.latencies.append(now - parse_ts(r["ts"]))
                         if self.watch_fresh_from is not None and self.first_fresh_after is None:
                             if parse_ts(r["ts"]) >= self.watch_fresh_from:
                                 self.first_fresh_after = now
+            # Backlog drained: every seq up to the highest arrived, fresh records flowing.
+            if (
+                env["stream"] == "telemetry"
+                and self.complete_at is None
+                and self.first_fresh_after is not None
+                and self.tel_max == len(self.tel_unique)
+            ):
+                self.complete_at = now
 
     def close(self) -> None:
         self.c.loop_stop()
         self.c.disconnect()
+        # Everything received is decoded before the figures are read.
+        self.inbox.put(None)
+        self.decoder.join()
 
 
 def proc_stats(pid: int) -> tuple[int, float]:
@@ -313,9 +345,7 @@ require_signed = false
                 sample()
             if outage_done and args.outage != "none" and drained_at is None:
                 with sub.lock:
-                    u = set(sub.seqs.get("telemetry", []))
-                if u and max(u) == len(u) and max(u) > 0 and len(sub.latencies) > 0 and sub.first_fresh_after:
-                    drained_at = time.time()
+                    drained_at = sub.complete_at
             elapsed = time.monotonic() - t_start
             if not outage_done and restart_at is None and elapsed >= 5:
                 print(f"[bench] broker {args.outage} for {args.outage_s:.0f} s", file=sys.stderr)
