@@ -85,6 +85,19 @@ pub struct Metrics {
     /// `cabinetd_incoming_dropped_total`: incoming messages over `uplink.max_incoming_bytes`,
     /// dropped unread.
     pub incoming_dropped_total: prometheus::IntCounter,
+    /// `cabinetd_rule_firings_total{rule}`: entries of each rule (SPEC v1.1), 0 from the start
+    /// for every configured rule.
+    pub rule_firings_total: IntCounterVec,
+    /// `cabinetd_energy_night_kwh`: energy of the night running so far (0 by day).
+    pub energy_night_kwh: Gauge,
+    /// `cabinetd_energy_night_baseline_kwh`: the same luminaires at full power over the same part
+    /// of the night.
+    pub energy_night_baseline_kwh: Gauge,
+    /// `cabinetd_energy_night_savings_percent`: savings of the night running so far.
+    pub energy_night_savings_percent: Gauge,
+    /// `cabinetd_energy_night_coverage_ratio`: share of the night running so far for which
+    /// readings were received (an `energy_daily` below 0.9 says so).
+    pub energy_night_coverage_ratio: Gauge,
 }
 
 impl Metrics {
@@ -287,6 +300,31 @@ impl Metrics {
         }
         commands_total.with_label_values(&[UNKNOWN_ACTION, "rejected"]);
 
+        let rule_firings_total = IntCounterVec::new(
+            Opts::new(
+                "cabinetd_rule_firings_total",
+                "Entries of each rule ([[rule]]).",
+            ),
+            &["rule"],
+        )
+        .expect("valid metric");
+        let gauge = |name: &str, help: &str| Gauge::new(name, help).expect("valid metric");
+        let energy_night_kwh = gauge(
+            "cabinetd_energy_night_kwh",
+            "Luminaire energy of the night running so far, kWh (0 by day).",
+        );
+        let energy_night_baseline_kwh = gauge(
+            "cabinetd_energy_night_baseline_kwh",
+            "The same luminaires at full power over the same part of the night, kWh.",
+        );
+        let energy_night_savings_percent = gauge(
+            "cabinetd_energy_night_savings_percent",
+            "Savings of the night running so far against its baseline, percent.",
+        );
+        let energy_night_coverage_ratio = gauge(
+            "cabinetd_energy_night_coverage_ratio",
+            "Share of the night running so far covered by readings (0..1).",
+        );
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(build_info.clone()),
             Box::new(uplink_connected.clone()),
@@ -314,6 +352,11 @@ impl Metrics {
             Box::new(auth_rejected_total.clone()),
             Box::new(tls_cert_expiry_seconds.clone()),
             Box::new(incoming_dropped_total.clone()),
+            Box::new(rule_firings_total.clone()),
+            Box::new(energy_night_kwh.clone()),
+            Box::new(energy_night_baseline_kwh.clone()),
+            Box::new(energy_night_savings_percent.clone()),
+            Box::new(energy_night_coverage_ratio.clone()),
         ];
         for c in collectors {
             registry.register(c).expect("metric names are unique");
@@ -346,6 +389,11 @@ impl Metrics {
             auth_rejected_total,
             tls_cert_expiry_seconds,
             incoming_dropped_total,
+            rule_firings_total,
+            energy_night_kwh,
+            energy_night_baseline_kwh,
+            energy_night_savings_percent,
+            energy_night_coverage_ratio,
         }
     }
 

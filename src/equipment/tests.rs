@@ -50,6 +50,7 @@ fn rack(storage: &std::path::Path) -> Harness {
         metrics: metrics.clone(),
         storage: storage.to_path_buf(),
         beats: Arc::new(AtomicU64::new(0)),
+        readings: Default::default(),
     };
     Harness {
         rack: Rack::new(ctx, root.child_token()),

@@ -25,6 +25,7 @@ pub mod engine;
 pub mod expr;
 pub mod graph;
 pub mod mode;
+pub mod run;
 pub mod simulate;
 pub mod state;
 #[cfg(test)]
@@ -118,6 +119,9 @@ impl ActionOut {
             Action::CameraGotoPreset { camera, .. }
             | Action::CameraReboot { camera }
             | Action::CameraSyncTime { camera } => camera.clone(),
+            Action::SceneRun { scene, .. } | Action::SceneRelease { scene } => {
+                format!("scene:{scene}")
+            }
         }
     }
 

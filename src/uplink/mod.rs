@@ -192,6 +192,7 @@ pub struct UplinkHandle {
     heartbeat: Arc<Mutex<Instant>>,
     reported_tx: mpsc::Sender<Vec<u8>>,
     config_version: Arc<watch::Sender<String>>,
+    mode: Arc<watch::Sender<&'static str>>,
     tls: Option<Arc<tls::TlsSlot>>,
 }
 
@@ -214,6 +215,16 @@ impl UplinkHandle {
         self.config_version.send_if_modified(|v| {
             let changed = v != version;
             version.clone_into(v);
+            changed
+        });
+    }
+
+    /// The cabinet's mode (the rules core's): the retained online status names it, and is
+    /// published again at once when it changes while a session is up.
+    pub fn set_mode(&self, mode: &'static str) {
+        self.mode.send_if_modified(|m| {
+            let changed = *m != mode;
+            *m = mode;
             changed
         });
     }
@@ -280,6 +291,7 @@ pub fn start(
     let (inbound_tx, inbound_rx) = mpsc::channel(64);
     let (reported_tx, reported_rx) = mpsc::channel(4);
     let (config_version_tx, config_version) = watch::channel(params.config_version.clone());
+    let (mode_tx, mode) = watch::channel("connected");
     let mut tls = None;
     if params.config.brokers.iter().any(|b| b.tls) {
         let loaded = match tls::TlsFiles::of(&params.config) {
@@ -305,12 +317,12 @@ pub fn start(
         heartbeat: heartbeat.clone(),
         reported_tx,
         config_version: Arc::new(config_version_tx),
+        mode: Arc::new(mode_tx),
         tls: tls.clone(),
     };
     let topics = Topics::new(&params.config.topic_prefix, &params.cabinet_id);
     let window = params.config.inflight.clamp(1, 1000);
     metrics.uplink_connected.set(0);
-    metrics.set_mode("autonomous");
     let tls_loaded = tls.as_ref().is_some_and(|t| t.current().is_some());
     let brokers: Vec<Broker> = params
         .config
@@ -365,6 +377,7 @@ pub fn start(
         .max(1);
     let driver = Driver {
         config_version,
+        mode,
         replay: params
             .config
             .replay_rate
@@ -491,7 +504,7 @@ mod tests {
     fn status_payloads_follow_the_spec() {
         let p = params();
         let ts = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_680_000_123);
-        let on: serde_json::Value = serde_json::from_slice(&online_payload(&p, ts)).unwrap();
+        let on: serde_json::Value = serde_json::from_slice(&online_payload(&p, "connected", ts)).unwrap();
         assert_eq!(
             on,
             serde_json::json!({"online":true,"cabinet":"dijon-017","boot_id":"b0","version":"0.1.0",

@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::overrides::{Groups, Overrides, Scope};
+use super::commanded::{Commanded, Groups, Scope};
 use super::{fallbacks, points, resolve_target, try_lock, BusLock, BusOptions, SessionError};
 use crate::config::{self, DaliBus, DaliInterface, ReportPolicy};
 use crate::light::{check_set, LightAction, LightError, LightRequest};
@@ -47,7 +47,7 @@ pub(super) struct Runner {
     energy: BTreeMap<u8, f64>,
     reporters: HashMap<String, PointReporter>,
     last: HashMap<String, Value>,
-    pub(super) overrides: Overrides,
+    pub(super) commanded: Commanded,
     last_poll: Option<SystemTime>,
     pub(super) poll_soon: bool,
 }
@@ -55,13 +55,6 @@ pub(super) struct Runner {
 async fn recv(rx: &mut Option<mpsc::Receiver<LightRequest>>) -> Option<LightRequest> {
     match rx.as_mut() {
         Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }
@@ -114,7 +107,7 @@ impl Runner {
             energy: BTreeMap::new(),
             reporters: HashMap::new(),
             last: HashMap::new(),
-            overrides: Overrides::default(),
+            commanded: Commanded::default(),
             last_poll: None,
             poll_soon: false,
         }
@@ -200,6 +193,7 @@ impl Runner {
             }
             None => self.last.get(&point).cloned().unwrap_or(Value::Null),
         };
+        self.opts.readings.offer(&point, &value, quality);
         let reporter = self.reporters.entry(point.clone()).or_insert_with(|| {
             PointReporter::new(ReportPolicy {
                 deadband: None,
@@ -269,14 +263,11 @@ impl Runner {
 
     /// Validates a request against this bus; `Ok(None)` = nothing to do here.
     pub(super) fn check(&self, req: &LightRequest) -> Result<Option<Scope>, LightError> {
-        if let LightAction::Set {
+        let LightAction::Set {
             level_percent,
             fade_s,
-            hold_s,
-        } = req.action
-        {
-            check_set(level_percent, fade_s, hold_s)?;
-        }
+        } = req.action;
+        check_set(level_percent, fade_s, None)?;
         resolve_target(&req.target, &self.name, &self.known(), &self.groups)
     }
 
@@ -304,7 +295,6 @@ impl Runner {
                 self.poll_soon = false;
                 next_poll = Instant::now();
             }
-            let hold = self.overrides.next_deadline();
             let step = tokio::select! {
                 biased;
                 req = recv(requests) => match req {
@@ -314,17 +304,6 @@ impl Runner {
                         Ok(())
                     }
                 },
-                _ = sleep_until_opt(hold) => {
-                    let mut r = Ok(());
-                    for scope in self.overrides.expired(Instant::now()) {
-                        tracing::info!(bus = %self.name, ?scope, "light hold expired, releasing");
-                        r = self.release(&mut bus, scope).await.map(|_| ());
-                        if r.is_err() {
-                            break;
-                        }
-                    }
-                    r
-                }
                 _ = tokio::time::sleep_until(next_poll) => {
                     let started = Instant::now();
                     next_poll = started + self.cfg.poll;
@@ -430,6 +409,7 @@ impl Runner {
                         Err(e) if e.ends_session() => return Err(e),
                         _ => {}
                     }
+                    self.resend(bus, address).await?;
                 }
                 DaliEvent::GearMissing { address } => {
                     self.present.remove(&address.get());
