@@ -163,8 +163,10 @@ impl Daemon {
             uplink.handle.clone(),
             rack.board(),
             running_rx.clone(),
-            rules.view.clone(),
-            energy_rx,
+            crate::status::Automation {
+                view: rules.view.clone(),
+                energy: energy_rx,
+            },
         ));
 
         let notifier = Arc::new(notifier);

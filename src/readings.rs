@@ -133,7 +133,9 @@ impl std::fmt::Debug for ReadingTap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let subs = self.subs.read().unwrap_or_else(|e| e.into_inner());
         let names: Vec<&str> = subs.iter().map(|s| s.name).collect();
-        f.debug_struct("ReadingTap").field("subscribers", &names).finish()
+        f.debug_struct("ReadingTap")
+            .field("subscribers", &names)
+            .finish()
     }
 }
 

@@ -28,6 +28,14 @@ use crate::outbox::{Outbox, OutboxStats};
 use crate::record::format_ts;
 use crate::uplink::UplinkHandle;
 
+/// What the cabinet's automation shows: the rules task's view and the energy accountant's.
+pub struct Automation {
+    /// Mode, rules, scenes, who is in charge, holds, clock trust (`rules::run`).
+    pub view: watch::Receiver<Arc<crate::rules::run::View>>,
+    /// The night running and the last `energy_daily` (`lighting::accountant`).
+    pub energy: watch::Receiver<Value>,
+}
+
 /// Everything `/status`, `/metrics` and `/readyz` look at.
 pub struct Live {
     cabinet: String,
@@ -53,8 +61,7 @@ impl Live {
         uplink: UplinkHandle,
         board: Board,
         running: watch::Receiver<Arc<Config>>,
-        automation: watch::Receiver<Arc<crate::rules::run::View>>,
-        energy: watch::Receiver<Value>,
+        automation: Automation,
     ) -> Live {
         let cabinet = running.borrow().cabinet.id.clone();
         Live {
@@ -68,8 +75,8 @@ impl Live {
             ready: AtomicBool::new(false),
             running,
             last_reload: Mutex::new(None),
-            automation,
-            energy,
+            automation: automation.view,
+            energy: automation.energy,
         }
     }
 
@@ -93,7 +100,6 @@ impl Live {
             "ts": format_ts(SystemTime::now()),
         }));
     }
-
 }
 
 impl crate::http::Endpoint for Live {
@@ -279,7 +285,11 @@ pub fn render_status(doc: &Value, now: SystemTime) -> String {
     }
     let rules = doc["rules"].as_array().cloned().unwrap_or_default();
     let entered = rules.iter().filter(|r| r["state"] == "entered").count();
-    let _ = writeln!(out, "rules    {} configured, {entered} entered", rules.len());
+    let _ = writeln!(
+        out,
+        "rules    {} configured, {entered} entered",
+        rules.len()
+    );
     for r in &rules {
         let _ = writeln!(out, "  {:<32} {}", s(&r["name"]), s(&r["state"]));
     }
@@ -307,7 +317,11 @@ pub fn render_status(doc: &Value, now: SystemTime) -> String {
             .filter(|(_, c)| c.as_str().is_some_and(|c| c != "programme" && c != "none"))
             .map(|(t, c)| format!("{t}: {}", s(c)))
             .collect();
-        let _ = writeln!(out, "control  {} target(s) not under the programme", others.len());
+        let _ = writeln!(
+            out,
+            "control  {} target(s) not under the programme",
+            others.len()
+        );
         for o in others {
             let _ = writeln!(out, "  {o}");
         }
@@ -383,7 +397,10 @@ mod tests {
         assert!(text.contains("unsupervised"));
         assert!(text.contains("mode autonomous"), "{text}");
         assert!(text.contains("rules    2 configured, 1 entered"), "{text}");
-        assert!(text.contains("ice-risk") && text.contains("entered"), "{text}");
+        assert!(
+            text.contains("ice-risk") && text.contains("entered"),
+            "{text}"
+        );
         assert!(
             text.contains("emergency-route-a                run by central"),
             "{text}"
@@ -392,7 +409,10 @@ mod tests {
         assert!(text.contains("group:2: scene:emergency-route-a"), "{text}");
         assert!(!text.contains("tc-12/plan"), "{text}");
         assert!(text.contains("UNTRUSTED"), "{text}");
-        assert!(text.contains("savings 40.0 %") || text.contains("savings 40 %"), "{text}");
+        assert!(
+            text.contains("savings 40.0 %") || text.contains("savings 40 %"),
+            "{text}"
+        );
     }
 
     #[test]

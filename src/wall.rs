@@ -81,7 +81,10 @@ mod tests {
         let start: Timestamp = "2026-12-21T16:00:00Z".parse().unwrap();
         let c = WallClock::tokio_from(start);
         tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
-        assert_eq!(c.now(), "2026-12-21T17:00:00Z".parse::<Timestamp>().unwrap());
+        assert_eq!(
+            c.now(),
+            "2026-12-21T17:00:00Z".parse::<Timestamp>().unwrap()
+        );
     }
 
     #[test]

@@ -222,13 +222,19 @@ async fn camera(action: &Action, controls: &Controls) -> Result<(), CommandError
     | Action::CameraReboot { camera }
     | Action::CameraSyncTime { camera }) = action
     else {
-        return Err(CommandError::Rejected("field `action`: not a camera action".into()));
+        return Err(CommandError::Rejected(
+            "field `action`: not a camera action".into(),
+        ));
     };
-    Err(CommandError::Rejected(if controls.cameras.contains(camera) {
-        format!("field `args.camera`: {camera:?} is configured but this build has no ONVIF adapter")
-    } else {
-        format!("field `args.camera`: no camera {camera:?}")
-    }))
+    Err(CommandError::Rejected(
+        if controls.cameras.contains(camera) {
+            format!(
+                "field `args.camera`: {camera:?} is configured but this build has no ONVIF adapter"
+            )
+        } else {
+            format!("field `args.camera`: no camera {camera:?}")
+        },
+    ))
 }
 
 /// One point write through the device's task, bounded by [`WRITE_TIMEOUT`].
@@ -409,7 +415,10 @@ mod tests {
         // The core decides one: room for another.
         let first = rx.recv().await.unwrap();
         assert_eq!(first.id, "a");
-        assert!(matches!(first.action, RuleAction::Command(Action::PointWrite { .. })));
+        assert!(matches!(
+            first.action,
+            RuleAction::Command(Action::PointWrite { .. })
+        ));
         first.reply.send(Ok(())).unwrap();
         let (action, r) = exec.next().await;
         assert_eq!(

@@ -170,14 +170,18 @@ impl EnergyAccountant {
             (m.clone(), gap(poll, 3))
         });
         let buses = self.buses.clone();
-        let on_bus = |k: &String| k.split_once('/').is_some_and(|(b, _)| buses.contains_key(b));
+        let on_bus = |k: &String| {
+            k.split_once('/')
+                .is_some_and(|(b, _)| buses.contains_key(b))
+        };
         let meter = self.meter.as_ref().map(|m| m.0.clone());
         self.levels.retain(|k, _| on_bus(k));
         self.counters
             .retain(|k, _| on_bus(k) || Some(k) == meter.as_ref());
         if let Some(n) = &mut self.night {
             n.gear.retain(|k, _| on_bus(k));
-            n.counters.retain(|k, _| on_bus(k) || Some(k) == meter.as_ref());
+            n.counters
+                .retain(|k, _| on_bus(k) || Some(k) == meter.as_ref());
         }
         if let Ok(p) = Programme::from_config(cfg) {
             self.programme = p;
@@ -218,7 +222,9 @@ impl EnergyAccountant {
     /// A reading of any quality: a non-good one ends the freshness of the point's last value.
     pub fn observe_reading(&mut self, point: &str, value: &Value, quality: Quality, at: Timestamp) {
         self.roll_in(at);
-        let v = value.as_f64().filter(|v| v.is_finite() && quality == Quality::Good);
+        let v = value
+            .as_f64()
+            .filter(|v| v.is_finite() && quality == Quality::Good);
         if self.meter.as_ref().is_some_and(|m| m.0 == point) {
             let g = self.meter.as_ref().map_or(SignedDuration::ZERO, |m| m.1);
             self.counter(point, v, at, g);
@@ -408,11 +414,8 @@ impl EnergyAccountant {
     /// The night running at `now`, so far, as `/status` shows it (`null` by day).
     pub fn live(&self, now: Timestamp) -> Option<super::energy::Live> {
         let n = self.night.as_ref()?;
-        let luminaires: BTreeMap<String, f64> = n
-            .gear
-            .keys()
-            .map(|g| (g.clone(), self.rated(g)))
-            .collect();
+        let luminaires: BTreeMap<String, f64> =
+            n.gear.keys().map(|g| (g.clone(), self.rated(g))).collect();
         Some(n.live(&luminaires, now))
     }
 
@@ -553,7 +556,10 @@ impl EnergyAccountant {
         self.last = Some(doc["last"].clone()).filter(|v| !v.is_null());
         // What the configuration no longer has is dropped.
         let cfg_buses = self.buses.clone();
-        let on_bus = |k: &String| k.split_once('/').is_some_and(|(b, _)| cfg_buses.contains_key(b));
+        let on_bus = |k: &String| {
+            k.split_once('/')
+                .is_some_and(|(b, _)| cfg_buses.contains_key(b))
+        };
         let meter = self.meter.as_ref().map(|m| m.0.clone());
         self.levels.retain(|k, _| on_bus(k));
         self.counters
@@ -634,7 +640,11 @@ impl Runner {
     }
 
     fn want(&self) {
-        let points = self.acc.as_ref().map(|a| a.wanted_points()).unwrap_or_default();
+        let points = self
+            .acc
+            .as_ref()
+            .map(|a| a.wanted_points())
+            .unwrap_or_default();
         self.inputs.readings.want(points);
     }
 
@@ -708,7 +718,9 @@ pub async fn run(mut inputs: Inputs, stop: CancellationToken) {
         match read_state(&cfg.storage.path).and_then(|t| t.map(|t| a.restore(&t)).transpose()) {
             Ok(Some(())) => tracing::info!("energy state restored"),
             Ok(None) => {}
-            Err(e) => tracing::error!(error = %e, "energy state file refused; the night starts from what is seen now"),
+            Err(e) => {
+                tracing::error!(error = %e, "energy state file refused; the night starts from what is seen now")
+            }
         }
     }
     let mut r = Runner {

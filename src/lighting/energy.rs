@@ -242,10 +242,15 @@ impl NightAcc {
         };
         if let Some(m) = meter {
             if counter_cov(m) >= MIN_COVERAGE {
-                return daily(Some(self.counters[m].wh / 1000.0), Source::Metered, counter_cov(m));
+                return daily(
+                    Some(self.counters[m].wh / 1000.0),
+                    Source::Metered,
+                    counter_cov(m),
+                );
             }
         }
-        let d4i = !luminaires.is_empty() && luminaires.keys().all(|g| counter_cov(g) >= MIN_COVERAGE);
+        let d4i =
+            !luminaires.is_empty() && luminaires.keys().all(|g| counter_cov(g) >= MIN_COVERAGE);
         if d4i {
             let wh: f64 = luminaires.keys().map(|g| self.counters[g].wh).sum();
             let cov = luminaires
@@ -322,10 +327,34 @@ mod tests {
         // 15 min before dusk at 100 % (a dusk-15min step), 100 % to 21:00, 70 % to dawn, off
         // after: 40 W × (5.25 h + 0.7 × 5 h) = 350 Wh.
         let a = "bus-a/0";
-        n.add_level(a, 40.0, 0.0, t("2026-12-21T14:00:00Z"), t("2026-12-21T15:45:00Z"));
-        n.add_level(a, 40.0, 100.0, t("2026-12-21T15:45:00Z"), t("2026-12-21T21:00:00Z"));
-        n.add_level(a, 40.0, 70.0, t("2026-12-21T21:00:00Z"), t("2026-12-22T02:00:00Z"));
-        n.add_level(a, 40.0, 0.0, t("2026-12-22T02:00:00Z"), t("2026-12-22T05:00:00Z"));
+        n.add_level(
+            a,
+            40.0,
+            0.0,
+            t("2026-12-21T14:00:00Z"),
+            t("2026-12-21T15:45:00Z"),
+        );
+        n.add_level(
+            a,
+            40.0,
+            100.0,
+            t("2026-12-21T15:45:00Z"),
+            t("2026-12-21T21:00:00Z"),
+        );
+        n.add_level(
+            a,
+            40.0,
+            70.0,
+            t("2026-12-21T21:00:00Z"),
+            t("2026-12-22T02:00:00Z"),
+        );
+        n.add_level(
+            a,
+            40.0,
+            0.0,
+            t("2026-12-22T02:00:00Z"),
+            t("2026-12-22T05:00:00Z"),
+        );
         let e = n.report(&lum(1, 40.0), None);
         assert_eq!(e.source, Source::Estimated);
         assert!((e.kwh.unwrap() - 0.35).abs() < 1e-9, "{e:?}");
@@ -344,7 +373,13 @@ mod tests {
     fn too_little_coverage_is_said_and_no_figure_is_invented() {
         let mut n = night();
         // Readings only from 21:00 (a restart in the middle of the night): 6 h of 12.
-        n.add_level("bus-a/0", 40.0, 70.0, t("2026-12-21T21:00:00Z"), t("2026-12-22T03:00:00Z"));
+        n.add_level(
+            "bus-a/0",
+            40.0,
+            70.0,
+            t("2026-12-21T21:00:00Z"),
+            t("2026-12-22T03:00:00Z"),
+        );
         let e = n.report(&lum(1, 40.0), None);
         assert_eq!((e.kwh, e.savings_percent), (None, None));
         assert!((e.coverage - 0.5).abs() < 1e-9);
@@ -352,7 +387,13 @@ mod tests {
         assert_eq!(e.data()["coverage"], 0.5);
         // A luminaire never read this night counts as uncovered.
         let mut n = night();
-        n.add_level("bus-a/0", 40.0, 70.0, t("2026-12-21T15:00:00Z"), t("2026-12-22T03:00:00Z"));
+        n.add_level(
+            "bus-a/0",
+            40.0,
+            70.0,
+            t("2026-12-21T15:00:00Z"),
+            t("2026-12-22T03:00:00Z"),
+        );
         let e = n.report(&lum(2, 40.0), None);
         assert!((e.coverage - 0.5).abs() < 1e-9, "{e:?}");
         assert_eq!(e.kwh, None);
@@ -361,7 +402,13 @@ mod tests {
     #[test]
     fn metered_counters_are_spread_over_their_interval_and_preferred() {
         let mut n = night();
-        n.add_level("bus-a/0", 40.0, 100.0, t("2026-12-21T15:00:00Z"), t("2026-12-22T03:00:00Z"));
+        n.add_level(
+            "bus-a/0",
+            40.0,
+            100.0,
+            t("2026-12-21T15:00:00Z"),
+            t("2026-12-22T03:00:00Z"),
+        );
         // A meter read every 2 h from 14:00 to 04:00: the 14–16 h and 02–04 h intervals count
         // for half; a reset (meter power cut) at 20:00.
         let readings = [
@@ -392,7 +439,13 @@ mod tests {
     #[test]
     fn live_figures_of_the_night_running() {
         let mut n = night();
-        n.add_level("bus-a/0", 100.0, 50.0, t("2026-12-21T15:00:00Z"), t("2026-12-21T18:00:00Z"));
+        n.add_level(
+            "bus-a/0",
+            100.0,
+            50.0,
+            t("2026-12-21T15:00:00Z"),
+            t("2026-12-21T18:00:00Z"),
+        );
         let l = n.live(&lum(1, 100.0), t("2026-12-21T18:00:00Z"));
         // 150 Wh so far; baseline of 16:00–18:00 at 100 W = 200 Wh.
         assert!((l.kwh - 0.15).abs() < 1e-9);

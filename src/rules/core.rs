@@ -261,7 +261,10 @@ impl Core {
         for (i, rule) in new.rules.iter().enumerate() {
             let Some(j) = self.rules.iter().position(|r| r == rule) else {
                 if self.rules.iter().any(|r| r.name == rule.name) {
-                    notes.push(format!("rule {} changed: it starts again from cleared", rule.name));
+                    notes.push(format!(
+                        "rule {} changed: it starts again from cleared",
+                        rule.name
+                    ));
                 }
                 continue;
             };
@@ -280,11 +283,7 @@ impl Core {
             .adaptive
             .iter()
             .zip(0..)
-            .filter(|(a, _)| {
-                self.adaptive
-                    .iter()
-                    .any(|o| o.config() == a.config())
-            })
+            .filter(|(a, _)| self.adaptive.iter().any(|o| o.config() == a.config()))
             .map(|(a, _)| a.config().name.clone())
             .collect();
         // Scenes: runners that still mean something; a scene whose actions changed is run again

@@ -203,7 +203,10 @@ fn lane_of(a: &Action) -> String {
     match a {
         Action::LightSet { .. } | Action::LightRelease { .. } => "lights".into(),
         Action::PointWrite { point, .. } => {
-            format!("modbus:{}", point.split_once('/').map_or(point.as_str(), |p| p.0))
+            format!(
+                "modbus:{}",
+                point.split_once('/').map_or(point.as_str(), |p| p.0)
+            )
         }
         Action::CameraGotoPreset { camera, .. }
         | Action::CameraReboot { camera }
@@ -556,11 +559,8 @@ impl Task {
         };
         if !self.lanes.contains_key(&key) {
             let (tx, rx) = mpsc::channel(LANE_QUEUE);
-            self.workers.spawn(lane(
-                rx,
-                self.deps.controls.clone(),
-                self.done_tx.clone(),
-            ));
+            self.workers
+                .spawn(lane(rx, self.deps.controls.clone(), self.done_tx.clone()));
             self.lanes.insert(key.clone(), tx);
         }
         if let Some(id) = &action.command {

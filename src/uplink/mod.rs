@@ -504,7 +504,8 @@ mod tests {
     fn status_payloads_follow_the_spec() {
         let p = params();
         let ts = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_680_000_123);
-        let on: serde_json::Value = serde_json::from_slice(&online_payload(&p, "connected", ts)).unwrap();
+        let on: serde_json::Value =
+            serde_json::from_slice(&online_payload(&p, "connected", ts)).unwrap();
         assert_eq!(
             on,
             serde_json::json!({"online":true,"cabinet":"dijon-017","boot_id":"b0","version":"0.1.0",

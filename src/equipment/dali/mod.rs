@@ -55,9 +55,9 @@
 //! (open, discover, poll, program the gear, down/up); `control.rs` the light requests.
 
 mod cli;
+pub mod commanded;
 mod control;
 pub mod lock;
-pub mod commanded;
 pub mod points;
 mod session;
 #[cfg(test)]
@@ -80,8 +80,8 @@ use crate::metrics::Metrics;
 use crate::record::RecordBody;
 
 pub use cli::commission_cli;
-pub use lock::{lock_path, try_lock, BusLock, LockError};
 use commanded::{Groups, Scope};
+pub use lock::{lock_path, try_lock, BusLock, LockError};
 use session::Runner;
 
 /// Runtime knobs of a bus task that are not in the configuration.

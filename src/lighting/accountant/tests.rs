@@ -108,7 +108,10 @@ fn a_whole_night_matches_the_hand_computation_and_is_reported_once() {
     let h = |a: Timestamp, b: Timestamp| (b - a).as_secs_f64() / 3600.0;
     let hand = 2.0 * 40.0 * (h(dusk - mins(15), dimming) + 0.5 * h(dimming, dawn)) / 1000.0;
     let baseline = 2.0 * 40.0 * h(dusk, dawn) / 1000.0;
-    assert!((e.kwh.unwrap() - hand).abs() < hand * 0.001, "{e:?} vs {hand}");
+    assert!(
+        (e.kwh.unwrap() - hand).abs() < hand * 0.001,
+        "{e:?} vs {hand}"
+    );
     assert!((e.baseline_kwh - baseline).abs() < 1e-9);
     assert_eq!(e.source, Source::Estimated);
     assert!(e.coverage > 0.99, "{e:?}");
@@ -143,7 +146,9 @@ fn the_state_survives_a_restart_in_the_middle_of_the_night() {
     assert!(got[0].coverage > 0.99);
     // The file is refused whole when it is not ours, or newer.
     let mut third = EnergyAccountant::new(&c).unwrap();
-    assert!(third.restore(&text.replace("\"version\":1", "\"version\":2")).is_err());
+    assert!(third
+        .restore(&text.replace("\"version\":1", "\"version\":2"))
+        .is_err());
     assert!(third.restore("{").is_err());
     assert!(third.restore(&text.replace(FORMAT, "x")).is_err());
 }
@@ -156,7 +161,9 @@ fn a_night_seen_in_part_is_reported_with_its_coverage_and_no_figure() {
     let mut acc = EnergyAccountant::new(&c).unwrap();
     // Started (without state) in the middle of the night.
     let mid = dusk + (dawn - dusk) / 2;
-    let reports = feed(&mut acc, mid, dawn + SignedDuration::from_hours(2), |_| 70.0);
+    let reports = feed(&mut acc, mid, dawn + SignedDuration::from_hours(2), |_| {
+        70.0
+    });
     assert_eq!(reports.len(), 1);
     let e = &reports[0];
     assert_eq!((e.kwh, e.savings_percent), (None, None));
@@ -166,7 +173,10 @@ fn a_night_seen_in_part_is_reported_with_its_coverage_and_no_figure() {
     assert!(data["coverage"].as_f64().unwrap() < 0.9);
     // A bus down for two hours of a night (readings bad): uncovered, not filled in.
     let mut acc = EnergyAccountant::new(&c).unwrap();
-    let down = (dusk + SignedDuration::from_hours(2), dusk + SignedDuration::from_hours(4));
+    let down = (
+        dusk + SignedDuration::from_hours(2),
+        dusk + SignedDuration::from_hours(4),
+    );
     let mut t = dusk - SignedDuration::from_hours(2);
     let mut report = None;
     while t < dawn + SignedDuration::from_hours(2) {
@@ -219,7 +229,11 @@ fn a_lighting_meter_covering_the_night_is_preferred_and_counts_the_same_window()
     let mut wh = 5000.0;
     let mut report = None;
     while t < dawn + SignedDuration::from_hours(2) {
-        acc.observe("bus-a/0/level", &json!(if t >= dusk && t < dawn { 100.0 } else { 0.0 }), t);
+        acc.observe(
+            "bus-a/0/level",
+            &json!(if t >= dusk && t < dawn { 100.0 } else { 0.0 }),
+            t,
+        );
         acc.observe("meter/energy", &json!(wh), t);
         if t >= dusk && t < dawn {
             wh += 100.0 / 60.0;
@@ -243,12 +257,16 @@ fn a_reconfiguration_keeps_the_night_and_drops_what_is_gone() {
     let (dusk, dawn) = night(&c, d);
     let mut acc = EnergyAccountant::new(&c).unwrap();
     let mid = dusk + SignedDuration::from_hours(3);
-    feed(&mut acc, dusk - SignedDuration::from_hours(2), mid, |_| 60.0);
+    feed(&mut acc, dusk - SignedDuration::from_hours(2), mid, |_| {
+        60.0
+    });
     // A reload with another poll period and rated power: same night, same readings so far.
     let mut c2 = cfg(Some(40.0), None);
     c2.dali[0].poll = Duration::from_secs(20);
     acc.reconfigure(&c2);
-    let reports = feed(&mut acc, mid, dawn + SignedDuration::from_hours(2), |_| 60.0);
+    let reports = feed(&mut acc, mid, dawn + SignedDuration::from_hours(2), |_| {
+        60.0
+    });
     assert_eq!(reports.len(), 1);
     assert!(reports[0].coverage > 0.99, "{:?}", reports[0]);
     assert!(reports[0].kwh.is_some());

@@ -154,7 +154,12 @@ fn rig_in(dir: tempfile::TempDir, extra: &str, up: bool, wall: &str) -> Rig {
 }
 
 fn rig(extra: &str) -> Rig {
-    rig_in(tempfile::tempdir().unwrap(), extra, true, "2026-12-21T18:00:00Z")
+    rig_in(
+        tempfile::tempdir().unwrap(),
+        extra,
+        true,
+        "2026-12-21T18:00:00Z",
+    )
 }
 
 async fn settle() {
@@ -182,7 +187,11 @@ impl Rig {
         }
         out
     }
-    async fn command(&self, id: &str, action: RuleAction) -> oneshot::Receiver<Result<(), CommandError>> {
+    async fn command(
+        &self,
+        id: &str,
+        action: RuleAction,
+    ) -> oneshot::Receiver<Result<(), CommandError>> {
         let (reply, rx) = oneshot::channel();
         self.rules
             .commands
@@ -210,8 +219,15 @@ async fn a_reading_held_for_its_for_acts_once_and_counts_the_rule() {
     let mut r = rig(RULES);
     settle().await;
     // The programme's level (dusk 100 %, 18:00 UTC is before 22:00 Paris) goes out first.
-    assert!(r.lights().contains(&("all".into(), 100.0)), "{:?}", r.lights());
-    assert!(r.metrics.render().contains("cabinetd_rule_firings_total{rule=\"hot\"} 0"));
+    assert!(
+        r.lights().contains(&("all".into(), 100.0)),
+        "{:?}",
+        r.lights()
+    );
+    assert!(r
+        .metrics
+        .render()
+        .contains("cabinetd_rule_firings_total{rule=\"hot\"} 0"));
     r.tap.offer("w/t", &json!(12), Quality::Good);
     settle().await;
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -222,22 +238,46 @@ async fn a_reading_held_for_its_for_acts_once_and_counts_the_rule() {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     assert_eq!(r.writes(), vec![("plan".to_string(), json!(7))]);
-    assert!(r.lights().contains(&("group:2".into(), 90.0)), "{:?}", r.lights());
+    assert!(
+        r.lights().contains(&("group:2".into(), 90.0)),
+        "{:?}",
+        r.lights()
+    );
     let ev = r.drain_events();
-    let fired: Vec<&crate::record::Event> = ev.iter().filter(|e| e.kind == EventKind::RuleFired).collect();
+    let fired: Vec<&crate::record::Event> = ev
+        .iter()
+        .filter(|e| e.kind == EventKind::RuleFired)
+        .collect();
     assert_eq!(fired.len(), 1);
     assert_eq!(fired[0].data, json!({"rule": "hot", "state": "entered"}));
-    assert!(ev.iter().any(|e| e.kind == EventKind::ControlChanged && e.data["target"] == "group:2" && e.data["to"] == "rule:hot"), "{ev:#?}");
-    assert!(r.metrics.render().contains("cabinetd_rule_firings_total{rule=\"hot\"} 1"));
+    assert!(
+        ev.iter().any(|e| e.kind == EventKind::ControlChanged
+            && e.data["target"] == "group:2"
+            && e.data["to"] == "rule:hot"),
+        "{ev:#?}"
+    );
+    assert!(r
+        .metrics
+        .render()
+        .contains("cabinetd_rule_firings_total{rule=\"hot\"} 1"));
     let view = r.rules.view.borrow().clone();
-    assert_eq!(view.rules[0], RuleView { name: "hot".into(), state: "entered" });
+    assert_eq!(
+        view.rules[0],
+        RuleView {
+            name: "hot".into(),
+            state: "entered"
+        }
+    );
     assert_eq!(view.control["group:2"], "rule:hot");
     // Back below: cleared once, group 2 back to the programme's level; the point keeps 7.
     r.tap.offer("w/t", &json!(3), Quality::Good);
     settle().await;
     let ev = r.drain_events();
     assert_eq!(
-        ev.iter().filter(|e| e.kind == EventKind::RuleFired).map(|e| e.data["state"].clone()).collect::<Vec<_>>(),
+        ev.iter()
+            .filter(|e| e.kind == EventKind::RuleFired)
+            .map(|e| e.data["state"].clone())
+            .collect::<Vec<_>>(),
         vec![json!("cleared")]
     );
     assert_eq!(r.lights().last(), Some(&("group:2".to_string(), 100.0)));
@@ -246,11 +286,18 @@ async fn a_reading_held_for_its_for_acts_once_and_counts_the_rule() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_central_scene_with_hold_is_persisted_first_then_reverted_and_its_result_follows_its_actions() {
+async fn a_central_scene_with_hold_is_persisted_first_then_reverted_and_its_result_follows_its_actions(
+) {
     let mut r = rig(RULES);
     settle().await;
     let rx = r
-        .command("c1", RuleAction::SceneRun { scene: "route".into(), hold_s: Some(30.0) })
+        .command(
+            "c1",
+            RuleAction::SceneRun {
+                scene: "route".into(),
+                hold_s: Some(30.0),
+            },
+        )
         .await;
     assert_eq!(rx.await.unwrap(), Ok(()));
     assert_eq!(r.writes(), vec![("plan".to_string(), json!(9))]);
@@ -263,18 +310,46 @@ async fn a_central_scene_with_hold_is_persisted_first_then_reverted_and_its_resu
     assert_eq!(view.scenes["route"], vec!["central".to_string()]);
     assert_eq!(view.holds[0].what, "scene:route");
     let ev = r.drain_events();
-    assert!(ev.iter().any(|e| e.kind == EventKind::ControlChanged && e.data["target"] == "tc/plan" && e.data["to"] == "scene:route"), "{ev:#?}");
+    assert!(
+        ev.iter().any(|e| e.kind == EventKind::ControlChanged
+            && e.data["target"] == "tc/plan"
+            && e.data["to"] == "scene:route"),
+        "{ev:#?}"
+    );
     // Reverted after the hold: group 1 back to the programme; nobody else wants tc/plan.
     tokio::time::sleep(Duration::from_secs(31)).await;
     assert_eq!(r.lights().last(), Some(&("group:1".to_string(), 100.0)));
     let ev = r.drain_events();
-    assert!(ev.iter().any(|e| e.kind == EventKind::ControlChanged && e.data["target"] == "group:1" && e.data["to"] == "programme"), "{ev:#?}");
+    assert!(
+        ev.iter().any(|e| e.kind == EventKind::ControlChanged
+            && e.data["target"] == "group:1"
+            && e.data["to"] == "programme"),
+        "{ev:#?}"
+    );
     assert!(state::read(&r.dir).unwrap().unwrap().scenes.is_empty());
     // An unknown scene is rejected naming the field; a release of what nobody holds succeeds.
-    let rx = r.command("c2", RuleAction::SceneRun { scene: "nope".into(), hold_s: None }).await;
+    let rx = r
+        .command(
+            "c2",
+            RuleAction::SceneRun {
+                scene: "nope".into(),
+                hold_s: None,
+            },
+        )
+        .await;
     let e = rx.await.unwrap().unwrap_err();
-    assert!(matches!(&e, CommandError::Rejected(m) if m.contains("args.scene")), "{e:?}");
-    let rx = r.command("c3", RuleAction::SceneRelease { scene: "route".into() }).await;
+    assert!(
+        matches!(&e, CommandError::Rejected(m) if m.contains("args.scene")),
+        "{e:?}"
+    );
+    let rx = r
+        .command(
+            "c3",
+            RuleAction::SceneRelease {
+                scene: "route".into(),
+            },
+        )
+        .await;
     assert_eq!(rx.await.unwrap(), Ok(()));
     r.stop().await;
 }
@@ -284,18 +359,33 @@ async fn a_restart_in_the_middle_of_a_hold_keeps_the_scene_and_its_deadline() {
     let r = rig(RULES);
     settle().await;
     let rx = r
-        .command("c1", RuleAction::SceneRun { scene: "route".into(), hold_s: Some(60.0) })
+        .command(
+            "c1",
+            RuleAction::SceneRun {
+                scene: "route".into(),
+                hold_s: Some(60.0),
+            },
+        )
         .await;
     assert_eq!(rx.await.unwrap(), Ok(()));
     tokio::time::sleep(Duration::from_secs(20)).await;
-    let Rig { _dir: dir, stop, task, .. } = r;
+    let Rig {
+        _dir: dir,
+        stop,
+        task,
+        ..
+    } = r;
     stop.cancel();
     task.await.unwrap();
     // The daemon comes back 20 s later (its wall clock says so; monotonic time starts anew).
     let mut r = rig_in(dir, RULES, true, "2026-12-21T18:00:40Z");
     settle().await;
     let view = r.rules.view.borrow().clone();
-    assert_eq!(view.scenes.get("route"), Some(&vec!["central".to_string()]), "{view:?}");
+    assert_eq!(
+        view.scenes.get("route"),
+        Some(&vec!["central".to_string()]),
+        "{view:?}"
+    );
     // The scene's targets are sent again to the (new) equipment.
     assert!(r.writes().contains(&("plan".to_string(), json!(9))));
     r.drain_events();
@@ -307,7 +397,12 @@ async fn a_restart_in_the_middle_of_a_hold_keeps_the_scene_and_its_deadline() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(r.rules.view.borrow().scenes.is_empty());
     let ev = r.drain_events();
-    assert!(ev.iter().any(|e| e.kind == EventKind::ControlChanged && e.data["to"] == "programme"), "{}", kinds(&ev).join(","));
+    assert!(
+        ev.iter()
+            .any(|e| e.kind == EventKind::ControlChanged && e.data["to"] == "programme"),
+        "{}",
+        kinds(&ev).join(",")
+    );
     r.stop().await;
 }
 
@@ -344,7 +439,11 @@ async fn a_rule_that_clears_cancels_its_queued_actions_and_failures_are_sent_aga
     assert_eq!(c1.await.unwrap(), Ok(()));
     let lights = r.lights();
     assert!(!lights.contains(&("group:2".into(), 90.0)), "{lights:?}");
-    assert_eq!(lights.last(), Some(&("group:2".to_string(), 100.0)), "{lights:?}");
+    assert_eq!(
+        lights.last(),
+        Some(&("group:2".to_string(), 100.0)),
+        "{lights:?}"
+    );
 
     // A bus that is down: the command fails, and the level is sent again once the bus answers.
     r.fail.store(true, Ordering::Relaxed);
@@ -354,11 +453,19 @@ async fn a_rule_that_clears_cancels_its_queued_actions_and_failures_are_sent_aga
     };
     let c2 = r.command("c2", set(gear1, 30.0)).await;
     let e = c2.await.unwrap().unwrap_err();
-    assert!(matches!(&e, CommandError::Failed(m) if m.contains("down")), "{e:?}");
+    assert!(
+        matches!(&e, CommandError::Failed(m) if m.contains("down")),
+        "{e:?}"
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     r.fail.store(false, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(10)).await;
-    assert_eq!(r.lights().last(), Some(&("bus-a/1".to_string(), 30.0)), "{:?}", r.lights());
+    assert_eq!(
+        r.lights().last(),
+        Some(&("bus-a/1".to_string(), 30.0)),
+        "{:?}",
+        r.lights()
+    );
     r.stop().await;
 }
 
@@ -369,13 +476,26 @@ async fn the_mode_turns_autonomous_only_after_autonomous_after_and_a_reload_keep
     settle().await;
     r.up.store(false, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(30)).await;
-    assert_eq!(r.rules.view.borrow().mode, "connected", "a blip is not a crisis");
+    assert_eq!(
+        r.rules.view.borrow().mode,
+        "connected",
+        "a blip is not a crisis"
+    );
     tokio::time::sleep(Duration::from_secs(32)).await;
     assert_eq!(r.rules.view.borrow().mode, "autonomous");
-    assert_eq!(*r.modes.lock().unwrap(), vec![Mode::Connected, Mode::Autonomous]);
-    assert!(r.metrics.render().contains("cabinetd_mode{mode=\"autonomous\"} 1"));
+    assert_eq!(
+        *r.modes.lock().unwrap(),
+        vec![Mode::Connected, Mode::Autonomous]
+    );
+    assert!(r
+        .metrics
+        .render()
+        .contains("cabinetd_mode{mode=\"autonomous\"} 1"));
     let ev = r.drain_events();
-    let mc: Vec<_> = ev.iter().filter(|e| e.kind == EventKind::ModeChanged).collect();
+    let mc: Vec<_> = ev
+        .iter()
+        .filter(|e| e.kind == EventKind::ModeChanged)
+        .collect();
     assert_eq!(mc.len(), 1);
     assert_eq!(mc[0].data, json!({"from": "connected", "to": "autonomous"}));
     // Enter the rule, then reload with a change elsewhere: mode, rule and its claim carry over
@@ -388,7 +508,12 @@ async fn the_mode_turns_autonomous_only_after_autonomous_after_and_a_reload_keep
     r.running.send_replace(Arc::new(c));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let ev = r.drain_events();
-    assert!(!ev.iter().any(|e| e.kind == EventKind::ModeChanged || e.kind == EventKind::RuleFired), "{}", kinds(&ev).join(","));
+    assert!(
+        !ev.iter()
+            .any(|e| e.kind == EventKind::ModeChanged || e.kind == EventKind::RuleFired),
+        "{}",
+        kinds(&ev).join(",")
+    );
     let view = r.rules.view.borrow().clone();
     assert_eq!(view.mode, "autonomous");
     assert_eq!(view.rules[0].state, "entered");
