@@ -179,8 +179,13 @@ pub fn programme(cfg: &Config) -> Vec<String> {
         .steps
         .iter()
         .map(|step| {
+            let nights = step
+                .nights
+                .as_ref()
+                .map(|n| format!(" on {}", n.join(", ")))
+                .unwrap_or_default();
             format!(
-                "lighting: {} at {} → {} % ({})",
+                "lighting: {} at {} → {} % ({}){nights}",
                 step.target, step.at, step.level_percent, step.reason
             )
         })
