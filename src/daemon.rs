@@ -206,6 +206,11 @@ impl Daemon {
         })
     }
 
+    /// What `/status`, `/metrics` and `/readyz` read (in-process tests read it directly).
+    pub fn live(&self) -> Arc<Live> {
+        self.live.clone()
+    }
+
     /// Runs until [`Signal::Stop`] (or the uplink ends), then stops (see the module docs).
     pub async fn run(mut self, mut signals: mpsc::Receiver<Signal>) -> anyhow::Result<()> {
         let mut idle = tokio::time::interval(Duration::from_secs(1));

@@ -301,11 +301,12 @@ impl EnergyAccountant {
             return;
         };
         if let Some(prev) = self.counters.get(key).copied() {
-            let fresh = at > prev.at && at.duration_since(prev.at) <= gap;
+            // A decrease is a discontinuity (a reset, a replaced gear): that interval is not
+            // covered rather than guessed.
+            let fresh = at > prev.at && at.duration_since(prev.at) <= gap && wh >= prev.wh;
             if fresh {
-                let delta = if wh >= prev.wh { wh - prev.wh } else { wh };
                 if let Some(n) = &mut self.night {
-                    n.add_counter(key, delta, prev.at, at);
+                    n.add_counter(key, wh - prev.wh, prev.at, at);
                 }
             }
         }

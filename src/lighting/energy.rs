@@ -16,8 +16,8 @@
 //! - Metered: from cumulative Wh counters (a Modbus meter on the lighting circuit, or the D4i
 //!   per-gear counters): the increase between two consecutive readings no further apart than
 //!   the counter's freshness is spread evenly over the time between them, and the part inside
-//!   the window counts; a decrease is a reset to zero, after which the new reading is what
-//!   accrued since.
+//!   the window counts; a decrease (a counter reset, a replaced gear) leaves that interval
+//!   uncovered rather than guessed.
 //! - Coverage: the share of the window covered by fresh readings (for the estimate, weighted by
 //!   each luminaire's rated power; for counters, the least covered counter). A figure with less
 //!   than [`MIN_COVERAGE`] is reported with its `coverage` and `kwh: null` (and no savings):
@@ -410,22 +410,21 @@ mod tests {
             t("2026-12-22T03:00:00Z"),
         );
         // A meter read every 2 h from 14:00 to 04:00: the 14–16 h and 02–04 h intervals count
-        // for half; a reset (meter power cut) at 20:00.
+        // for half (the deltas are the accountant's: here given directly).
         let readings = [
             ("2026-12-21T14:00:00Z", 1000.0),
             ("2026-12-21T16:00:00Z", 1020.0),
             ("2026-12-21T18:00:00Z", 1100.0),
-            ("2026-12-21T20:00:00Z", 30.0),
-            ("2026-12-21T22:00:00Z", 110.0),
-            ("2026-12-22T00:00:00Z", 190.0),
-            ("2026-12-22T02:00:00Z", 270.0),
-            ("2026-12-22T04:00:00Z", 290.0),
+            ("2026-12-21T20:00:00Z", 1130.0),
+            ("2026-12-21T22:00:00Z", 1210.0),
+            ("2026-12-22T00:00:00Z", 1290.0),
+            ("2026-12-22T02:00:00Z", 1370.0),
+            ("2026-12-22T04:00:00Z", 1390.0),
         ];
         for w in readings.windows(2) {
             let (a, va) = (t(w[0].0), w[0].1);
             let (b, vb) = (t(w[1].0), w[1].1);
-            let delta = if vb >= va { vb - va } else { vb };
-            n.add_counter("meter/energy", delta, a, b);
+            n.add_counter("meter/energy", vb - va, a, b);
         }
         let e = n.report(&lum(1, 40.0), Some("meter/energy"));
         assert_eq!(e.source, Source::Metered);

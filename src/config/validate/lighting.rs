@@ -209,7 +209,8 @@ pub(super) fn lighting(
     l.calendars = calendars(cx, t);
     // Two steps for the same target at the same `at` on the same nights would leave the level
     // to chance.
-    let mut seen: Vec<(LightTarget, StepTime, Option<Vec<String>>, Loc, usize)> = Vec::new();
+    type Seen = (LightTarget, StepTime, Option<Vec<String>>, Loc, usize);
+    let mut seen: Vec<Seen> = Vec::new();
     for (j, st) in cx
         .tables(t, "step", "lighting.step")
         .into_iter()

@@ -52,6 +52,25 @@ pub(super) struct Runner {
     pub(super) poll_soon: bool,
 }
 
+/// The simulated line of bus `name` in storage `dir` (one per process and bus, so it outlives
+/// the bus task like a physical line); without a storage directory (unit tests) a new one.
+fn sim_line(dir: Option<std::path::PathBuf>, name: &str, luminaires: u8) -> SimBus {
+    type Lines = std::sync::Mutex<HashMap<(std::path::PathBuf, String, u8), SimBus>>;
+    static LINES: std::sync::OnceLock<Lines> = std::sync::OnceLock::new();
+    let fresh = || SimBus::with_gear(luminaires.min(64), 0).0;
+    let Some(dir) = dir else {
+        return fresh();
+    };
+    let mut lines = LINES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    lines
+        .entry((dir, name.to_owned(), luminaires))
+        .or_insert_with(fresh)
+        .clone()
+}
+
 async fn recv(rx: &mut Option<mpsc::Receiver<LightRequest>>) -> Option<LightRequest> {
     match rx.as_mut() {
         Some(rx) => rx.recv().await,
@@ -146,11 +165,11 @@ impl Runner {
         }
         let iface = match &self.cfg.interface {
             DaliInterface::Sim { luminaires } => {
-                // Built once: the simulated line keeps its state across a (theoretical) reopen.
-                let sim = self
-                    .opts
-                    .sim
-                    .get_or_insert_with(|| SimBus::with_gear((*luminaires).min(64), 0).0);
+                // Built once: the simulated line keeps its state across a reopen, and — like a
+                // physical line — across reloads and restarts within the process (its gear keep
+                // their levels and energy counters).
+                let (dir, name, n) = (self.opts.lock_dir.clone(), self.name.clone(), *luminaires);
+                let sim = self.opts.sim.get_or_insert_with(|| sim_line(dir, &name, n));
                 Interface::Sim(sim.clone())
             }
             DaliInterface::AtxHat { port } => {
