@@ -252,7 +252,10 @@ pub struct PointInfo {
     pub max: Option<f64>,
 }
 
-/// The points of DALI gear (SPEC §2) and their types.
+/// The points of DALI gear (SPEC §2) and their types. DALI part 303 input devices (occupancy
+/// sensors) are not among them: the DALI adapter supervises control gear (part 102) only, and
+/// their points would need its part 103 control-device layer (24-bit frames, instance
+/// discovery, event messages); a presence sensor over Modbus serves usage-adaptive lighting.
 pub const DALI_POINTS: [(&str, ValueType); 7] = [
     ("level", ValueType::Number),
     ("lamp_failure", ValueType::Bool),
