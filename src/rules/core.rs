@@ -1,10 +1,11 @@
 //! The one pure core that `cabinetd simulate` and the daemon drive: lighting programme, rules,
 //! scenes, usage-adaptive lighting, the mode, control arbitration and clock safety.
 //!
-//! How a driver uses it (the daemon after the equipment restructure; `simulate.rs` today):
+//! How a driver uses it (the daemon's `run.rs`, and `simulate.rs`):
 //! 1. At start: [`Core::new`] with the validated config, the current [`Now`], whether the uplink
 //!    is up, the clock floor (`clock::build_floor()` and the state file's `saved_at`), and the
-//!    state file read with `state::read` (central overrides, holds, scenes).
+//!    state file read with `state::read` (central overrides, holds, scenes). At a reload:
+//!    [`Core::reconfigure`], which carries over what must not be lost.
 //! 2. Inputs, as they come: every telemetry reading ([`Core::observe`]: every poll, before
 //!    report by exception), uplink up/down ([`Core::set_uplink`]), central commands
 //!    `light.*`/`point.write`/`camera.*`/`scene.*` ([`Core::command`], after the command's own
@@ -239,9 +240,11 @@ impl Core {
     /// the central overrides, the rules that are the same in both configurations (entered or
     /// pending, with their claims: they do not fire again), the scenes still configured (their
     /// runners and holds), usage-adaptive lighting whose configuration did not change, and who
-    /// is shown in charge of each target (so `control_changed` reports only real changes). A
-    /// rule that changed or was removed starts again from `cleared` without firing (a note
-    /// says so); everything decided is sent again once to the new equipment. Holds keep their
+    /// is shown in charge of each target (so `control_changed` reports only real changes). An
+    /// entered rule that changed or was removed is `cleared` (a `rule_fired` event, without its
+    /// `on_clear`: the configuration ended it, not its condition); a changed rule is evaluated
+    /// again from `cleared` with the last readings. Everything decided is sent again once to
+    /// the new equipment. Holds keep their
     /// deadlines: monotonic time continues across the reload.
     pub fn reconfigure(&self, cfg: &Config, now: Now) -> Result<(Core, Vec<String>), PlanError> {
         let (mut new, _) = Core::new(cfg, now, self.mode.uplink_up(), Timestamp::MIN, None)?;
@@ -262,7 +265,7 @@ impl Core {
             let Some(j) = self.rules.iter().position(|r| r == rule) else {
                 if self.rules.iter().any(|r| r.name == rule.name) {
                     notes.push(format!(
-                        "rule {} changed: it starts again from cleared",
+                        "rule {} changed: it is evaluated again from cleared",
                         rule.name
                     ));
                 }
@@ -337,6 +340,19 @@ impl Core {
             new.run_scene(&name, by, until, None, true, now);
         }
         new.pending.clear();
+        // An entered rule that changed or is gone ends here (its claims are not carried; its
+        // on_clear is not run: the configuration, not the condition, ended it).
+        for (j, old) in self.rules.iter().enumerate() {
+            let entered = matches!(self.engine.state(j), RuleState::Entered { .. });
+            if entered && !carried.contains(&old.name) {
+                new.pending.push(Output::Event(event(
+                    EventKind::RuleFired,
+                    Severity::Info,
+                    format!("rule {} cleared: its configuration changed", old.name),
+                    json!({ "rule": old.name, "state": "cleared" }),
+                )));
+            }
+        }
         new.persist = true;
         Ok((new, notes))
     }

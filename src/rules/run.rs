@@ -66,6 +66,9 @@ use crate::wall::WallClock;
 
 /// Longest time between two steps.
 pub const TICK: Duration = Duration::from_secs(1);
+/// How far before the state file's `saved_at` the wall clock may be at start and still be
+/// trusted (see `Task::boot`).
+pub const SAVED_AT_SLACK_HOURS: i64 = 24;
 /// Actions waiting in one lane, at most.
 pub const LANE_QUEUE: usize = 256;
 /// First retry of a failed action.
@@ -326,9 +329,16 @@ impl Task {
                 None
             }
         };
-        let floor = restored
-            .as_ref()
-            .map_or(build_floor(), |s| s.saved_at.max(build_floor()));
+        // The floor of a plausible wall clock: the build date, and the last save less a day —
+        // so an RTC reset is caught, but a clock that ran ahead when the file was written and
+        // was corrected since is not distrusted (levels held) for hours after a restart.
+        let floor = restored.as_ref().map_or(build_floor(), |s| {
+            let slack = jiff::SignedDuration::from_hours(SAVED_AT_SLACK_HOURS);
+            s.saved_at
+                .saturating_sub(slack)
+                .unwrap_or(s.saved_at)
+                .max(build_floor())
+        });
         self.uplink_up = (self.deps.uplink_up)();
         let now = self.now();
         match Core::new(&self.cfg, now, self.uplink_up, floor, restored.as_ref()) {
