@@ -172,7 +172,6 @@ impl Driver {
                 self.metrics.uplink_connected.set(0);
                 set_status(&self.status, |s| {
                     s.connected = false;
-                    s.mode = "autonomous";
                     s.last_error = Some(error);
                     s.last_error_at = Some(SystemTime::now());
                     s.batches_in_flight = 0;
@@ -198,7 +197,6 @@ impl Driver {
         self.ever_connected = true;
         set_status(&self.status, |s| {
             s.connected = true;
-            s.mode = "connected";
             s.broker = Some(name.clone());
             s.reconnects += reconnect;
         });
@@ -502,7 +500,6 @@ impl Driver {
         self.metrics.uplink_connected.set(0);
         set_status(&self.status, |s| {
             s.connected = false;
-            s.mode = "autonomous";
             s.batches_in_flight = 0;
             s.replaying = false;
         });

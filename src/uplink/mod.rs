@@ -143,10 +143,8 @@ pub struct Incoming {
 /// A cheap snapshot for `/status`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct UplinkStatus {
-    /// A broker session is up.
+    /// A broker session is up. (The cabinet's mode is the rules core's: `/status.mode`.)
     pub connected: bool,
-    /// `connected` while the session is up, `autonomous` otherwise.
-    pub mode: &'static str,
     /// `mqtt[s]://host:port` of the broker in use (or last tried).
     pub broker: Option<String>,
     /// Last connection error (no secrets: rumqttc errors carry none). Kept after a reconnect:
@@ -167,7 +165,6 @@ impl Default for UplinkStatus {
     fn default() -> Self {
         UplinkStatus {
             connected: false,
-            mode: "autonomous",
             broker: None,
             last_error: None,
             last_error_at: None,
