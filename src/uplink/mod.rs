@@ -141,7 +141,7 @@ pub struct Incoming {
 }
 
 /// A cheap snapshot for `/status`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct UplinkStatus {
     /// A broker session is up. (The cabinet's mode is the rules core's: `/status.mode`.)
     pub connected: bool,
@@ -159,20 +159,6 @@ pub struct UplinkStatus {
     pub batches_in_flight: usize,
     /// The backlog of the current session is not fully sent yet.
     pub replaying: bool,
-}
-
-impl Default for UplinkStatus {
-    fn default() -> Self {
-        UplinkStatus {
-            connected: false,
-            broker: None,
-            last_error: None,
-            last_error_at: None,
-            reconnects: 0,
-            batches_in_flight: 0,
-            replaying: false,
-        }
-    }
 }
 
 fn opt_ts<S: serde::Serializer>(ts: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
