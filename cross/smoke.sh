@@ -62,13 +62,22 @@ else
   fail "--version" "exit $rc"
 fi
 
-# 2. check-config on every shipped config: all must be valid (exit 0).
+# 2. check-config on every shipped config: all must be valid (exit 0). The example names the
+#    cabinet's own files (/etc/cabinetd/ca.pem, the MQTT password, …) that only an installed
+#    cabinet has: its file checks belong to tests/ship/deb_install.sh, which plants them. The
+#    other configs (the demo) run here as the current user, so their files are checked for it,
+#    not for the packaged service user that `check-config` picks by default as root.
 shopt -s nullglob
 configs=(config/*.toml)
 [ ${#configs[@]} -gt 0 ] || fail "check-config" "no config/*.toml in the repo"
 for c in "${configs[@]}"; do
-  if out="$(cab check-config --config "$c" 2>&1)"; then
-    pass "check-config --config $c"
+  if [ "$(basename "$c")" = cabinetd.example.toml ]; then
+    how=(--no-file-checks)
+  else
+    how=(--as-user "$(id -un)")
+  fi
+  if out="$(cab check-config --config "$c" "${how[@]}" 2>&1)"; then
+    pass "check-config --config $c ${how[*]}"
   else
     rc=$?
     fail "check-config:$c" "exit $rc: $(echo "$out" | head -5)"

@@ -18,6 +18,7 @@
 //! second stop signal skips to the final flush. [`Signal::Reload`] re-reads the files
 //! (`reconfigure`).
 
+pub mod confirm;
 mod reconfigure;
 
 use std::path::PathBuf;
@@ -30,8 +31,11 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::audit::AuditLog;
+use crate::auth::TopicKind;
 use crate::command::exec::Commands;
-use crate::config::{desired, Config};
+use crate::command::Ledger;
+use crate::config::Config;
 use crate::equipment::{self, Rack};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
@@ -41,7 +45,7 @@ use crate::record::RecordBody;
 use crate::recorder::Recorder;
 use crate::status::Live;
 use crate::tasks::NamedTasks;
-use crate::uplink::{Uplink, UplinkParams};
+use crate::uplink::{Incoming, Uplink, UplinkParams};
 use crate::wall::WallClock;
 use crate::{http, lighting, rules, watchdog};
 
@@ -73,6 +77,24 @@ pub struct Daemon {
     background: NamedTasks,
     notifier: Arc<Notifier>,
     main_beats: Arc<AtomicU64>,
+    audit: AuditLog,
+    /// The confirmation window of the last desired configuration applied, while open.
+    probation: Option<confirm::Probation>,
+    /// Uplink sessions established before the broker list last changed (the window then needs
+    /// a newer session).
+    sessions_before: Option<u64>,
+}
+
+/// The labelled series the configuration names outside the equipment (whose entries create
+/// theirs when they start: `Metrics::init_device`), at 0 before READY: every broker of the
+/// failover list, every rule.
+fn init_series(metrics: &Metrics, cfg: &Config) {
+    for broker in &cfg.uplink.brokers {
+        metrics.init_broker(&broker.url());
+    }
+    for rule in &cfg.automation.rules {
+        metrics.init_rule(&rule.name);
+    }
 }
 
 impl Daemon {
@@ -94,16 +116,35 @@ impl Daemon {
         notifier: Notifier,
         clock: WallClock,
     ) -> anyhow::Result<Daemon> {
-        let cfg = desired::restore(&files, cfg);
+        let (cfg, on_probation) = reconfigure::restore(&files, cfg);
         let boot_id = uuid::Uuid::new_v4().to_string();
         let metrics = Metrics::new(env!("CARGO_PKG_VERSION"));
         metrics
             .outbox_budget_bytes
             .set(i64::try_from(cfg.storage.max_bytes).unwrap_or(i64::MAX));
+        init_series(&metrics, &cfg);
         let root = CancellationToken::new();
-        let opts = OutboxOptions::from_config(&cfg.storage, &cfg.uplink);
-        let (outbox, recovery) = Outbox::open(&cfg.storage.path, opts, metrics.clone())
-            .with_context(|| format!("cannot open the outbox in {}", cfg.storage.path.display()))?;
+        // Before any state file of this run exists: did an earlier run leave state? (The outbox
+        // resumes its numbering above the wall clock when its store is gone but state remains.)
+        let earlier_run = crate::outbox::store::had_previous_state(&cfg.storage.path);
+        // First of the state files (a missing window among other state means it was lost), and
+        // before the uplink delivers the first command: the ids seen by earlier runs.
+        let (ledger, opened) = Ledger::open(&cfg.storage.path, std::time::SystemTime::now())
+            .context("cannot open the command-id window")?;
+        let opts = OutboxOptions {
+            earlier_run: Some(earlier_run),
+            ..OutboxOptions::from_config(&cfg.storage, &cfg.uplink)
+        };
+        // sled runs on the outbox's own thread; opening may wait for its lock: off the workers.
+        let (outbox, recovery) = {
+            let (path, m) = (cfg.storage.path.clone(), metrics.clone());
+            tokio::task::spawn_blocking(move || Outbox::open(&path, opts, m))
+                .await
+                .context("outbox open task")?
+                .with_context(|| {
+                    format!("cannot open the outbox in {}", cfg.storage.path.display())
+                })?
+        };
         let listener = http::bind(cfg.http.listen)
             .await
             .with_context(|| format!("cannot listen on http.listen = {}", cfg.http.listen))?;
@@ -111,8 +152,7 @@ impl Daemon {
         // Nobody subscribes to the recorder's tap: the rules core and the energy accountant read
         // every reading before report by exception, on the readings tap.
         let (tap, _) = broadcast::channel(1);
-        let (recorder, records) =
-            Recorder::start(outbox.clone(), recovery, tap, cfg.storage.flush_interval);
+        let (recorder, records) = Recorder::start(outbox.clone(), recovery, tap);
         let readings = ReadingTap::default();
         // Not under `root`: the uplink stops last, after the records are flushed.
         let params = UplinkParams::from_config(&cfg, &boot_id)?;
@@ -156,18 +196,22 @@ impl Daemon {
             root.child_token(),
         );
         background.spawn("energy accountant", accountant);
-        let live = Arc::new(Live::new(
-            &boot_id,
-            metrics.clone(),
-            outbox.clone(),
-            uplink.handle.clone(),
-            rack.board(),
-            running_rx.clone(),
-            crate::status::Automation {
-                view: rules.view.clone(),
-                energy: energy_rx,
-            },
-        ));
+        let audit = AuditLog::default();
+        let live = Arc::new(
+            Live::new(
+                &boot_id,
+                metrics.clone(),
+                outbox.clone(),
+                uplink.handle.clone(),
+                rack.board(),
+                running_rx.clone(),
+                crate::status::Automation {
+                    view: rules.view.clone(),
+                    energy: energy_rx,
+                },
+            )
+            .with_audit(audit.clone()),
+        );
 
         let notifier = Arc::new(notifier);
         let main_beats = Arc::new(AtomicU64::new(0));
@@ -188,8 +232,15 @@ impl Daemon {
         live.set_ready(true);
         let _ = notifier.notify(&format!("READY=1\nSTATUS={}", crate::status::summary(&cfg)));
         tracing::info!(cabinet = %cfg.cabinet.id, boot_id = %boot_id, config_version = %cfg.version, "cabinetd running");
-        let commands = Commands::new(records.clone(), metrics, rules.commands.clone());
-        Ok(Daemon {
+        let mut commands = Commands::new(
+            records.clone(),
+            metrics,
+            ledger,
+            audit.clone(),
+            rules.commands.clone(),
+        );
+        commands.recover(&opened).await;
+        let mut daemon = Daemon {
             files,
             cfg,
             running,
@@ -203,7 +254,23 @@ impl Daemon {
             background,
             notifier,
             main_beats,
-        })
+            audit,
+            probation: None,
+            sessions_before: None,
+        };
+        if on_probation {
+            // Restarted within the window: nothing is known of the state before the change;
+            // the uplink must come back (`confirm`).
+            let version = daemon.cfg.version.clone();
+            let state =
+                crate::config::desired::load_state(&daemon.cfg.storage.path).unwrap_or_default();
+            let baseline = confirm::Baseline {
+                uplink_up: true,
+                ..Default::default()
+            };
+            daemon.open_window(&version, baseline, state);
+        }
+        Ok(daemon)
     }
 
     /// What `/status`, `/metrics` and `/readyz` read (in-process tests read it directly).
@@ -214,29 +281,38 @@ impl Daemon {
     /// Runs until [`Signal::Stop`] (or the uplink ends), then stops (see the module docs).
     pub async fn run(mut self, mut signals: mpsc::Receiver<Signal>) -> anyhow::Result<()> {
         let mut idle = tokio::time::interval(Duration::from_secs(1));
+        let mut outbox_fatal = self.recorder.outbox().fatal();
+        let mut fatal = None;
+        let every = crate::uplink::tls::RELOAD_EVERY;
+        let mut tls = tokio::time::interval_at(Instant::now() + every, every);
         loop {
             self.main_beats.fetch_add(1, Ordering::Relaxed);
             tokio::select! {
+                _ = outbox_fatal.changed() => {
+                    if let Some(why) = outbox_fatal.borrow().clone() {
+                        tracing::error!(reason = %why, "stopping: the outbox cannot store records");
+                        fatal = Some(why);
+                        break;
+                    }
+                }
                 signal = signals.recv() => match signal {
                     Some(Signal::Reload) => self.reload_files().await,
                     Some(Signal::Stop) | None => break,
                 },
                 msg = self.uplink.incoming.recv() => match msg {
-                    Some(msg) if msg.topic.ends_with("/config/desired") => self.on_desired(&msg.payload).await,
-                    Some(msg) if msg.topic.ends_with("/cmd") => self.commands.on_message(&msg.payload, self.rack.controls()).await,
-                    Some(_) => {}
+                    Some(msg) => self.on_incoming(msg).await,
                     None => { tracing::error!("uplink task ended unexpectedly"); break; }
                 },
                 (action, result) = self.commands.next() => self.commands.finish(action, result).await,
-                _ = idle.tick() => {}
+                _ = idle.tick() => if self.probation.is_some() { self.check_window().await },
+                _ = tls.tick() => self.reload_tls("periodic"),
             }
         }
         let _ = self.notifier.notify("STOPPING=1");
         self.live.set_ready(false);
         let start = Instant::now();
         let outbox = self.recorder.outbox().clone();
-        let [recorder, flusher] = self.recorder.abort_handles();
-        let last = [self.uplink.abort_handle(), recorder, flusher];
+        let last = [self.uplink.abort_handle(), self.recorder.abort_handle()];
         let second = async {
             while let Some(s) = signals.recv().await {
                 if s == Signal::Stop {
@@ -252,11 +328,38 @@ impl Daemon {
         }
         // Whatever still runs is aborted: what the outbox holds stays for the next run.
         last.iter().for_each(|t| t.abort());
-        if let Err(e) = outbox.flush().await {
-            tracing::error!(error = %e, "final outbox flush failed");
+        // The orderly stop closed the store; after a second signal this is its final flush. A
+        // store thread that hangs must not keep the process from exiting.
+        match tokio::time::timeout(Duration::from_secs(1), outbox.close()).await {
+            Ok(Ok(()) | Err(crate::outbox::OutboxError::Stopped)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "final outbox flush failed"),
+            Err(_) => tracing::error!("final outbox flush: the store did not answer within 1 s"),
         }
         tracing::info!(took = ?start.elapsed(), "stopped");
-        Ok(())
+        match fatal {
+            // Exit 1: systemd restarts the daemon, which opens the store afresh.
+            Some(why) => anyhow::bail!("{why}"),
+            None => Ok(()),
+        }
+    }
+
+    /// A message of `P/C/cmd`, `P/all/cmd` or `P/C/config/desired`: each is verified first
+    /// (`auth::accept`, in the command front and in `on_desired`).
+    async fn on_incoming(&mut self, msg: Incoming) {
+        let kind = TopicKind::of_topic(
+            &msg.topic,
+            &self.cfg.uplink.topic_prefix,
+            &self.cfg.cabinet.id,
+        );
+        match kind {
+            Some(TopicKind::Desired) => self.on_desired(&msg.payload).await,
+            Some(kind) => {
+                self.commands
+                    .on_message(kind, &msg.payload, &self.cfg, self.rack.controls())
+                    .await
+            }
+            None => tracing::debug!(topic = %msg.topic, "message on an unexpected topic ignored"),
+        }
     }
 
     /// The orderly stop, each phase bounded by its share of the deadline.

@@ -105,8 +105,17 @@ kinds! {
     MessageDropped = "message_dropped",
     /// The storage is full.
     StorageFull = "storage_full",
-    /// The outcome of a write whose result was unknown when it was reported.
+    /// The outbox store could not be opened for a while; records were held in memory (data
+    /// `{since, until, reason, kept, discarded}`).
+    OutboxUnavailable = "outbox_unavailable",
+    /// The outbox store stopped taking records (the devices are held back).
+    OutboxWriteFailed = "outbox_write_failed",
+    /// The outcome of a write whose result was unknown when it was reported (data `{point,
+    /// requested, read, applied, id}`).
     WriteOutcome = "write_outcome",
+    /// A command was rejected without an id to answer to (missing, not a string, too long, or
+    /// the payload unreadable): data `{action, reason, suppressed}`.
+    CommandRejected = "command_rejected",
 }
 
 impl EventKind {

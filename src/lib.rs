@@ -6,6 +6,7 @@
 //! after the broker acknowledged them. [`daemon`] wires it all and owns the lifecycle;
 //! `ARCHITECTURE.md` draws the whole, from a register to a PUBACK.
 
+pub mod audit;
 pub mod auth;
 pub mod command;
 pub mod config;

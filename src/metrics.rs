@@ -1,8 +1,22 @@
 //! Prometheus metrics (SPEC §4). One [`Metrics`] per daemon, shared by `Arc`; every part updates
 //! its own series and `/metrics` renders the registry. Names are fixed by the SPEC: do not rename.
+//!
+//! # Every series exists from the first scrape
+//! A labelled series that appears only at its first increment breaks `rate()`, `increase()` and
+//! absent-series alerts (issue 14). So every label value the daemon can produce is created at 0
+//! before READY, from one list per label:
+//! - fixed vocabularies, in [`Metrics::new`]: [`Stream::BY_PRIORITY`], [`MODES`],
+//!   [`SPEC_ACTIONS`] × [`COMMAND_STATUSES`], `auth::REASONS`, [`STORE_RECOVERY_REASONS`];
+//! - what the configuration names, when the part that owns it starts: [`Metrics::init_device`]
+//!   (every equipment entry: `device_up`, `poll_errors_total`, `poll_duration_seconds`),
+//!   [`Metrics::init_dali_bus`], [`Metrics::init_broker`], [`Metrics::init_rule`].
+//!
+//! A new labelled metric adds its label values to one of these lists (or a new `init_*`), and
+//! `tests/metrics_scrape.rs` checks a fresh daemon's scrape has them. Counters end in `_total`,
+//! nothing else does (`promtool check metrics`, checked by the same test).
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    CounterVec, Encoder, Gauge, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
 };
 
@@ -21,6 +35,16 @@ pub const SPEC_ACTIONS: [&str; 8] = [
     "scene.run",
     "scene.release",
 ];
+
+/// Every final status of a command (the `status` label of `cabinetd_commands_total`).
+pub const COMMAND_STATUSES: [&str; 4] = ["succeeded", "failed", "rejected", "expired"];
+
+/// The modes of `cabinetd_mode{mode}`.
+pub const MODES: [&str; 2] = ["connected", "autonomous"];
+
+/// The `reason` labels of `cabinetd_store_recoveries_total` (what `outbox::Outbox::open` counts:
+/// a store moved aside as corrupt, or missing although its seq marks exist).
+pub const STORE_RECOVERY_REASONS: [&str; 2] = ["corrupt", "missing"];
 
 /// The one `action` label of every command whose action is not in [`SPEC_ACTIONS`]: a new label
 /// per name sent would let any sender grow the metric without bound.
@@ -75,8 +99,11 @@ pub struct Metrics {
     pub dali_lamp_failures: IntGaugeVec,
     /// `cabinetd_dali_gear_present{bus}`: gear answering on the bus.
     pub dali_gear_present: IntGaugeVec,
-    /// `cabinetd_energy_wh_total{device}`: last metered cumulative energy, summed over the device.
-    pub energy_wh_total: GaugeVec,
+    /// `cabinetd_energy_wh_total{device}`: active energy metered by the device's gear since the
+    /// daemon started (a counter: the sum of the increases of their cumulative meters).
+    pub energy_wh_total: CounterVec,
+    /// `cabinetd_rule_firings_total{rule}`: entries of each `[[rule]]` (SPEC v1.1).
+    pub rule_firings_total: IntCounterVec,
     /// `cabinetd_auth_rejected_total{reason}`: commands and desired configs refused by
     /// `auth::verify` (reasons: `auth::REASONS`).
     pub auth_rejected_total: IntCounterVec,
@@ -85,9 +112,6 @@ pub struct Metrics {
     /// `cabinetd_incoming_dropped_total`: incoming messages over `uplink.max_incoming_bytes`,
     /// dropped unread.
     pub incoming_dropped_total: prometheus::IntCounter,
-    /// `cabinetd_rule_firings_total{rule}`: entries of each rule (SPEC v1.1), 0 from the start
-    /// for every configured rule.
-    pub rule_firings_total: IntCounterVec,
     /// `cabinetd_energy_night_kwh`: energy of the night running so far (0 by day).
     pub energy_night_kwh: Gauge,
     /// `cabinetd_energy_night_baseline_kwh`: the same luminaires at full power over the same part
@@ -98,6 +122,11 @@ pub struct Metrics {
     /// `cabinetd_energy_night_coverage_ratio`: share of the night running so far for which
     /// readings were received (an `energy_daily` below 0.9 says so).
     pub energy_night_coverage_ratio: Gauge,
+    /// `cabinetd_outbox_storage_full`: 1 while the store's filesystem is full.
+    pub outbox_storage_full: IntGauge,
+    /// `cabinetd_uplink_payload_bytes_total{stream}`: bytes of record payloads published (after
+    /// compression), for the cost of the link.
+    pub uplink_payload_bytes_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -232,12 +261,33 @@ impl Metrics {
             &["bus"],
         )
         .expect("valid metric");
-        let energy_wh_total = GaugeVec::new(
+        let energy_wh_total = CounterVec::new(
             Opts::new(
                 "cabinetd_energy_wh_total",
-                "Last metered cumulative active energy (Wh), summed over the device's meters.",
+                "Active energy metered by the device's gear since the daemon started, Wh.",
             ),
             &["device"],
+        )
+        .expect("valid metric");
+        let outbox_storage_full = IntGauge::new(
+            "cabinetd_outbox_storage_full",
+            "1 while the outbox's filesystem is full (telemetry is evicted to keep room).",
+        )
+        .expect("valid metric");
+        let uplink_payload_bytes_total = IntCounterVec::new(
+            Opts::new(
+                "cabinetd_uplink_payload_bytes_total",
+                "Bytes of record payloads published, after compression.",
+            ),
+            &["stream"],
+        )
+        .expect("valid metric");
+        let rule_firings_total = IntCounterVec::new(
+            Opts::new(
+                "cabinetd_rule_firings_total",
+                "Times each rule entered (its condition held for its `for`).",
+            ),
+            &["rule"],
         )
         .expect("valid metric");
 
@@ -287,27 +337,23 @@ impl Metrics {
             outbox_records.with_label_values(&[stream.as_str()]).set(0);
             published_records_total.with_label_values(&[stream.as_str()]);
             evicted_records_total.with_label_values(&[stream.as_str()]);
+            uplink_payload_bytes_total.with_label_values(&[stream.as_str()]);
         }
-        for m in ["connected", "autonomous"] {
+        for m in MODES {
             mode.with_label_values(&[m]).set(0);
         }
         // Every SPEC action × status exists from the start, so `rate()` and alerts see a 0, not
         // an absent series, before the first command.
         for action in SPEC_ACTIONS {
-            for status in ["succeeded", "failed", "rejected", "expired"] {
+            for status in COMMAND_STATUSES {
                 commands_total.with_label_values(&[action, status]);
             }
         }
         commands_total.with_label_values(&[UNKNOWN_ACTION, "rejected"]);
+        for reason in STORE_RECOVERY_REASONS {
+            store_recoveries_total.with_label_values(&[reason]);
+        }
 
-        let rule_firings_total = IntCounterVec::new(
-            Opts::new(
-                "cabinetd_rule_firings_total",
-                "Entries of each rule ([[rule]]).",
-            ),
-            &["rule"],
-        )
-        .expect("valid metric");
         let gauge = |name: &str, help: &str| Gauge::new(name, help).expect("valid metric");
         let energy_night_kwh = gauge(
             "cabinetd_energy_night_kwh",
@@ -345,6 +391,7 @@ impl Metrics {
             Box::new(dali_lamp_failures.clone()),
             Box::new(dali_gear_present.clone()),
             Box::new(energy_wh_total.clone()),
+            Box::new(rule_firings_total.clone()),
             Box::new(energy_kwh_total.clone()),
             Box::new(energy_baseline_kwh_total.clone()),
             Box::new(time_seconds.clone()),
@@ -352,11 +399,12 @@ impl Metrics {
             Box::new(auth_rejected_total.clone()),
             Box::new(tls_cert_expiry_seconds.clone()),
             Box::new(incoming_dropped_total.clone()),
-            Box::new(rule_firings_total.clone()),
             Box::new(energy_night_kwh.clone()),
             Box::new(energy_night_baseline_kwh.clone()),
             Box::new(energy_night_savings_percent.clone()),
             Box::new(energy_night_coverage_ratio.clone()),
+            Box::new(outbox_storage_full.clone()),
+            Box::new(uplink_payload_bytes_total.clone()),
         ];
         for c in collectors {
             registry.register(c).expect("metric names are unique");
@@ -382,6 +430,7 @@ impl Metrics {
             dali_lamp_failures,
             dali_gear_present,
             energy_wh_total,
+            rule_firings_total,
             energy_kwh_total,
             energy_baseline_kwh_total,
             time_seconds,
@@ -389,11 +438,12 @@ impl Metrics {
             auth_rejected_total,
             tls_cert_expiry_seconds,
             incoming_dropped_total,
-            rule_firings_total,
             energy_night_kwh,
             energy_night_baseline_kwh,
             energy_night_savings_percent,
             energy_night_coverage_ratio,
+            outbox_storage_full,
+            uplink_payload_bytes_total,
         }
     }
 
@@ -407,9 +457,34 @@ impl Metrics {
         }
     }
 
+    /// The series of one equipment entry (a Modbus device, a DALI bus, a camera), at 0 when it
+    /// starts: `device_up` (down until it answers), `poll_errors_total`, `poll_duration_seconds`.
+    pub fn init_device(&self, device: &str, protocol: &str) {
+        self.device_up.with_label_values(&[device, protocol]).set(0);
+        self.poll_errors_total.with_label_values(&[device]);
+        self.poll_duration_seconds.with_label_values(&[device]);
+    }
+
+    /// The series of one DALI bus: gear present, lamp failures, metered energy.
+    pub fn init_dali_bus(&self, bus: &str) {
+        self.dali_gear_present.with_label_values(&[bus]).set(0);
+        self.dali_lamp_failures.with_label_values(&[bus]).set(0);
+        self.energy_wh_total.with_label_values(&[bus]);
+    }
+
+    /// The series of one broker of the failover list (`Broker::url`, the one spelling).
+    pub fn init_broker(&self, url: &str) {
+        self.uplink_reconnects_total.with_label_values(&[url]);
+    }
+
+    /// The series of one `[[rule]]`.
+    pub fn init_rule(&self, rule: &str) {
+        self.rule_firings_total.with_label_values(&[rule]);
+    }
+
     /// Set `cabinetd_mode`: exactly one of the modes is 1.
     pub fn set_mode(&self, current: &str) {
-        for m in ["connected", "autonomous"] {
+        for m in MODES {
             self.mode
                 .with_label_values(&[m])
                 .set(i64::from(m == current));
@@ -453,7 +528,9 @@ mod tests {
             .inc();
         m.dali_lamp_failures.with_label_values(&["bus-a"]).set(2);
         m.dali_gear_present.with_label_values(&["bus-a"]).set(6);
-        m.energy_wh_total.with_label_values(&["bus-a"]).set(1500.0);
+        m.energy_wh_total
+            .with_label_values(&["bus-a"])
+            .inc_by(1500.0);
         let text = m.render();
         for name in [
             "cabinetd_build_info{version=\"0.1.0\"} 1",

@@ -6,6 +6,7 @@
 //! splice stored bytes into a message without decoding them.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -113,8 +114,8 @@ pub struct Telemetry {
     /// Acquisition time.
     #[serde(with = "ts_millis")]
     pub ts: SystemTime,
-    /// Full point name `DEVICE/POINT`.
-    pub point: String,
+    /// Full point name `DEVICE/POINT`, built once per configuration and shared by every reading.
+    pub point: Arc<str>,
     /// Scaled value: JSON bool or number, null when never read.
     pub value: serde_json::Value,
     /// Reading quality.
@@ -304,6 +305,14 @@ impl RecordBody {
 
     /// The record's JSON object with `seq` first, exactly as it goes into an envelope.
     pub fn to_json_with_seq(&self, seq: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(128);
+        self.write_json_with_seq(seq, &mut out);
+        out
+    }
+
+    /// Append the record's JSON object with `seq` first to `out`: the outbox serialises each
+    /// record once, straight into the block that is stored and later published.
+    pub fn write_json_with_seq(&self, seq: u64, out: &mut Vec<u8>) {
         #[derive(Serialize)]
         struct WithSeq<'a, T: Serialize> {
             seq: u64,
@@ -311,9 +320,9 @@ impl RecordBody {
             body: &'a T,
         }
         let encoded = match self {
-            RecordBody::Telemetry(t) => serde_json::to_vec(&WithSeq { seq, body: t }),
-            RecordBody::Event(e) => serde_json::to_vec(&WithSeq { seq, body: e }),
-            RecordBody::Result(r) => serde_json::to_vec(&WithSeq { seq, body: r }),
+            RecordBody::Telemetry(t) => serde_json::to_writer(&mut *out, &WithSeq { seq, body: t }),
+            RecordBody::Event(e) => serde_json::to_writer(&mut *out, &WithSeq { seq, body: e }),
+            RecordBody::Result(r) => serde_json::to_writer(&mut *out, &WithSeq { seq, body: r }),
         };
         // Serialising these plain structs into memory cannot fail (no maps with non-string keys).
         encoded.expect("record serialisation is infallible")
@@ -327,20 +336,27 @@ pub fn envelope<'a>(
     replay: bool,
     records: impl IntoIterator<Item = &'a [u8]>,
 ) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
+    let mut joined = Vec::new();
+    for (i, r) in records.into_iter().enumerate() {
+        if i > 0 {
+            joined.push(b',');
+        }
+        joined.extend_from_slice(r);
+    }
+    envelope_joined(cabinet, stream, replay, &joined)
+}
+
+/// Build an envelope around records already joined by `,` (a slice of a stored block).
+pub fn envelope_joined(cabinet: &str, stream: Stream, replay: bool, joined: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(joined.len() + 64 + cabinet.len());
     out.extend_from_slice(b"{\"cabinet\":");
-    out.extend_from_slice(&serde_json::to_vec(cabinet).expect("string serialises"));
+    serde_json::to_writer(&mut out, cabinet).expect("string serialises");
     out.extend_from_slice(b",\"stream\":\"");
     out.extend_from_slice(stream.as_str().as_bytes());
     out.extend_from_slice(b"\",\"replay\":");
     out.extend_from_slice(if replay { b"true" } else { b"false" });
     out.extend_from_slice(b",\"records\":[");
-    for (i, r) in records.into_iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(r);
-    }
+    out.extend_from_slice(joined);
     out.extend_from_slice(b"]}");
     out
 }

@@ -1,8 +1,9 @@
-//! The recorder: the one task that appends produced records to the outbox (which numbers them),
-//! beside the outbox's flusher that makes them durable.
+//! The recorder: the one task that hands produced records to the outbox (which numbers them
+//! and makes them durable by group commit on its own thread: `outbox::recorder`).
 //!
 //! Equipment, commands and the energy accountant send [`RecordBody`]s on one bounded channel;
-//! when it is full they wait (backpressure), nothing is dropped. The recorder appends each in
+//! when it is full they wait (backpressure), nothing is dropped — also while the outbox takes
+//! no more (its store cannot write). The recorder appends each in
 //! arrival order and shares every good telemetry reading on a broadcast channel with whoever
 //! subscribed (the energy accountant), without waiting for them. It ends when every sender is
 //! gone — the stop order drops them after the equipment and commands stopped — so what was
@@ -11,9 +12,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::Instant;
 
@@ -23,25 +23,21 @@ use crate::record::{Event, Quality, RecordBody, Telemetry};
 /// Records produced but not yet appended; producers wait (backpressure) when it is full.
 pub const CHANNEL: usize = 4096;
 
-/// The record path's own tasks: the recorder and the outbox's flusher (group commit).
+/// The record path's own task: the recorder (the outbox's thread does the group commit).
 pub struct Recorder {
     outbox: Arc<Outbox>,
     task: JoinHandle<()>,
-    flusher_stop: watch::Sender<bool>,
-    flusher: JoinHandle<()>,
     /// Bumped at least twice a second while the recorder lives (watchdog).
     pub beats: Arc<AtomicU64>,
 }
 
 impl Recorder {
-    /// Starts the recorder and the flusher (every `flush_interval`): returns them and the
-    /// channel producers send on. A `recovery` (the store started fresh) becomes the first
-    /// record, a `store_recovered` event.
+    /// Starts the recorder: returns it and the channel producers send on. A `recovery` (the
+    /// store started fresh) becomes the first record, a `store_recovered` event.
     pub fn start(
         outbox: Arc<Outbox>,
         recovery: Option<Recovery>,
         tap: broadcast::Sender<Telemetry>,
-        flush_interval: Duration,
     ) -> (Recorder, mpsc::Sender<RecordBody>) {
         let (tx, rx) = mpsc::channel(CHANNEL);
         if let Some(rec) = recovery {
@@ -51,22 +47,34 @@ impl Recorder {
             // The channel is new and empty: this cannot fail.
             let _ = tx.try_send(RecordBody::Event(event));
         }
-        let (flusher_stop, stop_rx) = watch::channel(false);
-        let flusher = tokio::spawn(outbox.clone().run_flusher(flush_interval, stop_rx));
         let beats = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(run(rx, outbox.clone(), tap, beats.clone()));
+        let beat = beats.clone();
+        // Good readings are shown to whoever subscribed (the energy accountant), never waited for.
+        let observe = move |body: &RecordBody| {
+            if let RecordBody::Telemetry(t) = body {
+                if t.quality == Quality::Good && tap.receiver_count() > 0 {
+                    let _ = tap.send(t.clone());
+                }
+            }
+        };
+        let task = tokio::spawn(crate::outbox::recorder::run(
+            rx,
+            outbox.clone(),
+            observe,
+            move || {
+                beat.fetch_add(1, Ordering::Relaxed);
+            },
+        ));
         let recorder = Recorder {
             outbox,
             task,
-            flusher_stop,
-            flusher,
             beats,
         };
         (recorder, tx)
     }
 
-    /// Once every sender is gone: waits until `until` for the recorder to append what was
-    /// produced (then aborts it, loudly), and flushes the outbox.
+    /// Once every sender is gone: waits until `until` for the recorder to hand what was
+    /// produced to the outbox (then aborts it, loudly), and flushes the outbox.
     pub async fn drain(&mut self, until: Instant) {
         if tokio::time::timeout_at(until, &mut self.task)
             .await
@@ -80,15 +88,12 @@ impl Recorder {
         }
     }
 
-    /// Stops the flusher (which flushes a last time) until `until`, then aborts it.
+    /// The outbox's last flush and close (its thread releases the store) until `until`.
     pub async fn close(&mut self, until: Instant) {
-        let _ = self.flusher_stop.send(true);
-        if tokio::time::timeout_at(until, &mut self.flusher)
-            .await
-            .is_err()
-        {
-            tracing::warn!("outbox flusher: did not finish within the stop budget; aborted");
-            self.flusher.abort();
+        match tokio::time::timeout_at(until, self.outbox.close()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "outbox close at stop failed"),
+            Err(_) => tracing::warn!("outbox: did not close within the stop budget"),
         }
     }
 
@@ -97,37 +102,8 @@ impl Recorder {
         &self.outbox
     }
 
-    /// Handles to abort both tasks (a second stop signal).
-    pub fn abort_handles(&self) -> [AbortHandle; 2] {
-        [self.task.abort_handle(), self.flusher.abort_handle()]
-    }
-}
-
-/// Runs until every sender of `records` is dropped.
-async fn run(
-    mut records: mpsc::Receiver<RecordBody>,
-    outbox: Arc<Outbox>,
-    tap: broadcast::Sender<Telemetry>,
-    beats: Arc<AtomicU64>,
-) {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        tokio::select! {
-            r = records.recv() => match r {
-                Some(body) => {
-                    if let RecordBody::Telemetry(t) = &body {
-                        if t.quality == Quality::Good && tap.receiver_count() > 0 {
-                            let _ = tap.send(t.clone());
-                        }
-                    }
-                    if let Err(e) = outbox.append(&body) {
-                        tracing::error!(error = %e, stream = %body.stream(), "cannot store a record");
-                    }
-                    beats.fetch_add(1, Ordering::Relaxed);
-                }
-                None => return,
-            },
-            _ = tick.tick() => { beats.fetch_add(1, Ordering::Relaxed); }
-        }
+    /// A handle to abort the recorder (a second stop signal).
+    pub fn abort_handle(&self) -> AbortHandle {
+        self.task.abort_handle()
     }
 }

@@ -11,7 +11,8 @@
 //! charge of each target: `programme`, `adaptive:NAME`, `rule:NAME`, `scene:NAME`, `central`,
 //! `none`), `holds` (`what`, `by`, `until`), `clock_trusted`, `programme` (the lighting
 //! programme's steps), `energy` (the night running and the last `energy_daily`, see
-//! `lighting::accountant`), `last_reload` (the outcome of the last SIGHUP).
+//! `lighting::accountant`), `last_reload` (the outcome of the last SIGHUP), `audit` (the last 100
+//! commands and desired configurations and what became of them, oldest first: `crate::audit`).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,8 +22,9 @@ use std::time::{Duration, Instant, SystemTime};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use crate::audit::AuditLog;
 use crate::config::Config;
-use crate::equipment::{Board, Health, ReloadError};
+use crate::equipment::{Board, Health};
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, OutboxStats};
 use crate::record::format_ts;
@@ -50,6 +52,7 @@ pub struct Live {
     last_reload: Mutex<Option<Value>>,
     automation: watch::Receiver<Arc<crate::rules::run::View>>,
     energy: watch::Receiver<Value>,
+    audit: AuditLog,
 }
 
 impl Live {
@@ -77,7 +80,14 @@ impl Live {
             last_reload: Mutex::new(None),
             automation: automation.view,
             energy: automation.energy,
+            audit: AuditLog::default(),
         }
+    }
+
+    /// Shows `audit` (the last commands and desired configurations) in `/status`.
+    pub fn with_audit(mut self, audit: AuditLog) -> Live {
+        self.audit = audit;
+        self
     }
 
     /// `/readyz` answers 200 while true.
@@ -87,10 +97,10 @@ impl Live {
 
     /// Records the outcome of a reload from the files: the version running afterwards, or why
     /// the new configuration is not (fully) running.
-    pub fn set_last_reload(&self, outcome: Result<&str, &ReloadError>, running_version: &str) {
+    pub fn set_last_reload(&self, outcome: Result<&str, &[String]>, running_version: &str) {
         let (status, errors) = match outcome {
             Ok(_) => ("applied", Vec::new()),
-            Err(e) => ("rejected", e.messages()),
+            Err(e) => ("rejected", e.to_vec()),
         };
         *self.last_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(json!({
             "source": "files",
@@ -108,7 +118,9 @@ impl crate::http::Endpoint for Live {
     }
 
     fn ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        // A full filesystem, a store that cannot write or cannot be opened: an outage of the
+        // store, said here (the daemon keeps running).
+        self.ready.load(Ordering::Relaxed) && self.outbox.ready()
     }
 
     fn status(&self) -> Value {
@@ -155,6 +167,7 @@ impl crate::http::Endpoint for Live {
             "programme": programme(&cfg),
             "energy": self.energy.borrow().clone(),
             "last_reload": self.last_reload.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            "audit": self.audit.snapshot(),
         })
     }
 }
@@ -208,6 +221,12 @@ fn outbox_view(stats: &OutboxStats) -> Value {
         "records": records,
         "bytes": stats.disk_bytes,
         "budget_bytes": stats.budget_bytes,
+        "limit_bytes": stats.limit_bytes,
+        "fs_free_bytes": stats.fs_free_bytes,
+        "storage_full": stats.storage_full,
+        "available": stats.available,
+        "held_records": stats.held_records,
+        "error": stats.error,
         "oldest_record_age_s": oldest,
         "streams": stats.streams,
     })
@@ -354,8 +373,45 @@ pub fn render_status(doc: &Value, now: SystemTime) -> String {
     for p in programme {
         let _ = writeln!(out, "  {}", s(&p));
     }
+    render_audit(&mut out, doc);
     out
 }
+
+/// The last remote orders, newest last, one line each (`--json` shows all of `/status.audit`).
+fn render_audit(out: &mut String, doc: &Value) {
+    let Some(entries) = doc["audit"].as_array() else {
+        return;
+    };
+    let shown = entries.len().min(AUDIT_SHOWN);
+    let _ = writeln!(
+        out,
+        "audit    last {shown} of {} commands and desired configs",
+        entries.len()
+    );
+    for e in &entries[entries.len() - shown..] {
+        let field = |k: &str| e[k].as_str().unwrap_or("-");
+        let time = field("ts").get(11..).unwrap_or("-");
+        let mut line = format!(
+            "  {time} {:<14} {} {}",
+            field("via"),
+            field("id"),
+            field("action")
+        );
+        if let Some(t) = e["target"].as_str() {
+            line.push(' ');
+            line.push_str(t);
+        }
+        let kid = e["kid"].as_str().unwrap_or("(unsigned)");
+        let _ = write!(line, " by {kid}: {}", field("result"));
+        if let Some(r) = e["reason"].as_str().filter(|r| !r.is_empty()) {
+            let _ = write!(line, " — {r}");
+        }
+        let _ = writeln!(out, "{line}");
+    }
+}
+
+/// Audit lines `cabinetd status` prints.
+const AUDIT_SHOWN: usize = 10;
 
 #[cfg(test)]
 mod tests {
@@ -418,6 +474,29 @@ mod tests {
             text.contains("savings 40.0 %") || text.contains("savings 40 %"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_last_audit_entries_print_one_line_each() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut d = doc(json!({"connected": true, "broker": "mqtt://127.0.0.1:1883"}));
+        let entry = |i: usize| {
+            json!({"ts": "2026-11-26T08:00:00.123Z", "via": "cmd", "id": format!("c{i}"),
+                "action": "point.write", "target": "panel/setpoint", "kid": "ops-2026",
+                "result": "succeeded", "reason": ""})
+        };
+        d["audit"] = Value::Array((0..15).map(entry).collect());
+        d["audit"][14]["kid"] = Value::Null;
+        d["audit"][14]["result"] = json!("auth_rejected");
+        d["audit"][14]["reason"] = json!("unsigned: unsigned message");
+        let text = render_status(&d, now);
+        assert!(
+            text.contains("audit    last 10 of 15 commands and desired configs"),
+            "{text}"
+        );
+        assert!(!text.contains(" c4 "), "{text}");
+        assert!(text.contains("  08:00:00.123Z cmd            c5 point.write panel/setpoint by ops-2026: succeeded\n"), "{text}");
+        assert!(text.contains("c14 point.write panel/setpoint by (unsigned): auth_rejected — unsigned: unsigned message"), "{text}");
     }
 
     #[test]

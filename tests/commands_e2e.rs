@@ -99,7 +99,7 @@ fn commands_execute_once_and_every_one_gets_a_final_result() {
     send(
         &probe,
         cmd,
-        json!({"id": "w1", "action": "point.write", "args": {"point": "panel/setpoint", "value": 7.0}}),
+        json!({"id": "w1", "action": "point.write", "args": {"point": "panel/setpoint", "value": 7.0}, "expires_at": "2099-01-01T00:00:00Z"}),
     );
     wait_until("w1 result republished", Duration::from_secs(20), || {
         (result_for(&probe, "w1").len() == 2).then_some(())
@@ -115,7 +115,7 @@ fn commands_execute_once_and_every_one_gets_a_final_result() {
     send(
         &probe,
         "cabinets/v1/all/cmd",
-        json!({"id": "w2", "action": "point.write", "args": {"point": "panel/relay", "value": true}}),
+        json!({"id": "w2", "action": "point.write", "args": {"point": "panel/relay", "value": true}, "expires_at": "2099-01-01T00:00:00Z"}),
     );
     assert_eq!(await_result(&probe, "w2")["status"], "succeeded");
     wait_until("relay on", Duration::from_secs(20), || {
@@ -141,7 +141,7 @@ fn commands_execute_once_and_every_one_gets_a_final_result() {
         send(
             &probe,
             cmd,
-            json!({"id": id, "action": "point.write", "args": args}),
+            json!({"id": id, "action": "point.write", "args": args, "expires_at": "2099-01-01T00:00:00Z"}),
         );
         let r = await_result(&probe, id);
         assert_eq!(r["status"], "rejected", "{id}: {r}");
@@ -153,7 +153,7 @@ fn commands_execute_once_and_every_one_gets_a_final_result() {
     send(
         &probe,
         cmd,
-        json!({"id": "u1", "action": "door.open", "args": {}}),
+        json!({"id": "u1", "action": "door.open", "args": {}, "expires_at": "2099-01-01T00:00:00Z"}),
     );
     let r = await_result(&probe, "u1");
     assert_eq!(r["status"], "rejected");

@@ -45,6 +45,15 @@ fn publishes_online_status_on_connect_and_the_will_on_kill_9() {
     });
     assert_eq!(will["boot_id"], boot_id.as_str());
     assert_eq!(will["cabinet"], "test-cab");
+    // Issue 13 item 10: the will is fixed at CONNECT, so its time is that of the connect, named
+    // `since` (SPEC v1.1); `ts` (a time of going offline) it cannot know.
+    assert!(will.get("ts").is_none(), "{will}");
+    let since = will["since"].as_str().expect("since");
+    let parse = |t: &str| humantime::parse_rfc3339(t).unwrap();
+    assert!(
+        parse(since) <= parse(online["ts"].as_str().unwrap()),
+        "since {since} is the connect, before the online status {online}"
+    );
 
     // It is retained: a subscriber arriving later still sees the cabinet offline.
     let late = MqttProbe::start(broker.port, STATUS);

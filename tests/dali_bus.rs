@@ -69,7 +69,7 @@ impl Task {
         match self
             .wait_for(
                 point,
-                |r| matches!(r, RecordBody::Telemetry(t) if t.point == point && pred(t)),
+                |r| matches!(r, RecordBody::Telemetry(t) if *t.point == *point && pred(t)),
             )
             .await
         {

@@ -87,7 +87,7 @@ fn luminaires_are_supervised_commanded_and_programmed_through_the_daemon() {
     assert_eq!(g0["power_on_level"], 254, "{g0}");
 
     // light.set on one luminaire: the arc level of the standard curve reaches the gear.
-    probe.publish(CMD, json!({"id": "l1", "action": "light.set", "args": {"target": "bus-a/1", "level_percent": 50}}).to_string().as_bytes(), false);
+    probe.publish(CMD, json!({"id": "l1", "action": "light.set", "args": {"target": "bus-a/1", "level_percent": 50}, "expires_at": "2099-01-01T00:00:00Z"}).to_string().as_bytes(), false);
     assert_eq!(result_of(&probe, "l1")["status"], "succeeded");
     assert_eq!(hat.state(1)["level"], cabinetd_dali::percent_to_arc(50.0));
     // The published level is what the gear really has: 50 % quantised by the curve (arc 229).
@@ -105,7 +105,7 @@ fn luminaires_are_supervised_commanded_and_programmed_through_the_daemon() {
 
     // Group and broadcast; a group no bus has is rejected naming the field.
     let gear2_before = hat.state(2)["level"].clone();
-    probe.publish(CMD, json!({"id": "g0", "action": "light.set", "args": {"target": "group:0", "level_percent": 30}}).to_string().as_bytes(), false);
+    probe.publish(CMD, json!({"id": "g0", "action": "light.set", "args": {"target": "group:0", "level_percent": 30}, "expires_at": "2099-01-01T00:00:00Z"}).to_string().as_bytes(), false);
     assert_eq!(result_of(&probe, "g0")["status"], "succeeded");
     assert_eq!(hat.state(0)["level"], cabinetd_dali::percent_to_arc(30.0));
     assert_eq!(
@@ -113,11 +113,11 @@ fn luminaires_are_supervised_commanded_and_programmed_through_the_daemon() {
         gear2_before,
         "gear 2 is not in group 0"
     );
-    probe.publish(CMD, json!({"id": "g9", "action": "light.set", "args": {"target": "group:9", "level_percent": 30}}).to_string().as_bytes(), false);
+    probe.publish(CMD, json!({"id": "g9", "action": "light.set", "args": {"target": "group:9", "level_percent": 30}, "expires_at": "2099-01-01T00:00:00Z"}).to_string().as_bytes(), false);
     let r = result_of(&probe, "g9");
     assert_eq!(r["status"], "rejected");
     assert!(r["reason"].as_str().unwrap().contains("args.target"), "{r}");
-    probe.publish(CMD, json!({"id": "all", "action": "light.set", "args": {"target": "all", "level_percent": 100}}).to_string().as_bytes(), false);
+    probe.publish(CMD, json!({"id": "all", "action": "light.set", "args": {"target": "all", "level_percent": 100}, "expires_at": "2099-01-01T00:00:00Z"}).to_string().as_bytes(), false);
     assert_eq!(result_of(&probe, "all")["status"], "succeeded");
     for a in 0..3 {
         assert_eq!(hat.state(a)["level"], 254, "gear {a} at full");
@@ -270,7 +270,7 @@ fn the_programme_lights_the_night_and_release_returns_to_it() {
     );
 
     // Central overrides one luminaire, then releases it: back to the programme, not to full.
-    probe.publish(CMD, json!({"id": "o1", "action": "light.set", "args": {"target": "bus-a/1", "level_percent": 20}}).to_string().as_bytes(), false);
+    probe.publish(CMD, json!({"id": "o1", "action": "light.set", "args": {"target": "bus-a/1", "level_percent": 20}, "expires_at": "2099-01-01T00:00:00Z"}).to_string().as_bytes(), false);
     assert_eq!(result_of(&probe, "o1")["status"], "succeeded");
     assert_eq!(hat.state(1)["level"], cabinetd_dali::percent_to_arc(20.0));
     assert_eq!(daemon.status()["control"]["bus-a/1"], "central");
@@ -281,7 +281,7 @@ fn the_programme_lights_the_night_and_release_returns_to_it() {
     );
     probe.publish(
         CMD,
-        json!({"id": "o2", "action": "light.release", "args": {"target": "bus-a/1"}})
+        json!({"id": "o2", "action": "light.release", "args": {"target": "bus-a/1"}, "expires_at": "2099-01-01T00:00:00Z"})
             .to_string()
             .as_bytes(),
         false,

@@ -17,11 +17,13 @@ fn pipe(cmd: &mut Command, input: &[u8]) -> (bool, Vec<u8>) {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     child.stdin.take().unwrap().write_all(input).unwrap();
     let out = child.wait_with_output().unwrap();
+    // Captured by the test harness: shown only when the test fails.
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
     (out.status.success(), out.stdout)
 }
 

@@ -1,23 +1,29 @@
-//! Model-based property test of the outbox with a simulated uplink: random sequences of append,
-//! flush, publish (live or backlog lane), broker ack, connection loss, crash (drop without flush)
-//! and clean restart, against a real sled store in a temp dir.
+//! Model-based property test of the outbox store (layout 2: blocks, the open block as chunks)
+//! with a simulated uplink: random sequences of append (one record, or hundreds so blocks seal),
+//! flush, publish (live or backlog lane, small batches so acks cut blocks), broker ack (in order
+//! or the newest first), connection loss, crash (drop without flush) and clean restart, budget
+//! checks that evict, a filesystem that fills (its free space set through a test hook: nearly
+//! full, full, room again) and flushes the disk refuses (injected), against a real sled store in
+//! a temp dir with a small budget.
 //!
 //! Invariants checked after every step:
 //! - seq is contiguous per stream: an append returns the previous seq + 1 (after a crash, numbering
 //!   resumes somewhere between the last flushed and the last appended seq, never lower);
-//! - delivered ∪ pending ⊇ everything durable: every seq ever flushed is acknowledged or still
-//!   readable from the outbox;
+//! - delivered ∪ pending ∪ evicted ⊇ everything durable: every seq ever flushed is acknowledged,
+//!   still readable from the outbox, or named by an eviction (budget, or not stored because the
+//!   filesystem was full — announced, or waiting for room to be announced);
+//! - an eviction names only records that are gone;
 //! - nothing is published above the durable watermark, batches are ascending, content matches;
+//! - the durable watermark never goes back, and a failed flush forgets nothing;
 //! - after a clean restart nothing acknowledged is readable (delivered) again.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use cabinetd::metrics::Metrics;
 use cabinetd::outbox::cursor::Lane;
-use cabinetd::outbox::{Outbox, OutboxOptions, SendCursors, STREAMS};
+use cabinetd::outbox::{OutboxOptions, SendCursors, Store, STREAMS};
 use cabinetd::record::{
     CommandResult, CommandStatus, Event, Quality, RecordBody, Severity, Stream, Telemetry,
 };
@@ -27,23 +33,37 @@ use proptest::test_runner::FileFailurePersistence;
 #[derive(Debug, Clone)]
 enum Op {
     Append(usize),
+    AppendMany(usize, u64),
+    AckNewest,
     Flush,
     Publish(usize, bool),
     Ack,
     Lose,
     Crash,
     Restart,
+    /// Budget check (evicts when the budget in force is passed).
+    Budget,
+    /// The filesystem's free space: 0 as it is, 1 plenty, 2 short (the budget shrinks),
+    /// 3 nearly full (under the reserve), 4 full (under a quarter of it).
+    Space(u8),
+    /// The next flush is refused by the disk.
+    FailFlush,
 }
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (0..3usize).prop_map(Op::Append),
+        1 => (0..3usize, 100..500u64).prop_map(|(s, n)| Op::AppendMany(s, n)),
+        2 => Just(Op::AckNewest),
         3 => Just(Op::Flush),
         4 => (0..3usize, any::<bool>()).prop_map(|(s, b)| Op::Publish(s, b)),
         4 => Just(Op::Ack),
         1 => Just(Op::Lose),
         1 => Just(Op::Crash),
         1 => Just(Op::Restart),
+        2 => Just(Op::Budget),
+        2 => (0..5u8).prop_map(Op::Space),
+        1 => Just(Op::FailFlush),
     ]
 }
 
@@ -73,14 +93,25 @@ fn body(stream: Stream, id: u64) -> RecordBody {
     }
 }
 
-/// The unique id a record was created with.
+/// The unique id a record was created with; [`STORE_EVENT`] for the store's own events
+/// (`outbox_evicted`, `storage_full`).
 fn id_of(stream: Stream, r: &serde_json::Value) -> u64 {
     match stream {
         Stream::Telemetry => r["value"].as_u64().unwrap(),
+        Stream::Events if r["kind"] != "k" => {
+            assert!(
+                r["kind"] == "outbox_evicted" || r["kind"] == "storage_full",
+                "{r}"
+            );
+            STORE_EVENT
+        }
         Stream::Events => r["message"].as_str().unwrap().parse().unwrap(),
         Stream::Results => r["id"].as_str().unwrap().parse().unwrap(),
     }
 }
+
+/// Content id of an event the store appended itself.
+const STORE_EVENT: u64 = u64::MAX;
 
 #[derive(Default)]
 struct Model {
@@ -92,18 +123,31 @@ struct Model {
     content: [BTreeMap<u64, u64>; 3],
     /// Seqs whose message was acknowledged.
     acked: [BTreeSet<u64>; 3],
+    /// Seqs named by an eviction.
+    evicted: [BTreeSet<u64>; 3],
     next_id: u64,
 }
 
+impl Model {
+    /// The store appended events of its own (evictions, storage full): take them in.
+    fn sync_store_events(&mut self, ob: &Store) {
+        let last = ob.stats().streams[1].last_seq;
+        for seq in self.appended[1] + 1..=last {
+            self.content[1].insert(seq, STORE_EVENT);
+        }
+        self.appended[1] = self.appended[1].max(last);
+    }
+}
+
 struct Sim {
-    outbox: Option<Arc<Outbox>>,
+    outbox: Option<Store>,
     cursors: Option<SendCursors>,
     in_flight: VecDeque<(Stream, u64, u64)>,
 }
 
 impl Sim {
-    fn ob(&self) -> &Arc<Outbox> {
-        self.outbox.as_ref().expect("outbox open")
+    fn ob(&mut self) -> &mut Store {
+        self.outbox.as_mut().expect("outbox open")
     }
 
     /// Drop the outbox (sled allows one open database per path) and open it again.
@@ -115,18 +159,21 @@ impl Sim {
     }
 }
 
-fn open(dir: &Path) -> Arc<Outbox> {
-    Outbox::open(dir, OutboxOptions::default(), Metrics::new("model"))
-        .unwrap()
-        .0
+/// A small budget, so that budget checks evict.
+fn open(dir: &Path) -> Store {
+    let opts = OutboxOptions {
+        max_bytes: 64 * 1024,
+        ..OutboxOptions::default()
+    };
+    Store::open(dir, opts, Metrics::new("model")).unwrap().0
 }
 
 /// Every durable seq readable from the outbox, with its content id.
-fn stored(outbox: &Outbox, stream: Stream) -> BTreeMap<u64, u64> {
+fn stored(outbox: &mut Store, stream: Stream, upto: u64) -> BTreeMap<u64, u64> {
     let mut out = BTreeMap::new();
     let mut from = 1;
     while let Some(b) = outbox
-        .read_batch(stream, from, u64::MAX, 2000, usize::MAX)
+        .read_batch(stream, from, upto, 200_000, usize::MAX)
         .unwrap()
     {
         for r in b.records() {
@@ -139,10 +186,6 @@ fn stored(outbox: &Outbox, stream: Stream) -> BTreeMap<u64, u64> {
 }
 
 fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut m = Model::default();
     let mut sim = Sim {
@@ -160,16 +203,70 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 m.appended[i] = seq;
                 m.content[i].insert(seq, m.next_id);
             }
-            Op::Flush => {
-                rt.block_on(sim.ob().flush()).unwrap();
-                m.flushed = m.appended;
+            Op::AppendMany(i, n) => {
+                let stream = STREAMS[i];
+                for _ in 0..n {
+                    m.next_id += 1;
+                    let seq = sim.ob().append(&body(stream, m.next_id)).unwrap();
+                    prop_assert_eq!(seq, m.appended[i] + 1, "contiguous seq");
+                    m.appended[i] = seq;
+                    m.content[i].insert(seq, m.next_id);
+                }
             }
+            Op::Flush => {
+                let before = STREAMS.map(|st| sim.ob().durable_seq(st));
+                let r = sim.ob().flush();
+                m.sync_store_events(sim.ob());
+                for (i, st) in STREAMS.iter().enumerate() {
+                    let d = sim.ob().durable_seq(*st);
+                    prop_assert!(d >= before[i], "durable went back");
+                    match &r {
+                        // Written, or waiting for room (the filesystem is full).
+                        Ok(_) => prop_assert!(d == m.appended[i] || d == before[i]),
+                        Err(e) => {
+                            prop_assert!(e.is_transient(), "{e}");
+                            prop_assert_eq!(d, before[i], "a failed flush wrote nothing");
+                        }
+                    }
+                    m.flushed[i] = d;
+                }
+            }
+            Op::Budget => {
+                let evictions = sim.ob().enforce_budget();
+                m.sync_store_events(sim.ob());
+                let ob = sim.outbox.as_mut().unwrap();
+                for e in evictions {
+                    let i = STREAMS.iter().position(|s| *s == e.stream).unwrap();
+                    let present = stored(ob, e.stream, u64::MAX);
+                    for seq in e.first_seq..=e.last_seq {
+                        prop_assert!(
+                            !present.contains_key(&seq),
+                            "{} seq {seq} evicted but stored",
+                            e.stream
+                        );
+                        m.evicted[i].insert(seq);
+                    }
+                    prop_assert!(e.records >= 1 && e.records <= e.last_seq - e.first_seq + 1);
+                }
+            }
+            Op::Space(level) => {
+                let ob = sim.ob();
+                let reserve = ob.reserve();
+                ob.set_free_bytes_for_test(match level {
+                    0 => None,
+                    1 => Some(1 << 40),
+                    2 => Some(reserve * 3 / 2),
+                    3 => Some(reserve / 2),
+                    _ => Some(reserve / 8),
+                });
+            }
+            Op::FailFlush => sim.ob().fail_flushes_for_test(1),
             Op::Publish(i, backlog) => {
                 let stream = STREAMS[i];
-                let outbox = sim.outbox.as_ref().unwrap();
+                let outbox = sim.outbox.as_mut().unwrap();
                 let cursors = sim.cursors.get_or_insert_with(|| {
                     SendCursors::new_session(
-                        STREAMS.map(|s| outbox.first_stored(s).unwrap()),
+                        STREAMS.map(|s| outbox.first_stored(s)),
                         STREAMS.map(|s| outbox.durable_seq(s)),
                     )
                 });
@@ -200,9 +297,14 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     }
                 }
             }
-            Op::Ack => {
-                if let Some((stream, first, last)) = sim.in_flight.pop_front() {
-                    sim.ob().ack(stream, first, last).unwrap();
+            Op::Ack | Op::AckNewest => {
+                let next = if matches!(op, Op::Ack) {
+                    sim.in_flight.pop_front()
+                } else {
+                    sim.in_flight.pop_back()
+                };
+                if let Some((stream, first, last)) = next {
+                    sim.ob().ack(stream, first, last);
                     let i = STREAMS.iter().position(|s| *s == stream).unwrap();
                     // What that message carried: every stored seq of the range at send time.
                     for seq in first..=last {
@@ -229,17 +331,26 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     // Unflushed records past what sled recovered are gone; their seqs will be
                     // reused, which is fine: they were never published.
                     m.content[i].retain(|seq, _| *seq <= last);
+                    m.evicted[i].retain(|seq| *seq <= last);
                     m.appended[i] = last;
                     m.flushed[i] = last;
+                    // Acks not flushed before the crash are forgotten: those records are stored
+                    // (and will be sent) again — duplicates, never a loss.
+                    let present = stored(sim.ob(), *stream, u64::MAX);
+                    m.acked[i].retain(|seq| !present.contains_key(seq));
                 }
             }
             Op::Restart => {
-                rt.block_on(sim.ob().flush()).unwrap();
+                // A clean stop: the daemon's last flush, with room (a full disk makes it a crash,
+                // already covered).
+                sim.ob().set_free_bytes_for_test(None);
+                sim.ob().fail_flushes_for_test(0);
+                sim.ob().flush().unwrap();
                 m.flushed = m.appended;
                 sim.reopen(dir.path());
                 for (i, stream) in STREAMS.iter().enumerate() {
                     prop_assert_eq!(sim.ob().stats().streams[i].last_seq, m.appended[i]);
-                    let again: Vec<u64> = stored(sim.ob(), *stream)
+                    let again: Vec<u64> = stored(sim.ob(), *stream, u64::MAX)
                         .into_keys()
                         .filter(|s| m.acked[i].contains(s))
                         .collect();
@@ -247,16 +358,19 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
         }
-        // delivered ∪ pending ⊇ durable, with the right content.
+        // delivered ∪ pending ∪ evicted ⊇ durable, with the right content.
         for (i, stream) in STREAMS.iter().enumerate() {
-            let present = stored(sim.ob(), *stream);
+            let present = stored(sim.ob(), *stream, u64::MAX);
+            let dropped = sim.ob().pending_dropped(*stream);
             for seq in 1..=m.flushed[i] {
                 let known = m.content[i].get(&seq).copied();
                 match present.get(&seq) {
                     Some(id) => prop_assert_eq!(Some(*id), known, "{} seq {} content", stream, seq),
                     None => prop_assert!(
-                        m.acked[i].contains(&seq),
-                        "{stream} seq {seq} durable but neither acked nor stored"
+                        m.acked[i].contains(&seq)
+                            || m.evicted[i].contains(&seq)
+                            || dropped.iter().any(|(a, b)| (*a..=*b).contains(&seq)),
+                        "{stream} seq {seq} durable but neither acked, stored nor evicted"
                     ),
                 }
             }
@@ -267,7 +381,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
 
 proptest! {
     #![proptest_config(ProptestConfig {
-        cases: 48,
+        cases: 64,
         // Committed: failures found once are replayed first on every run.
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
             "proptest-regressions/outbox_model.txt",

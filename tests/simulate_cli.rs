@@ -92,7 +92,8 @@ fn events(v: &[Value]) -> Vec<String> {
 
 fn check_config(files: &[&str]) {
     let mut cmd = Command::new(cabinetd_bin());
-    cmd.arg("check-config");
+    // The examples name a real cabinet's serial lines: the configuration alone is checked.
+    cmd.arg("check-config").arg("--no-file-checks");
     for f in files {
         cmd.arg("--config").arg(example(f));
     }

@@ -397,3 +397,71 @@ fn the_shipped_acl_confines_each_cabinet_to_its_own_topics() {
         );
     }
 }
+
+/// Issue 12: a CA file that could not be read at start left the mqtts:// brokers out for the
+/// whole run. Now SIGHUP (or the hourly reload) re-reads the TLS files and the uplink connects
+/// without a restart; a renewed client certificate is picked up the same way and its expiry
+/// exported at once.
+#[test]
+fn tls_files_fixed_or_renewed_are_used_after_sighup_without_a_restart() {
+    let cas = ca("cabinets-ca");
+    let broker = TlsBroker::start(&cas, &["127.0.0.1", "localhost"]);
+    let files = tempfile::tempdir().unwrap();
+    let ca_path = files.path().join("ca.pem");
+    let client = leaf(&cas, "test-cab", None, (2031, 7, 1));
+    let cert = write(files.path(), "cabinet.pem", &client.0);
+    let key = write(files.path(), "cabinet.key", &client.1);
+    // A CA file that exists but holds no certificate (a missing one is a configuration error,
+    // exit 78, caught by check-config): the uplink says why and waits for a SIGHUP.
+    write(files.path(), "ca.pem", "not a certificate\n");
+    let d = Daemon::start_edited(broker.port, "", |base| {
+        base.replace("mqtt://127.0.0.1:", "mqtts://127.0.0.1:")
+            .replace(
+                "keep_alive = \"5s\"",
+                &format!(
+                    "keep_alive = \"5s\"\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"",
+                    ca_path.display(),
+                    cert.display(),
+                    key.display()
+                ),
+            )
+    });
+    let err = uplink_error(&d).unwrap_or_default();
+    assert!(
+        err.contains("ca.pem"),
+        "the unusable CA file is named: {err}"
+    );
+    assert_eq!(d.status()["uplink"]["connected"], false);
+
+    write(files.path(), "ca.pem", &cas.pem);
+    d.proc.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_until("connected after SIGHUP", Duration::from_secs(20), || {
+        (d.status()["uplink"]["connected"] == true).then_some(())
+    });
+    let expiry = |d: &Daemon| {
+        d.get("/metrics").1.lines().find_map(|l| {
+            l.strip_prefix("cabinetd_tls_cert_expiry_seconds ")?
+                .parse::<f64>()
+                .ok()
+        })
+    };
+    let t = |y: i32| {
+        humantime::parse_rfc3339(&format!("{y}-07-01T00:00:00Z"))
+            .unwrap()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as f64
+    };
+    assert_eq!(expiry(&d), Some(t(2031)));
+
+    // Renewed on disk: the next connection uses it; the metric follows at once.
+    let renewed = leaf(&cas, "test-cab", None, (2033, 7, 1));
+    write(files.path(), "cabinet.pem", &renewed.0);
+    write(files.path(), "cabinet.key", &renewed.1);
+    d.proc.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_until("the renewed expiry", Duration::from_secs(20), || {
+        (expiry(&d) == Some(t(2033))).then_some(())
+    });
+    let mut d = d;
+    assert!(d.stop().success());
+}

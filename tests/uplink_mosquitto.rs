@@ -153,6 +153,7 @@ fn uplink_config(brokers: Vec<Broker>) -> UplinkConfig {
         max_message_bytes: 4096,
         inflight: 8,
         replay_rate: None,
+        compression: Default::default(),
     }
 }
 
@@ -208,11 +209,19 @@ fn open_cabinet(dir: &Path) -> Cabinet {
     let metrics = Metrics::new("test");
     let (outbox, _) = Outbox::open(dir, OutboxOptions::default(), metrics.clone()).unwrap();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let flusher = tokio::spawn(
-        outbox
-            .clone()
-            .run_flusher(Duration::from_millis(25), stop_rx),
-    );
+    // The outbox flushes on its own thread; a stop closes it (final flush, lock released).
+    let flusher = {
+        let outbox = outbox.clone();
+        let mut stop_rx = stop_rx;
+        tokio::spawn(async move {
+            while !*stop_rx.borrow() {
+                if stop_rx.changed().await.is_err() {
+                    break;
+                }
+            }
+            let _ = outbox.close().await;
+        })
+    };
     Cabinet {
         outbox,
         metrics,
@@ -253,10 +262,10 @@ async fn records_arrive_in_order_with_contiguous_seqs_and_status_is_retained() {
     assert!(handle.heartbeat().elapsed() < Duration::from_secs(5));
 
     for i in 0..600 {
-        cab.outbox.append(&telemetry(i)).unwrap();
+        cab.outbox.append(telemetry(i)).await.unwrap();
         if i % 30 == 0 {
-            cab.outbox.append(&event(i)).unwrap();
-            cab.outbox.append(&result(i)).unwrap();
+            cab.outbox.append(event(i)).await.unwrap();
+            cab.outbox.append(result(i)).await.unwrap();
         }
     }
     wait_for("every record", Duration::from_secs(20), || {
@@ -363,7 +372,7 @@ async fn records_arrive_in_order_with_contiguous_seqs_and_status_is_retained() {
         Outbox::open(dir.path(), OutboxOptions::default(), Metrics::new("t")).unwrap();
     assert!(recovery.is_none());
     assert_eq!(outbox.stats().total_records(), 0);
-    assert_eq!(outbox.append(&telemetry(0)).unwrap(), 601);
+    assert_eq!(outbox.append(telemetry(0)).await.unwrap(), 601);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -392,7 +401,7 @@ async fn broker_restart_mid_stream_loses_nothing() {
             if i % 20 == 0 {
                 tick.tick().await;
             }
-            outbox.append(&telemetry(i)).unwrap();
+            outbox.append(telemetry(i)).await.unwrap();
         }
     });
     wait_for("first records", Duration::from_secs(10), || {
@@ -491,7 +500,7 @@ async fn failover_uses_the_next_broker_when_the_first_is_down() {
     let obs = Observer::connect(&broker, "observer-failover", false).await;
     let dir = tempfile::tempdir().unwrap();
     let cab = open_cabinet(dir.path());
-    cab.outbox.append(&result(1)).unwrap();
+    cab.outbox.append(result(1)).await.unwrap();
     let shutdown = CancellationToken::new();
     let brokers = vec![
         Broker {
@@ -534,7 +543,7 @@ async fn fresh_records_flow_while_the_backlog_drains() {
     // An outage's worth of telemetry, stored before the uplink comes up.
     const BACKLOG: u64 = 1500;
     for i in 0..BACKLOG {
-        cab.outbox.append(&telemetry(i)).unwrap();
+        cab.outbox.append(telemetry(i)).await.unwrap();
     }
     cab.outbox.flush().await.unwrap();
     let mut config = uplink_config(vec![plain(&broker)]);
@@ -554,8 +563,11 @@ async fn fresh_records_flow_while_the_backlog_drains() {
     assert!(handle.status().replaying);
     // Fresh records while the backlog drains: a command result and a reading.
     let t0 = Instant::now();
-    assert_eq!(cab.outbox.append(&result(1)).unwrap(), 1);
-    assert_eq!(cab.outbox.append(&telemetry(9999)).unwrap(), BACKLOG + 1);
+    assert_eq!(cab.outbox.append(result(1)).await.unwrap(), 1);
+    assert_eq!(
+        cab.outbox.append(telemetry(9999)).await.unwrap(),
+        BACKLOG + 1
+    );
     wait_for("fresh records", Duration::from_secs(5), || {
         !obs.seqs(Stream::Results).is_empty()
             && obs
@@ -623,7 +635,7 @@ async fn a_black_holed_broker_is_detected_and_nothing_is_lost() {
     })
     .await;
     for i in 0..100 {
-        cab.outbox.append(&telemetry(i)).unwrap();
+        cab.outbox.append(telemetry(i)).await.unwrap();
     }
     wait_for("first records", Duration::from_secs(10), || {
         obs.seqs(Stream::Telemetry).len() >= 100
@@ -632,7 +644,7 @@ async fn a_black_holed_broker_is_detected_and_nothing_is_lost() {
     broker.freeze();
     // Published into a socket nobody reads: never acknowledged.
     for i in 100..200 {
-        cab.outbox.append(&telemetry(i)).unwrap();
+        cab.outbox.append(telemetry(i)).await.unwrap();
     }
     wait_for(
         "loss detected by keep-alive",
@@ -643,7 +655,7 @@ async fn a_black_holed_broker_is_detected_and_nothing_is_lost() {
     assert_eq!(cab.metrics.uplink_connected.get(), 0);
     assert!(handle.status().last_error.is_some());
     for i in 200..300 {
-        cab.outbox.append(&telemetry(i)).unwrap();
+        cab.outbox.append(telemetry(i)).await.unwrap();
     }
     broker.thaw();
     wait_for("every seq after the thaw", Duration::from_secs(30), || {
@@ -731,7 +743,7 @@ async fn mqtts_with_the_configured_ca_delivers_and_a_wrong_ca_is_refused() {
         shutdown.clone(),
     );
     for i in 0..50 {
-        cab.outbox.append(&telemetry(i)).unwrap();
+        cab.outbox.append(telemetry(i)).await.unwrap();
     }
     wait_for("records over TLS", Duration::from_secs(10), || {
         obs.seqs(Stream::Telemetry).len() >= 50

@@ -1,7 +1,9 @@
 //! Executing commands: [`Commands`] takes a payload from the uplink to exactly one result record.
 //!
-//! - Parse, then the [`Ledger`]: a running id is ignored, a finished id gets its first result
-//!   published again; an expired command is `expired`.
+//! - The front (`front.rs`, [`Commands::accept`]): the signature checks, parsing, then the
+//!   persisted id window ([`Ledger`]): a running id is ignored, a finished id gets its first
+//!   result published again; an expired command is `expired`. What it lets through is a new
+//!   [`Command`], handed to [`Commands::submit`].
 //! - An accepted, new command goes to the rules core ([`Executor::submit`] → a [`Submitted`] on
 //!   the core's channel, see `rules::run`): central `light.*`, `point.write`, `scene.*` and
 //!   `camera.*` are arbitrated there (central > scene > rule > programme) and carried out by the
@@ -28,11 +30,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 
-use super::{outcome, parse, result, Action, Command, CommandError, Ledger, Seen};
+use super::{outcome, result, Action, Command, CommandError, Ledger};
+use crate::audit::{AuditEntry, AuditLog, AuthGate};
 use crate::config::RuleAction;
 use crate::equipment::Controls;
 use crate::light::LightAction;
-use crate::metrics::{Metrics, SPEC_ACTIONS};
+use crate::metrics::Metrics;
 use crate::record::{CommandResult, CommandStatus, RecordBody};
 
 /// Commands executing at once, at most.
@@ -175,8 +178,13 @@ impl Executor {
 /// Carries out one action on the running equipment (the rules core's lanes call it): a point
 /// write through its device's task, a light level through the light router, a camera action
 /// through the camera's handle. `light.release` and `scene.*` are decided by the core, never
-/// equipment actions.
-pub async fn execute(action: &Action, controls: &Controls) -> Result<(), CommandError> {
+/// equipment actions. `command` is the central command the action carries out, if any (a
+/// write's `write_outcome` event echoes it).
+pub async fn execute(
+    action: &Action,
+    command: Option<&str>,
+    controls: &Controls,
+) -> Result<(), CommandError> {
     match action {
         Action::PointWrite { point, value } => {
             let (device, name) = point.split_once('/').unwrap_or((point, ""));
@@ -185,7 +193,7 @@ pub async fn execute(action: &Action, controls: &Controls) -> Result<(), Command
                     "Modbus device {device:?} is not running"
                 )));
             };
-            write(writer, name.to_owned(), *value).await
+            write(writer, command, name.to_owned(), *value).await
         }
         Action::LightSet {
             target,
@@ -240,6 +248,7 @@ async fn camera(action: &Action, controls: &Controls) -> Result<(), CommandError
 /// One point write through the device's task, bounded by [`WRITE_TIMEOUT`].
 async fn write(
     writer: mpsc::Sender<cabinetd_modbus::WriteRequest>,
+    id: Option<&str>,
     point: String,
     value: cabinetd_modbus::Value,
 ) -> Result<(), CommandError> {
@@ -248,6 +257,8 @@ async fn write(
     let req = cabinetd_modbus::WriteRequest {
         point,
         value,
+        // Echoed in the `write_outcome` event should the outcome be unknown.
+        id: id.map(str::to_owned),
         reply,
     };
     writer.send(req).await.map_err(|_| stopped())?;
@@ -260,68 +271,58 @@ async fn write(
     }
 }
 
-/// Commands from the uplink to their results: parse, ledger, executor, records and metrics.
+/// Commands from the uplink to their results: the front (`front.rs`: verify, parse, the id
+/// window), the executor, records, metrics and the audit trail.
 pub struct Commands {
-    ledger: Ledger,
-    exec: Executor,
-    records: mpsc::Sender<RecordBody>,
-    metrics: Metrics,
+    pub(super) ledger: Ledger,
+    pub(super) exec: Executor,
+    pub(super) records: mpsc::Sender<RecordBody>,
+    pub(super) metrics: Metrics,
+    pub(super) gate: AuthGate,
+    pub(super) audit: AuditLog,
+    /// Bounds the `command_rejected` events a flood of id-less junk can raise.
+    pub(super) idless: crate::auth::RejectionThrottle,
+    /// Where each accepted command came from, until its result is recorded (for its audit
+    /// entry); at most one per command in flight or decided at once.
+    pub(super) origins: HashMap<String, Origin>,
+}
+
+/// Where an accepted command came from (its audit entry).
+#[derive(Debug, Clone)]
+pub(super) struct Origin {
+    pub(super) via: &'static str,
+    pub(super) kid: Option<String>,
+    pub(super) action: String,
+    pub(super) target: Option<String>,
 }
 
 impl Commands {
-    /// Results go to `records`; `cabinetd_commands_total` to `metrics`; accepted commands to
-    /// the rules core on `core`.
-    pub fn new(records: mpsc::Sender<RecordBody>, metrics: Metrics, core: CoreSender) -> Commands {
+    /// Results and `auth_rejected` events go to `records`; `cabinetd_commands_total` to
+    /// `metrics`; `ledger` is the persisted id window; every outcome is kept in `audit`;
+    /// accepted commands go to the rules core on `core`.
+    pub fn new(
+        records: mpsc::Sender<RecordBody>,
+        metrics: Metrics,
+        ledger: Ledger,
+        audit: AuditLog,
+        core: CoreSender,
+    ) -> Commands {
         Commands {
-            ledger: Ledger::default(),
+            ledger,
             exec: Executor::new(MAX_IN_FLIGHT, core),
+            gate: AuthGate::new(metrics.clone(), records.clone()),
             records,
             metrics,
+            audit,
+            idless: crate::auth::RejectionThrottle::default(),
+            origins: HashMap::new(),
         }
     }
 
-    /// A payload from `P/C/cmd` or `P/all/cmd`.
-    pub async fn on_message(&mut self, payload: &[u8], controls: &Controls) {
-        let cmd = match parse(payload) {
-            Ok(cmd) => cmd,
-            Err(rej) => {
-                tracing::warn!(id = ?rej.id, reason = %rej.reason, "command rejected");
-                // The label is bounded: an unknown action counts as `unknown`.
-                let action = SPEC_ACTIONS
-                    .into_iter()
-                    .find(|a| *a == rej.action)
-                    .unwrap_or("unknown");
-                if let Some(id) = rej.id {
-                    if let Seen::Done(prev) = self.ledger.begin(&id) {
-                        self.publish(prev).await;
-                        return;
-                    }
-                    let r = CommandError::Rejected(rej.reason).result(&id);
-                    self.finish(action, r).await;
-                } else {
-                    self.count(action, CommandStatus::Rejected);
-                }
-                return;
-            }
-        };
-        match self.ledger.begin(&cmd.id) {
-            Seen::Running => return,
-            Seen::Done(prev) => {
-                tracing::info!(id = %cmd.id, "command seen before; publishing its result again");
-                self.publish(prev).await;
-                return;
-            }
-            Seen::New => {}
-        }
+    /// Executes an accepted, new command ([`Commands::accept`]); its result comes back through
+    /// [`Commands::next`], or at once when it can be decided at once.
+    pub async fn submit(&mut self, cmd: Command, controls: &Controls) {
         let action = cmd.action.name();
-        if cmd
-            .expires_at
-            .is_some_and(|t| t < std::time::SystemTime::now())
-        {
-            let e = CommandError::Expired("field `expires_at`: already past when received".into());
-            self.finish(action, e.result(&cmd.id)).await;
-            return;
-        }
         let submitted = self.exec.submit(cmd, controls);
         self.gauge();
         if let Err(r) = submitted {
@@ -334,17 +335,34 @@ impl Commands {
         self.exec.next().await
     }
 
-    /// Records a final result: ledger, metrics, log, record.
+    /// Records a final result: ledger, metrics, audit (which logs it), record.
     pub async fn finish(&mut self, action: &'static str, r: CommandResult) {
         self.gauge();
-        tracing::info!(id = %r.id, status = r.status.as_str(), reason = %r.reason, "command result");
         self.count(action, r.status);
-        self.ledger.finish(&r);
+        if let Err(e) = self.ledger.finish(&r) {
+            tracing::error!(error = %e, id = %r.id, "command result not recorded in the id window");
+        }
+        if let Some(o) = self.origins.remove(&r.id) {
+            self.audit.record(
+                AuditEntry::new(
+                    o.via,
+                    Some(&r.id),
+                    Some(&o.action),
+                    o.target.as_deref(),
+                    o.kid.as_deref(),
+                    r.status.as_str(),
+                    &r.reason,
+                ),
+                true,
+            );
+        } else {
+            tracing::info!(id = %r.id, status = r.status.as_str(), reason = %r.reason, "command result");
+        }
         self.publish(r).await;
     }
 
     /// At the stop: commands still running at `deadline` are aborted with a `failed` result;
-    /// every result is recorded.
+    /// every result is recorded, and the id window made durable.
     pub async fn stop(&mut self, deadline: Instant) {
         let n = self.exec.in_flight();
         if n > 0 {
@@ -353,6 +371,9 @@ impl Commands {
         for (action, r) in self.exec.stop(deadline).await {
             self.finish(action, r).await;
         }
+        if let Err(e) = self.ledger.sync() {
+            tracing::error!(error = %e, "command-id window not synced at the stop");
+        }
     }
 
     fn gauge(&self) {
@@ -360,14 +381,14 @@ impl Commands {
         self.metrics.commands_in_flight.set(n);
     }
 
-    fn count(&self, action: &str, status: CommandStatus) {
+    pub(super) fn count(&self, action: &str, status: CommandStatus) {
         self.metrics
             .commands_total
             .with_label_values(&[action, status.as_str()])
             .inc();
     }
 
-    async fn publish(&self, r: CommandResult) {
+    pub(super) async fn publish(&self, r: CommandResult) {
         let _ = self.records.send(RecordBody::Result(r)).await;
     }
 }
@@ -512,12 +533,15 @@ mod tests {
     async fn equipment_actions_name_what_is_missing() {
         let mut controls = Controls::default();
         controls.cameras.insert("cam-1".into());
-        let e = execute(&write_to("nope"), &controls).await.unwrap_err();
+        let e = execute(&write_to("nope"), None, &controls)
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("\"nope\" is not running"), "{e}");
         let e = execute(
             &Action::CameraReboot {
                 camera: "cam-1".into(),
             },
+            None,
             &controls,
         )
         .await
@@ -531,11 +555,79 @@ mod tests {
                 fade_s: None,
                 hold_s: None,
             },
+            None,
             &controls,
         )
         .await
         .unwrap_err();
         assert_eq!(e.status(), CommandStatus::Rejected);
         assert!(e.to_string().contains("no DALI bus"), "{e}");
+    }
+
+    /// Issue 13 item 14: a command without a usable id got no answer at all. It is counted and
+    /// answered with a `command_rejected` event (throttled).
+    #[tokio::test]
+    async fn a_command_without_a_usable_id_raises_an_event() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let metrics = Metrics::new("test");
+        let (core, _core_rx) = core();
+        let mut commands = Commands::new(
+            tx,
+            metrics.clone(),
+            crate::command::Ledger::memory(),
+            crate::audit::AuditLog::default(),
+            core,
+        );
+        let controls = Controls::default();
+        let cfg = crate::config::load_sources(&[crate::config::Source {
+            name: "t.toml".into(),
+            text: "[cabinet]\nid = \"c-1\"\nlatitude = 47.3\nlongitude = 5.0\n[storage]\npath = \"/tmp/x\"\n[uplink]\nbroker = \"mqtt://127.0.0.1:1883\"\n[security]\nrequire_signed = false\n".into(),
+        }])
+        .unwrap();
+        let cabinet = crate::auth::TopicKind::Cabinet;
+        for payload in [
+            &br#"{"id":7,"action":"light.release","args":{"target":"all"}}"#[..],
+            br#"{"action":"light.release","args":{"target":"all"}}"#,
+            br#"{"id":"a","id":"b","action":"light.release"}"#,
+        ] {
+            commands.on_message(cabinet, payload, &cfg, &controls).await;
+            match rx.try_recv() {
+                Ok(RecordBody::Event(e)) => {
+                    assert_eq!(e.kind, crate::event::EventKind::CommandRejected);
+                    assert!(
+                        e.data["reason"].as_str().unwrap().contains("id")
+                            || e.data["reason"].as_str().unwrap().contains("JSON"),
+                        "{}",
+                        e.data
+                    );
+                }
+                other => panic!("{}: {other:?}", String::from_utf8_lossy(payload)),
+            }
+        }
+        // Not JSON at all is taken for a malformed signed message: the auth gate answers it.
+        commands
+            .on_message(cabinet, b"not json", &cfg, &controls)
+            .await;
+        match rx.try_recv() {
+            Ok(RecordBody::Event(e)) => {
+                assert_eq!(e.kind, crate::event::EventKind::AuthRejected);
+                assert_eq!(e.data["reason"], "malformed", "{}", e.data);
+            }
+            other => panic!("not json: {other:?}"),
+        }
+        let m = metrics.render();
+        assert!(
+            m.contains(r#"cabinetd_commands_total{action="light.release",status="rejected"} 3"#),
+            "{m}"
+        );
+        // A flood is throttled: the metric counts all, the events stop at the burst.
+        for _ in 0..100 {
+            commands.on_message(cabinet, b"{}", &cfg, &controls).await;
+        }
+        let mut events = 0;
+        while rx.try_recv().is_ok() {
+            events += 1;
+        }
+        assert!(events < 30, "{events} events for 100 junk messages");
     }
 }

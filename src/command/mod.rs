@@ -3,13 +3,21 @@
 //!
 //! Parsing is pure: a payload becomes either a [`Command`] to execute or a rejection whose reason
 //! names the offending field. Every command gets exactly one final result; an id seen before is not
-//! executed again — its earlier result is published again ([`Ledger`]). Execution is
+//! executed again — its earlier result is published again ([`Ledger`], persisted). Execution is
 //! [`exec`]'s: a bounded set of tasks, one per command in flight. Every way a command can end
 //! badly is a [`CommandError`], mapped to its [`CommandStatus`] in one place.
+//!
+//! The JSON is read strictly ([`strict_json`]): a key given twice is a rejection naming it
+//! (serde_json would keep the last one silently, so what was checked and what runs could
+//! differ), and nesting is bounded ([`MAX_JSON_DEPTH`]). A payload without a usable id cannot
+//! get a result record: it raises a `command_rejected` event instead ([`rejected_event`]).
 
 pub mod exec;
+mod front;
+pub mod ledger;
 
-use std::collections::{HashMap, VecDeque};
+pub use front::via;
+
 use std::time::SystemTime;
 
 use serde_json::Value;
@@ -17,8 +25,8 @@ use serde_json::Value;
 use crate::light::{self, LightError, LightTarget};
 use crate::record::{CommandResult, CommandStatus};
 
-/// How many command ids the ledger remembers (a day of busy crisis traffic).
-pub const LEDGER_CAPACITY: usize = 4096;
+pub use ledger::Ledger;
+
 /// Longest command id (bytes): longer ones are rejected without being stored or echoed.
 pub const MAX_ID_BYTES: usize = crate::auth::MAX_ID_BYTES;
 
@@ -103,7 +111,7 @@ pub struct Command {
     pub id: String,
     /// What to do.
     pub action: Action,
-    /// Not to be executed after this instant.
+    /// Not to be executed after this instant (always `Some` from [`parse`]: SPEC requires it).
     pub expires_at: Option<SystemTime>,
 }
 
@@ -120,12 +128,164 @@ pub struct Rejection {
     pub reason: String,
 }
 
+/// Deepest nesting of objects and arrays in a command payload (a command needs 2).
+pub const MAX_JSON_DEPTH: usize = 16;
+
+/// Parses JSON refusing what serde_json accepts silently: a key given twice in an object
+/// (`field `args.value`: given twice`) and nesting deeper than [`MAX_JSON_DEPTH`]. `Err` is the
+/// reason.
+pub fn strict_json(payload: &[u8]) -> Result<Value, String> {
+    let mut de = serde_json::Deserializer::from_slice(payload);
+    let parsed =
+        serde::de::DeserializeSeed::deserialize(strict::Strict { path: "", depth: 0 }, &mut de)
+            .and_then(|v| de.end().map(|()| v));
+    parsed.map_err(|e| match e.classify() {
+        // Our own refusals (the message names the field), and type errors.
+        serde_json::error::Category::Data => e.to_string(),
+        _ => format!("payload is not JSON: {e}"),
+    })
+}
+
+mod strict {
+    //! The strict JSON reader of [`super::strict_json`].
+
+    use serde::de::{DeserializeSeed, Error as _, MapAccess, SeqAccess, Visitor};
+    use serde_json::{Map, Value};
+
+    pub(super) struct Strict<'a> {
+        pub(super) path: &'a str,
+        pub(super) depth: usize,
+    }
+
+    impl Strict<'_> {
+        fn deeper<E: serde::de::Error>(&self) -> Result<usize, E> {
+            if self.depth >= super::MAX_JSON_DEPTH {
+                return Err(E::custom(format!(
+                    "payload nests objects and arrays deeper than {} levels",
+                    super::MAX_JSON_DEPTH
+                )));
+            }
+            Ok(self.depth + 1)
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for Strict<'_> {
+        type Value = Value;
+
+        fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Strict<'_> {
+        type Value = Value;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON value")
+        }
+
+        fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+            Ok(Value::Bool(v))
+        }
+
+        fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+
+        fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+            Ok(Value::from(v))
+        }
+
+        fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+            Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+        }
+
+        fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+            Ok(Value::String(v.to_owned()))
+        }
+
+        fn visit_string<E>(self, v: String) -> Result<Value, E> {
+            Ok(Value::String(v))
+        }
+
+        fn visit_unit<E>(self) -> Result<Value, E> {
+            Ok(Value::Null)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            let depth = self.deeper()?;
+            let mut items = Vec::new();
+            loop {
+                let path = format!("{}[{}]", self.path, items.len());
+                match seq.next_element_seed(Strict { path: &path, depth })? {
+                    Some(v) => items.push(v),
+                    None => return Ok(Value::Array(items)),
+                }
+            }
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            let depth = self.deeper()?;
+            let mut obj = Map::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let path = if self.path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{}.{key}", self.path)
+                };
+                if obj.contains_key(&key) {
+                    // Bounded: a key is echoed at most 64 characters long.
+                    let shown: String = path.chars().take(64).collect();
+                    return Err(A::Error::custom(format!("field `{shown}`: given twice")));
+                }
+                let value = map.next_value_seed(Strict { path: &path, depth })?;
+                obj.insert(key, value);
+            }
+            Ok(Value::Object(obj))
+        }
+    }
+}
+
+/// The `command_rejected` event of a rejection that has no id to answer to (`suppressed`:
+/// such events left out since the last one, by the caller's throttle).
+pub fn rejected_event(rej: &Rejection, suppressed: u64) -> crate::record::Event {
+    crate::record::Event::new(
+        crate::event::EventKind::CommandRejected,
+        crate::record::Severity::Minor,
+        crate::record::DAEMON_SOURCE,
+        format!(
+            "a command was rejected and has no id to answer to: {}",
+            rej.reason
+        ),
+        serde_json::json!({
+            "action": rej.action,
+            "reason": rej.reason,
+            "suppressed": suppressed,
+        }),
+    )
+}
+
 /// Parse and validate a command payload.
 pub fn parse(payload: &[u8]) -> Result<Command, Rejection> {
-    let doc: Value = serde_json::from_slice(payload).map_err(|e| Rejection {
-        id: None,
-        action: "unknown".into(),
-        reason: format!("payload is not JSON: {e}"),
+    let doc: Value = strict_json(payload).map_err(|reason| {
+        // Refused, but answered under its id when the id itself is readable and not the key
+        // given twice (serde_json's own reading, bounded by its recursion limit).
+        let lenient: Option<Value> = serde_json::from_slice(payload).ok();
+        let field = |key: &str| {
+            lenient
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .and_then(Value::as_str)
+                .filter(|_| !reason.starts_with(&format!("field `{key}`: given twice")))
+        };
+        Rejection {
+            id: field("id")
+                .filter(|id| (1..=MAX_ID_BYTES).contains(&id.len()))
+                .map(str::to_owned),
+            action: crate::metrics::Metrics::action_label(field("action").unwrap_or("unknown"))
+                .to_owned(),
+            reason,
+        }
     })?;
     let raw_id = doc.get("id").and_then(Value::as_str);
     let id = raw_id
@@ -145,9 +305,10 @@ pub fn parse(payload: &[u8]) -> Result<Command, Rejection> {
         return Err(reject("payload must be a JSON object".into()));
     };
     let Some(id_str) = id.clone() else {
-        return Err(reject(match raw_id {
-            Some(_) => format!("field `id`: must be 1 to {MAX_ID_BYTES} bytes"),
-            None => "field `id`: missing or not a string".into(),
+        return Err(reject(match (raw_id, obj.get("id")) {
+            (Some(_), _) => format!("field `id`: must be 1 to {MAX_ID_BYTES} bytes"),
+            (None, None) => "field `id`: missing".into(),
+            (None, Some(v)) => format!("field `id`: must be a string, found {}", json_type(v)),
         }));
     };
     let expires_at = match obj.get("expires_at") {
@@ -169,11 +330,30 @@ pub fn parse(payload: &[u8]) -> Result<Command, Rejection> {
         Some(_) => return Err(reject("field `args`: must be an object".into())),
     };
     let action = parse_action(&action_name, args).map_err(reject)?;
+    // Issue 13 item 1: the id window keeps an id until its expires_at; without one it could
+    // never forget it, or would have to forget it too early.
+    if expires_at.is_none() {
+        return Err(reject(
+            "field `expires_at`: missing (an RFC 3339 time after which the command must not run)"
+                .into(),
+        ));
+    }
     Ok(Command {
         id: id_str,
         action,
         expires_at,
     })
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }
 
 /// Validates the arguments of action `name` (SPEC §3), naming the field on error; shared with
@@ -357,7 +537,7 @@ pub fn result(id: &str, status: CommandStatus, reason: impl Into<String>) -> Com
     }
 }
 
-/// What to do with a command id.
+/// What to do with a command id ([`Ledger::begin`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Seen {
     /// Never seen: execute it.
@@ -366,43 +546,6 @@ pub enum Seen {
     Running,
     /// Seen and finished: publish this earlier result again.
     Done(CommandResult),
-}
-
-/// Remembers the last [`LEDGER_CAPACITY`] command ids and their results.
-#[derive(Debug, Default)]
-pub struct Ledger {
-    entries: HashMap<String, Option<CommandResult>>,
-    order: VecDeque<String>,
-}
-
-impl Ledger {
-    /// Look an id up and, when new, mark it running.
-    pub fn begin(&mut self, id: &str) -> Seen {
-        match self.entries.get(id) {
-            Some(None) => Seen::Running,
-            Some(Some(r)) => Seen::Done(r.clone()),
-            None => {
-                if self.order.len() >= LEDGER_CAPACITY {
-                    if let Some(old) = self.order.pop_front() {
-                        self.entries.remove(&old);
-                    }
-                }
-                self.order.push_back(id.to_owned());
-                self.entries.insert(id.to_owned(), None);
-                Seen::New
-            }
-        }
-    }
-
-    /// Record the final result of an id.
-    pub fn finish(&mut self, result: &CommandResult) {
-        if let Some(slot) = self.entries.get_mut(&result.id) {
-            *slot = Some(result.clone());
-        } else {
-            self.order.push_back(result.id.clone());
-            self.entries.insert(result.id.clone(), Some(result.clone()));
-        }
-    }
 }
 
 #[cfg(test)]
@@ -445,6 +588,89 @@ mod tests {
             );
         }
         assert_eq!(parse(b"not json").unwrap_err().id, None);
+    }
+
+    /// Issue 13 item 14: duplicate keys silently took the last value.
+    #[test]
+    fn duplicate_keys_are_rejected_naming_the_key() {
+        let cases: &[(&[u8], &str, Option<&str>)] = &[
+            (
+                br#"{"id":"a","action":"point.write","args":{"point":"m/x","value":1,"value":900}}"#,
+                "field `args.value`: given twice",
+                Some("a"),
+            ),
+            (
+                br#"{"id":"a","id":"b","action":"light.release","args":{"target":"all"}}"#,
+                "field `id`: given twice",
+                None,
+            ),
+            (
+                br#"{"id":"a","action":"light.set","action":"light.release","args":{"target":"all"}}"#,
+                "field `action`: given twice",
+                Some("a"),
+            ),
+        ];
+        // Answered under the id when the id is readable and not itself the key given twice.
+        for (payload, reason, id) in cases {
+            let r = parse(payload).unwrap_err();
+            assert!(
+                r.reason.starts_with(reason),
+                "{} → {}",
+                String::from_utf8_lossy(payload),
+                r.reason
+            );
+            assert_eq!(r.id.as_deref(), *id);
+        }
+        // Nested in arrays too, and deep nesting is bounded.
+        assert!(strict_json(br#"[{"a":1},{"b":{"c":1,"c":2}}]"#)
+            .unwrap_err()
+            .starts_with("field `[1].b.c`: given twice"));
+        let deep = format!("{}1{}", "[".repeat(17), "]".repeat(17));
+        let e = strict_json(deep.as_bytes()).unwrap_err();
+        assert!(e.contains("deeper than 16 levels"), "{e}");
+        let ok = format!("{}1{}", "[".repeat(16), "]".repeat(16));
+        assert!(strict_json(ok.as_bytes()).is_ok());
+        // What serde_json reads, the strict reader reads the same.
+        let text = br#"{"id":"c1","n":[1,-2,3.5,1e300,18446744073709551615],"s":"\u00e9","z":null,"b":true}"#;
+        assert_eq!(
+            strict_json(text).unwrap(),
+            serde_json::from_slice::<Value>(text).unwrap()
+        );
+        assert!(strict_json(b"{} x")
+            .unwrap_err()
+            .starts_with("payload is not JSON"));
+    }
+
+    /// Issue 13 item 14: a missing or numeric id gave no answer at all.
+    #[test]
+    fn a_rejection_without_an_id_is_an_event() {
+        let r =
+            parse(br#"{"id":42,"action":"light.release","args":{"target":"all"}}"#).unwrap_err();
+        assert_eq!(r.id, None);
+        assert_eq!(r.reason, "field `id`: must be a string, found a number");
+        let e = rejected_event(&r, 3);
+        assert_eq!(e.kind, crate::event::EventKind::CommandRejected);
+        assert_eq!(
+            e.data,
+            serde_json::json!({"action": "light.release", "reason": r.reason, "suppressed": 3})
+        );
+        let r = parse(br#"{"action":"light.release"}"#).unwrap_err();
+        assert_eq!(r.reason, "field `id`: missing");
+    }
+
+    /// Issue 13 item 1: a command without expires_at was accepted (and its id could then never
+    /// be forgotten safely).
+    #[test]
+    fn expires_at_is_required() {
+        let r =
+            parse(br#"{"id":"a","action":"light.release","args":{"target":"all"}}"#).unwrap_err();
+        assert_eq!(r.id.as_deref(), Some("a"));
+        assert!(
+            r.reason.starts_with("field `expires_at`: missing"),
+            "{}",
+            r.reason
+        );
+        assert!(parse(br#"{"id":"a","action":"light.release","args":{"target":"all"},"expires_at":"2030-01-01T00:00:00Z"}"#).is_ok());
     }
 
     /// Issue 12: a 129-byte id was stored in the ledger and echoed in the result; an unknown
@@ -495,25 +721,5 @@ mod tests {
             CommandStatus::Expired
         );
         assert_eq!(outcome("c1", Ok(())).status, CommandStatus::Succeeded);
-    }
-
-    #[test]
-    fn ledger_executes_once_and_replays_the_result() {
-        let mut l = Ledger::default();
-        assert_eq!(l.begin("c1"), Seen::New);
-        assert_eq!(l.begin("c1"), Seen::Running);
-        let r = result("c1", CommandStatus::Succeeded, "");
-        l.finish(&r);
-        assert_eq!(l.begin("c1"), Seen::Done(r));
-    }
-
-    #[test]
-    fn ledger_forgets_oldest_beyond_capacity() {
-        let mut l = Ledger::default();
-        for i in 0..=LEDGER_CAPACITY {
-            assert_eq!(l.begin(&format!("c{i}")), Seen::New);
-        }
-        assert_eq!(l.begin("c0"), Seen::New);
-        assert_eq!(l.begin(&format!("c{LEDGER_CAPACITY}")), Seen::Running);
     }
 }

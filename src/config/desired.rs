@@ -1,22 +1,32 @@
 //! The desired configuration from the central post (`P/C/config/desired`), kept on disk so a
-//! restart runs what central set.
+//! restart runs what central set — and, until it is confirmed, the last good one to return to.
 //!
-//! # File `<storage.path>/desired-config.json`
-//! One JSON object, written only after the configuration was applied:
+//! # File `<storage.path>/desired-config.json` (format 2)
+//! One JSON object, written only after a configuration was applied (or confirmed, or rolled
+//! back):
 //! ```text
-//! {"format": 1, "version": "<desired version>", "config": "<TOML text>"}
+//! {"format": 2,
+//!  "current": {"version": "<desired version>", "config": "<TOML text>"} | null,
+//!  "confirmed": true | false,
+//!  "last_good": {"version": …, "config": …} | null,
+//!  "rolled_back": {"version": …, "reason": "…", "ts": "<RFC 3339>"} | null}
 //! ```
-//! - `format` is the version marker of this file (bumped on any change of its layout). A file
-//!   without it is the v1.0 layout `{"version", "config"}` and is read the same way (a fixture
-//!   test keeps it readable).
-//! - Writer: the daemon's main loop alone ([`store`]): temp file `desired-config.json.tmp`,
+//! - `current` runs on top of the `--config` files (null: the files alone). While `confirmed` is
+//!   false it is in its confirmation window (`config.confirm_after`, `daemon::confirm`) and
+//!   `last_good` is what a rollback returns to (null: the files alone). `rolled_back` names the
+//!   last version rolled back: that version is not applied again when the broker delivers the
+//!   retained message again (central sends a new version to retry).
+//! - `format` is the version marker of this file (bumped on any change of its layout). Older
+//!   layouts are read too (fixture tests): format 1 `{"format":1,"version","config"}` and v1.0
+//!   `{"version","config"}` (no marker) are a confirmed `current`.
+//! - Writer: the daemon's main loop alone ([`store_state`]): temp file `desired-config.json.tmp`,
 //!   fsync, rename over the file, fsync of the directory — as `outbox::marks` does. A crash
 //!   leaves either the previous file or the new one, never a torn one (a stray `.tmp` is
 //!   overwritten by the next write).
-//! - Reader: [`load`] at start and on SIGHUP; the text is merged after the `--config` files
+//! - Reader: [`load_state`] at start and on SIGHUP; the text is merged after the `--config` files
 //!   ([`merge`]) and named `<desired>` in errors. At start a stored document that is no longer
-//!   valid on top of the files, or changes a section that needs a restart, is not applied and
-//!   the reason is logged ([`restore`]).
+//!   valid on top of the files, crosses the local safety envelope, or changes a section that
+//!   needs a restart, is not applied and the reason is logged ([`restore`]).
 
 use std::fs;
 use std::io::{self, Write};
@@ -27,7 +37,7 @@ use serde::{Deserialize, Serialize};
 use super::{load_sources, Config, ConfigError, ConfigErrors, Source};
 
 /// The layout version written in `format`.
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
 /// The name of the desired text in errors (`<desired>:LINE:COL: …`).
 pub const SOURCE_NAME: &str = "<desired>";
 
@@ -72,40 +82,198 @@ impl Desired {
     }
 }
 
+/// A version rolled back after its confirmation window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolledBack {
+    /// The version rolled back.
+    pub version: String,
+    /// Why.
+    pub reason: String,
+    /// When (RFC 3339).
+    pub ts: String,
+}
+
+/// A document as stored in `current` / `last_good`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Doc {
+    version: String,
+    config: String,
+}
+
+impl From<&Desired> for Doc {
+    fn from(d: &Desired) -> Doc {
+        Doc {
+            version: d.version.clone(),
+            config: d.config.clone(),
+        }
+    }
+}
+
+impl From<Doc> for Desired {
+    fn from(d: Doc) -> Desired {
+        Desired {
+            format: FORMAT,
+            version: d.version,
+            config: d.config,
+        }
+    }
+}
+
+/// The whole stored state (module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// Runs on top of the files (`None`: the files alone).
+    pub current: Option<Desired>,
+    /// `current` passed its confirmation window.
+    pub confirmed: bool,
+    /// What a rollback of `current` returns to (`None`: the files alone).
+    pub last_good: Option<Desired>,
+    /// The last version rolled back.
+    pub rolled_back: Option<RolledBack>,
+}
+
+impl Default for Stored {
+    fn default() -> Self {
+        Stored {
+            current: None,
+            confirmed: true,
+            last_good: None,
+            rolled_back: None,
+        }
+    }
+}
+
+impl Stored {
+    /// `doc` was applied: it runs on probation; the rollback target is the last confirmed one
+    /// (kept when the running one was itself still on probation).
+    pub fn applied(&self, doc: &Desired) -> Stored {
+        Stored {
+            current: Some(doc.clone()),
+            confirmed: false,
+            last_good: if self.confirmed {
+                self.current.clone()
+            } else {
+                self.last_good.clone()
+            },
+            rolled_back: self.rolled_back.clone(),
+        }
+    }
+
+    /// `current` passed its window.
+    pub fn confirmed(&self) -> Stored {
+        Stored {
+            current: self.current.clone(),
+            confirmed: true,
+            last_good: None,
+            rolled_back: self.rolled_back.clone(),
+        }
+    }
+
+    /// `current` failed its window: `last_good` runs again.
+    pub fn rolled_back(&self, reason: &str, ts: std::time::SystemTime) -> Stored {
+        Stored {
+            current: self.last_good.clone(),
+            confirmed: true,
+            last_good: None,
+            rolled_back: self.current.as_ref().map(|c| RolledBack {
+                version: c.version.clone(),
+                reason: reason.to_owned(),
+                ts: crate::record::format_ts(ts),
+            }),
+        }
+    }
+
+    /// Whether `version` was rolled back and must not be applied again as is.
+    pub fn was_rolled_back(&self, version: &str) -> Option<&RolledBack> {
+        self.rolled_back.as_ref().filter(|r| r.version == version)
+    }
+}
+
+/// The file as read (any format).
+#[derive(Deserialize)]
+struct AnyFormat {
+    #[serde(default)]
+    format: u32,
+    // Format 2.
+    #[serde(default)]
+    current: Option<Doc>,
+    #[serde(default = "yes")]
+    confirmed: bool,
+    #[serde(default)]
+    last_good: Option<Doc>,
+    #[serde(default)]
+    rolled_back: Option<RolledBack>,
+    // Formats 0 and 1.
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    config: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
 /// Where the document is kept.
 pub fn path(storage: &Path) -> PathBuf {
     storage.join("desired-config.json")
 }
 
-/// The stored document, `Ok(None)` when there is none.
+/// The running stored document, `Ok(None)` when there is none.
 pub fn load(storage: &Path) -> io::Result<Option<Desired>> {
-    let bytes = match fs::read(path(storage)) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let doc: Desired = serde_json::from_slice(&bytes)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    if doc.format > FORMAT {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("format {} is newer than this daemon's {FORMAT}", doc.format),
-        ));
-    }
-    Ok(Some(doc))
+    load_state(storage).map(|s| s.current)
 }
 
-/// Stores `doc` atomically and durably (see the module docs).
-pub fn store(storage: &Path, doc: &Desired) -> io::Result<()> {
-    let doc = Desired {
-        format: FORMAT,
-        ..doc.clone()
+/// The stored state; the default (nothing, confirmed) when there is no file.
+pub fn load_state(storage: &Path) -> io::Result<Stored> {
+    let bytes = match fs::read(path(storage)) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Stored::default()),
+        Err(e) => return Err(e),
     };
+    let bad = |e: String| io::Error::new(io::ErrorKind::InvalidData, e);
+    let f: AnyFormat = serde_json::from_slice(&bytes).map_err(|e| bad(e.to_string()))?;
+    if f.format > FORMAT {
+        return Err(bad(format!(
+            "format {} is newer than this daemon's {FORMAT}",
+            f.format
+        )));
+    }
+    if f.format < 2 {
+        let (Some(version), Some(config)) = (f.version, f.config) else {
+            return Err(bad("missing `version` or `config`".into()));
+        };
+        return Ok(Stored {
+            current: Some(Desired {
+                format: f.format,
+                version,
+                config,
+            }),
+            ..Stored::default()
+        });
+    }
+    Ok(Stored {
+        current: f.current.map(Into::into),
+        confirmed: f.confirmed,
+        last_good: f.last_good.map(Into::into),
+        rolled_back: f.rolled_back,
+    })
+}
+
+/// Stores `state` atomically and durably (see the module docs).
+pub fn store_state(storage: &Path, state: &Stored) -> io::Result<()> {
+    let text = serde_json::json!({
+        "format": FORMAT,
+        "current": state.current.as_ref().map(Doc::from),
+        "confirmed": state.confirmed,
+        "last_good": state.last_good.as_ref().map(Doc::from),
+        "rolled_back": state.rolled_back,
+    });
     let tmp = storage.join("desired-config.json.tmp");
     {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(&serde_json::to_vec(&doc).map_err(io::Error::other)?)?;
-        f.sync_all()?;
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(&serde_json::to_vec(&text).map_err(io::Error::other)?)?;
+        file.sync_all()?;
     }
     fs::rename(&tmp, path(storage))?;
     // The rename must survive a power cut too.
@@ -116,12 +284,12 @@ pub fn store(storage: &Path, doc: &Desired) -> io::Result<()> {
 pub fn merge(files: &[PathBuf], doc: &Desired) -> Result<Config, ConfigErrors> {
     let mut sources = Vec::with_capacity(files.len() + 1);
     for f in files {
-        let text = fs::read_to_string(f).map_err(|e| {
+        let text = super::load::read_source(f).map_err(|message| {
             ConfigErrors(vec![ConfigError {
                 file: f.display().to_string(),
                 line: 1,
                 col: 1,
-                message: format!("cannot read: {e}"),
+                message,
             }])
         })?;
         sources.push(Source {
@@ -135,36 +303,6 @@ pub fn merge(files: &[PathBuf], doc: &Desired) -> Result<Config, ConfigErrors> {
     Ok(cfg)
 }
 
-/// At start: the files plus the stored desired document when it is still valid on top of them
-/// and changes nothing that needs a restart; otherwise the files alone, the reason logged.
-pub fn restore(files: &[PathBuf], cfg: Config) -> Config {
-    let doc = match load(&cfg.storage.path) {
-        Ok(Some(doc)) => doc,
-        Ok(None) => return cfg,
-        Err(e) => {
-            tracing::error!(error = %e, file = %path(&cfg.storage.path).display(), "stored desired configuration unreadable; not applied");
-            return cfg;
-        }
-    };
-    let version = doc.version.clone();
-    match merge(files, &doc) {
-        Ok(merged) => match cfg.restart_section(&merged) {
-            None => {
-                tracing::info!(%version, "desired configuration restored");
-                merged
-            }
-            Some(section) => {
-                tracing::error!(%version, section, "stored desired configuration changes a section it may not; not applied");
-                cfg
-            }
-        },
-        Err(errors) => {
-            tracing::error!(%version, %errors, "stored desired configuration invalid on top of the files; not applied");
-            cfg
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,15 +311,62 @@ mod tests {
     fn stores_with_the_format_marker_and_reads_it_back() {
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(load(dir.path()).unwrap(), None);
-        let doc = Desired::from_message(br#"{"version":"v2","config":"[log]\n"}"#).unwrap();
-        store(dir.path(), &doc).unwrap();
+        assert_eq!(load_state(dir.path()).unwrap(), Stored::default());
+        let v2 = Desired::from_message(br#"{"version":"v2","config":"[log]\n"}"#).unwrap();
+        let state = Stored::default().applied(&v2);
+        store_state(dir.path(), &state).unwrap();
         let text = fs::read_to_string(path(dir.path())).unwrap();
         assert_eq!(
-            text, r#"{"format":1,"version":"v2","config":"[log]\n"}"#,
+            text,
+            r#"{"confirmed":false,"current":{"config":"[log]\n","version":"v2"},"format":2,"last_good":null,"rolled_back":null}"#,
             "the documented layout"
         );
-        assert_eq!(load(dir.path()).unwrap(), Some(doc));
+        assert_eq!(load_state(dir.path()).unwrap(), state);
+        assert_eq!(load(dir.path()).unwrap(), Some(v2));
         assert!(!dir.path().join("desired-config.json.tmp").exists());
+    }
+
+    #[test]
+    fn the_last_good_document_is_kept_until_the_new_one_is_confirmed() {
+        let doc = |v: &str| {
+            Desired::from_message(format!(r#"{{"version":"{v}","config":""}}"#).as_bytes()).unwrap()
+        };
+        let s = Stored::default().applied(&doc("v1")).confirmed();
+        assert_eq!((s.current.clone(), s.confirmed), (Some(doc("v1")), true));
+        // v2 on probation, then v3 before v2 was confirmed: the rollback target stays v1.
+        let s = s.applied(&doc("v2"));
+        assert_eq!(s.last_good, Some(doc("v1")));
+        let s = s.applied(&doc("v3"));
+        assert_eq!(s.last_good, Some(doc("v1")));
+        let t = std::time::SystemTime::UNIX_EPOCH;
+        let back = s.rolled_back("uplink not back", t);
+        assert_eq!(back.current, Some(doc("v1")));
+        assert!(back.confirmed && back.last_good.is_none());
+        assert_eq!(
+            back.was_rolled_back("v3").unwrap().reason,
+            "uplink not back"
+        );
+        assert!(back.was_rolled_back("v1").is_none());
+        // The first desired config rolls back to the files alone.
+        let first = Stored::default().applied(&doc("v1")).rolled_back("x", t);
+        assert_eq!(first.current, None);
+        let dir = tempfile::tempdir().unwrap();
+        store_state(dir.path(), &first).unwrap();
+        assert_eq!(load_state(dir.path()).unwrap(), first);
+    }
+
+    #[test]
+    fn reads_the_format_1_layout() {
+        // Fixture: the file as daemons before the rollback (format 1) wrote it.
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            path(dir.path()),
+            r#"{"format":1,"version":"v2","config":"[log]\n"}"#,
+        )
+        .unwrap();
+        let s = load_state(dir.path()).unwrap();
+        assert!(s.confirmed && s.last_good.is_none());
+        assert_eq!(s.current.unwrap().version, "v2");
     }
 
     #[test]
@@ -201,11 +386,7 @@ mod tests {
     #[test]
     fn refuses_a_newer_format_and_garbage() {
         let dir = tempfile::tempdir().unwrap();
-        fs::write(
-            path(dir.path()),
-            r#"{"format":2,"version":"v","config":""}"#,
-        )
-        .unwrap();
+        fs::write(path(dir.path()), r#"{"format":3,"current":null}"#).unwrap();
         assert!(load(dir.path()).unwrap_err().to_string().contains("newer"));
         fs::write(path(dir.path()), "not json").unwrap();
         assert_eq!(

@@ -1,11 +1,40 @@
 //! Entry points: read sources, parse each, merge in order, validate, and turn positions into
 //! `FILE:LINE:COL` errors sorted by file (in the order given) then position.
+//!
+//! A configuration file is read up to [`MAX_CONFIG_BYTES`] and no further: a larger file (a
+//! wrong path, `/dev/zero`) is an error naming it, never a read until memory runs out.
 
-use std::path::PathBuf;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
 
 use super::tree::{self, Loc};
 use super::validate::validate;
 use super::{Config, ConfigError, ConfigErrors, Source};
+
+/// Largest configuration file read (4 MiB): far above any cabinet's (the example is 20 KiB).
+pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Reads one configuration file, at most [`MAX_CONFIG_BYTES`]; `Err` is the message (the
+/// caller names the file).
+pub fn read_source(path: &Path) -> Result<String, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read the file: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read the file: {e}"))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "the file is larger than {} MiB, the limit of a configuration file: is it the right file?",
+            MAX_CONFIG_BYTES >> 20
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "the file is not UTF-8 text (invalid byte at offset {})",
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
 
 /// Reads and loads config files, merged in order (later keys win; see the merge rule in
 /// `config/cabinetd.example.toml`). Every problem of every file is reported at once.
@@ -14,13 +43,13 @@ pub fn load_files(paths: &[PathBuf]) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
     for path in paths {
         let name = path.display().to_string();
-        match std::fs::read_to_string(path) {
+        match read_source(path) {
             Ok(text) => sources.push(Source { name, text }),
-            Err(e) => errors.push(ConfigError {
+            Err(message) => errors.push(ConfigError {
                 file: name,
                 line: 1,
                 col: 1,
-                message: format!("cannot read the file: {e}"),
+                message,
             }),
         }
     }

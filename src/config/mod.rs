@@ -12,6 +12,7 @@
 
 mod automation;
 pub mod desired;
+pub mod files;
 mod load;
 #[cfg(test)]
 mod tests;
@@ -61,6 +62,11 @@ pub const DEFAULT_DALI_MIN_SYSTEM_FAILURE_LEVEL: f64 = 50.0;
 /// Remote desired configs may not set a DALI `power_on_level` below this (percent): the level
 /// after a power cut, before the daemon is back.
 pub const DEFAULT_DALI_MIN_POWER_ON_LEVEL: f64 = 50.0;
+/// How long a desired configuration must keep the daemon healthy before it is confirmed; an
+/// unhealthy one (uplink not back, a device that was up stuck down) is rolled back to the last
+/// good one (`config.confirm_after`, issue 12). Two minutes: several reconnect attempts and
+/// several polls of the slowest usual device, short enough that a broken cabinet is back soon.
+pub const DEFAULT_CONFIRM_AFTER: Duration = Duration::from_secs(120);
 /// Unacknowledged publishes in flight at once (the replay window).
 pub const DEFAULT_INFLIGHT: u16 = 32;
 /// Default outbox budget (SPEC example).
@@ -109,6 +115,29 @@ pub struct Config {
     pub safety: SafetyConfig,
     /// `[[rule]]`, `[[scene]]`, `[[lighting.adaptive]]`, `uplink.autonomous_after`.
     pub automation: Automation,
+    /// `[config]`: the confirmation window of desired configurations (local files only).
+    pub rollback: RollbackConfig,
+}
+
+/// `[config]`: when a desired configuration is confirmed or rolled back (`daemon::confirm`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollbackConfig {
+    /// `confirm_after`: how long a new desired configuration must keep the daemon healthy
+    /// (0: confirmed at once, never rolled back).
+    pub confirm_after: Duration,
+    /// `uplink_critical`: devices the cabinet's uplink depends on (e.g. the 4G router polled
+    /// over Modbus). A desired configuration that removes one that was up is rolled back, like
+    /// one that leaves a device that was up stuck down.
+    pub uplink_critical: Vec<String>,
+}
+
+impl Default for RollbackConfig {
+    fn default() -> Self {
+        RollbackConfig {
+            confirm_after: DEFAULT_CONFIRM_AFTER,
+            uplink_critical: Vec::new(),
+        }
+    }
 }
 
 /// `[safety]`: what a remote desired configuration may not do (checked by [`crate::safety`]).
@@ -134,12 +163,18 @@ impl Default for SafetyConfig {
 
 impl Config {
     /// The first section whose change needs a restart: the store, the uplink session, the HTTP
-    /// socket and the cabinet's identity are not swapped while running.
+    /// socket and the cabinet's identity are not swapped while running. The broker list
+    /// (`uplink.broker`) is the exception: the uplink switches to a new list at once (and a
+    /// desired configuration pointing at an unreachable broker is rolled back).
     pub fn restart_section(&self, new: &Config) -> Option<&'static str> {
+        let session = |u: &UplinkConfig| UplinkConfig {
+            brokers: Vec::new(),
+            ..u.clone()
+        };
         [
             ("cabinet", self.cabinet != new.cabinet),
             ("storage", self.storage != new.storage),
-            ("uplink", self.uplink != new.uplink),
+            ("uplink", session(&self.uplink) != session(&new.uplink)),
             ("http", self.http != new.http),
         ]
         .into_iter()
@@ -270,6 +305,18 @@ pub struct UplinkConfig {
     pub inflight: u16,
     /// Optional cap on replayed records per second (thin links).
     pub replay_rate: Option<u32>,
+    /// Payload encoding of record messages (`uplink.compression`, SPEC v1.1).
+    pub compression: Compression,
+}
+
+/// `uplink.compression`: how record envelopes go on the wire (SPEC §3, v1.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// Plain JSON (v1; the default, for central posts that predate v1.1).
+    #[default]
+    None,
+    /// One zstd frame whose content is the JSON envelope.
+    Zstd,
 }
 
 /// `[http]`.

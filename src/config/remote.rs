@@ -6,8 +6,9 @@
 use super::tree::{self, Loc, Table};
 use super::{ConfigError, ConfigErrors, Source};
 
-/// Top-level sections only the local files may set.
-pub const LOCAL_ONLY_SECTIONS: [&str; 2] = ["security", "safety"];
+/// Top-level sections only the local files may set: who may command the cabinet, what no
+/// remote change may widen, and when a remote change is rolled back.
+pub const LOCAL_ONLY_SECTIONS: [&str; 3] = ["security", "safety", "config"];
 
 /// The name of a source received over MQTT (`P/C/config/desired`), as the daemon names it.
 pub const DESIRED_SOURCE: &str = "<desired>";
@@ -78,6 +79,8 @@ mod tests {
             2
         );
         assert_eq!(check("security = { require_signed = false }\n").len(), 1);
+        // The rollback window cannot be switched off remotely either.
+        assert_eq!(check("[config]\nconfirm_after = \"0s\"\n").len(), 1);
         // Left to the loader.
         assert!(check("[security\n").is_empty());
     }

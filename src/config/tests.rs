@@ -1000,6 +1000,43 @@ fn load_files_reads_and_names_files() {
         .starts_with(&format!("{}:1:1: cannot read the file", missing.display())));
 }
 
+/// Issue 13 item 14: a 50 MB config file took 302 MB of memory, and `/dev/zero` as a config
+/// read until memory ran out. Files are read up to 4 MiB, and a larger one is named.
+#[test]
+fn config_files_are_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.toml");
+    let mut text = String::from(BASE);
+    while text.len() as u64 <= super::load::MAX_CONFIG_BYTES {
+        text.push_str("# padding padding padding padding padding padding padding padding\n");
+    }
+    std::fs::write(&big, &text).unwrap();
+    let zero = std::path::PathBuf::from("/dev/zero");
+    for path in [big, zero] {
+        let e = load_files(std::slice::from_ref(&path)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}:1:1: the file is larger than 4 MiB, the limit of a configuration file: is it the right file?",
+                path.display()
+            )
+        );
+    }
+    // Just under the cap still loads.
+    text.truncate(super::load::MAX_CONFIG_BYTES as usize - 100);
+    let fits = dir.path().join("fits.toml");
+    std::fs::write(&fits, &text[..text.rfind('\n').unwrap() + 1]).unwrap();
+    assert_eq!(load_files(&[fits]).unwrap().cabinet.id, "t-1");
+    let binary = dir.path().join("binary.toml");
+    std::fs::write(&binary, b"[cabinet]\nid = \"\xff\"\n").unwrap();
+    let e = load_files(&[binary]).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("not UTF-8 text (invalid byte at offset 16)"),
+        "{e}"
+    );
+}
+
 mod robustness {
     use super::*;
     use proptest::prelude::*;
@@ -1351,5 +1388,36 @@ nights = ["sat"]
         "[[lighting.step]]\ntarget = \"all\"\nat = \"dusk\"\nlevel_percent = 1\nnights = [\"mon\", \"mon\"]\n",
         "b.toml:5:18",
         "lists \"mon\" twice",
+    );
+}
+
+#[test]
+fn the_confirmation_window_of_desired_configs() {
+    let c = load_sources(&[src("a.toml", BASE)]).unwrap();
+    assert_eq!(c.rollback, RollbackConfig::default());
+    assert_eq!(c.rollback.confirm_after, DEFAULT_CONFIRM_AFTER);
+    let c = ok("[config]\nconfirm_after = \"30s\"\nuplink_critical = [\"router\"]\n");
+    assert_eq!(c.rollback.confirm_after, Duration::from_secs(30));
+    assert_eq!(c.rollback.uplink_critical, ["router"]);
+    assert_eq!(
+        ok("[config]\nconfirm_after = \"0s\"\n")
+            .rollback
+            .confirm_after,
+        Duration::ZERO
+    );
+    one(
+        "[config]\nconfirm_after = \"2d\"\n",
+        "b.toml:2:17",
+        "config.confirm_after must be between",
+    );
+    one(
+        "[config]\nuplink_critical = [\"Router!\"]\n",
+        "b.toml:2:20",
+        "config.uplink_critical: expected a device name",
+    );
+    one(
+        "[config]\nconfirm = \"1m\"\n",
+        "b.toml:2:1",
+        "unknown key config.confirm",
     );
 }

@@ -1,9 +1,10 @@
 //! Equipment: the devices and buses the cabinet supervises, and the one place that starts,
 //! reloads and stops them ([`Rack`]).
 //!
-//! Every kind — a Modbus device ([`modbus`]), a DALI bus ([`dali`]), a camera, a built-in
-//! simulator — implements [`Equipment`]: its name, the exclusive [`Resource`]s it owns while it
-//! runs, and how it starts its tasks into a [`Starter`]. Each supervised entry publishes one
+//! Every kind — a Modbus line with its devices ([`modbus::ModbusLine`]: one owner per serial
+//! line or TCP endpoint), a DALI bus ([`dali`]), a camera, a built-in simulator — implements
+//! [`Equipment`]: its name, the exclusive [`Resource`]s it owns while it runs, and how it starts
+//! its tasks into a [`Starter`]. Each supervised entry (each Modbus device) publishes one
 //! [`Status`] on a `watch` channel through a [`StatusTx`], which is also the one place that
 //! builds `device_down` / `device_up` events and sets `cabinetd_device_up{device,protocol}`.
 //! `/status` reads the receivers ([`Board`]); commands reach the equipment through [`Controls`].
@@ -119,8 +120,9 @@ pub struct StatusTx {
 }
 
 impl StatusTx {
-    /// A status channel for entry `name`: `cabinetd_device_up{device,protocol}` starts at 0 and
-    /// `cabinetd_poll_errors_total{device}` exists from the start.
+    /// A status channel for entry `name`: its series exist from the start
+    /// ([`Metrics::init_device`]: `cabinetd_device_up{device,protocol}` at 0, poll errors and
+    /// durations).
     pub fn channel(
         name: &str,
         kind: EquipmentKind,
@@ -129,9 +131,8 @@ impl StatusTx {
         beats: Arc<AtomicU64>,
     ) -> (StatusTx, watch::Receiver<Status>) {
         let (tx, rx) = watch::channel(Status::new(kind, points));
+        metrics.init_device(name, kind.as_str());
         let up_gauge = metrics.device_up.with_label_values(&[name, kind.as_str()]);
-        up_gauge.set(0);
-        metrics.poll_errors_total.with_label_values(&[name]);
         let tx = StatusTx {
             name: name.to_owned(),
             tx,
@@ -357,13 +358,15 @@ impl Generation {
             statuses: BTreeMap::new(),
             controls: Controls::default(),
         };
+        // Modbus devices start by line: one owner per serial line or TCP endpoint.
+        let modbus_lines = modbus::lines(&cfg.modbus);
         let started = (|| {
             let mut s = Starter { ctx, gen: &mut gen };
             // Simulators first: the devices polling them connect at once.
             let entries = (cfg.simulators.iter().map(|e| e as &dyn Equipment))
                 .chain(cfg.cameras.iter().map(|e| e as &dyn Equipment))
                 .chain(cfg.dali.iter().map(|e| e as &dyn Equipment))
-                .chain(cfg.modbus.iter().map(|e| e as &dyn Equipment));
+                .chain(modbus_lines.iter().map(|e| e as &dyn Equipment));
             for e in entries {
                 e.start(&mut s)?;
             }

@@ -267,7 +267,7 @@ async fn a_modbus_device_polls_the_simulated_meter_through_the_rack() {
             .expect("a reading within 30 s")
             .unwrap();
         if let RecordBody::Telemetry(t) = r {
-            if t.point == "meter/energy" {
+            if &*t.point == "meter/energy" {
                 break t;
             }
         }
@@ -281,6 +281,7 @@ async fn a_modbus_device_polls_the_simulated_meter_through_the_rack() {
     let write = cabinetd_modbus::WriteRequest {
         point: "power_limit".into(),
         value: cabinetd_modbus::Value::Int(4000),
+        id: None,
         reply,
     };
     h.rack.controls().writers["meter"]

@@ -72,12 +72,17 @@ pub enum CtlCommand {
     #[command(
         after_help = "Prints each result as a JSON line {\"cabinet\",\"id\",\"status\",\"reason\",\"ts\"}. \
         For `all`, waits the whole --timeout and prints every cabinet's result.\n\n\
+        Example:\n  cabinetd ctl --broker mqtt://127.0.0.1 send dijon-017 light.release \
+        --args '{\"target\":\"all\"}' --key ops.pem --kid ops-2026\n\n\
         Exit codes: 0 succeeded (for all: at least one result, all succeeded), 1 otherwise."
     )]
     Send(SendArgs),
     /// List every cabinet from its retained P/C/status: online, mode, version, config version,
     /// last seen.
-    #[command(after_help = "Exit codes: 0 listed (possibly empty), 1 broker unreachable.")]
+    #[command(
+        after_help = "Example:\n  cabinetd ctl --broker mqtt://127.0.0.1 fleet --json\n\n\
+    Exit codes: 0 listed (possibly empty), 1 broker unreachable."
+    )]
     Fleet {
         /// Print a JSON array instead of a table.
         #[arg(long)]
@@ -251,12 +256,34 @@ impl Session {
     }
 }
 
-/// The records of a `cmd/result` envelope (JSON; a zstd payload is not read by this build).
-fn result_records(payload: &[u8]) -> Result<Vec<Value>, &'static str> {
-    if payload.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        return Err("a zstd-compressed result (uplink.compression) that this build cannot read");
+/// The zstd frame magic (SPEC v1.1): JSON never starts with these bytes.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+
+/// The JSON envelope of a published payload: as is, or the content of its one zstd frame
+/// (`uplink.compression = "zstd"`), decompressed to at most [`MAX_MESSAGE`] bytes (a frame
+/// claiming more is refused, not allocated).
+fn envelope_json(payload: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, &'static str> {
+    use std::io::Read;
+    if !payload.starts_with(&ZSTD_MAGIC) {
+        return Ok(std::borrow::Cow::Borrowed(payload));
     }
-    let env: Value = serde_json::from_slice(payload).map_err(|_| "not JSON")?;
+    let mut out = Vec::new();
+    zstd::stream::read::Decoder::new(payload)
+        .map_err(|_| "a zstd payload that does not decode")?
+        .single_frame()
+        .take(MAX_MESSAGE as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|_| "a zstd payload that does not decode")?;
+    if out.len() > MAX_MESSAGE {
+        return Err("a zstd payload larger than 1 MiB once decompressed");
+    }
+    Ok(std::borrow::Cow::Owned(out))
+}
+
+/// The records of a `cmd/result` envelope (JSON, or zstd-compressed JSON).
+fn result_records(payload: &[u8]) -> Result<Vec<Value>, &'static str> {
+    let json = envelope_json(payload)?;
+    let env: Value = serde_json::from_slice(&json).map_err(|_| "not JSON")?;
     Ok(env["records"].as_array().cloned().unwrap_or_default())
 }
 
@@ -498,6 +525,23 @@ mod tests {
         .unwrap();
         assert_eq!(r[0]["id"], "x");
         assert!(result_records(&[0x28, 0xb5, 0x2f, 0xfd, 0]).is_err());
+        // uplink.compression = "zstd" (SPEC v1.1): one frame holding the same envelope.
+        let json =
+            br#"{"cabinet":"a","stream":"results","records":[{"id":"z","status":"failed"}]}"#;
+        let frame = zstd::bulk::compress(json, 3).unwrap();
+        assert_eq!(frame[..4], ZSTD_MAGIC);
+        let r = result_records(&frame).unwrap();
+        assert_eq!(
+            (r[0]["id"].as_str(), r[0]["status"].as_str()),
+            (Some("z"), Some("failed"))
+        );
+        // A bomb: 64 MiB of zeros in a few KiB is refused past 1 MiB.
+        let bomb = zstd::bulk::compress(&vec![0u8; 64 << 20], 19).unwrap();
+        assert!(bomb.len() < 64 << 10);
+        assert_eq!(
+            result_records(&bomb).unwrap_err(),
+            "a zstd payload larger than 1 MiB once decompressed"
+        );
         assert_eq!(
             cabinet_of("cabinets/v1/dijon-017/cmd/result", "cabinets/v1"),
             Some("dijon-017")

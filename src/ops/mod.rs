@@ -43,8 +43,8 @@ pub enum KeyCommand {
 #[derive(clap::Args, Debug)]
 #[command(
     after_help = "Reads a command ({\"id\",\"action\",\"args\",…}) or a desired config \
-    ({\"version\",\"config\",…}) as JSON on stdin and prints the JWS (SPEC §3 \"Signed messages\") on \
-    stdout. `issued_at` is set to now when absent; `cabinet` comes from --cabinet when absent; \
+    ({\"version\",\"config\",…}) as JSON on stdin and prints the JWS (docs/protocol.md, \"Signed messages\") \
+    on stdout. `issued_at` is set to now when absent; `cabinet` comes from --cabinet when absent; \
     `expires_at` must be given or come from --expires.\n\n\
     Example:\n  echo '{\"id\":\"c-42\",\"action\":\"light.set\",\"args\":{\"target\":\"all\",\"level_percent\":100}}' \\\n    \
     | cabinetd sign --key ops.pem --kid ops-2026 --cabinet dijon-017 --expires 10min \\\n    \

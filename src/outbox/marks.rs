@@ -69,13 +69,33 @@ pub fn path(dir: &Path) -> PathBuf {
     dir.join("seq-marks")
 }
 
-/// Read the marks; `Ok(None)` when the file does not exist or cannot be parsed (a torn file
-/// cannot happen with the rename protocol, so an unparsable one was edited by hand).
-pub fn read(dir: &Path) -> io::Result<Option<SeqMarks>> {
-    match fs::read_to_string(path(dir)) {
-        Ok(text) => Ok(SeqMarks::parse(&text)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+/// What the storage directory holds as `seq-marks`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MarksFile {
+    /// No file: a first start, or the file was deleted.
+    Missing,
+    /// A file that parses.
+    Valid(SeqMarks),
+    /// A file that cannot be read or parsed (empty, not UTF-8, edited, unreadable): the store
+    /// treats it as lost, reports it and rewrites it (a torn file cannot happen with the rename
+    /// protocol).
+    Unreadable(String),
+}
+
+/// Read the marks. Never fails: what cannot be used is [`MarksFile::Unreadable`] with the reason.
+pub fn read(dir: &Path) -> MarksFile {
+    let p = path(dir);
+    match fs::read(&p) {
+        Ok(bytes) => match std::str::from_utf8(&bytes) {
+            Ok(text) => match SeqMarks::parse(text) {
+                Some(m) => MarksFile::Valid(m),
+                None if text.trim().is_empty() => MarksFile::Unreadable("empty".into()),
+                None => MarksFile::Unreadable("not in the cabinetd-seq-marks 1 format".into()),
+            },
+            Err(_) => MarksFile::Unreadable("not UTF-8".into()),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => MarksFile::Missing,
+        Err(e) => MarksFile::Unreadable(format!("{}: {e}", p.display())),
     }
 }
 
@@ -99,13 +119,30 @@ mod tests {
     #[test]
     fn round_trips_through_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(read(dir.path()).unwrap(), None);
+        assert_eq!(read(dir.path()), MarksFile::Missing);
         let marks = SeqMarks {
             ceiling: [20_000, 10_007, 3],
         };
         write(dir.path(), &marks).unwrap();
-        assert_eq!(read(dir.path()).unwrap(), Some(marks));
+        assert_eq!(read(dir.path()), MarksFile::Valid(marks));
         assert!(!dir.path().join("seq-marks.tmp").exists());
+    }
+
+    /// Regression (issue 13 item 13): a non-UTF-8 file made the daemon exit 1.
+    #[test]
+    fn unusable_files_are_reported_not_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        for (content, why) in [
+            (&b"\xff\xfe\x00garbage"[..], "not UTF-8"),
+            (b"", "empty"),
+            (b"cabinetd-seq-marks 1\ntelemetry x\n", "format"),
+        ] {
+            fs::write(path(dir.path()), content).unwrap();
+            match read(dir.path()) {
+                MarksFile::Unreadable(r) => assert!(r.contains(why), "{r}"),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -245,12 +245,14 @@ async fn lane(
             (Ok(()), true)
         } else {
             let controls = controls.borrow().clone();
+            // A write carries the command's id so an unknown outcome's `write_outcome` names it.
+            let (action, command) = (&job.action.action, job.action.command.as_deref());
             match &job.cancel {
                 Some(c) => tokio::select! {
-                    r = execute(&job.action.action, &controls) => (r, false),
+                    r = execute(action, command, &controls) => (r, false),
                     () = c.cancelled() => (Ok(()), true),
                 },
-                None => (execute(&job.action.action, &controls).await, false),
+                None => (execute(action, command, &controls).await, false),
             }
         };
         let d = Done {

@@ -41,7 +41,6 @@ pub(super) struct Driver {
     pub(super) config_version: watch::Receiver<String>,
     pub(super) mode: watch::Receiver<&'static str>,
     pub(super) topics: Topics,
-    pub(super) brokers: Vec<Broker>,
     pub(super) outbox: Arc<Outbox>,
     pub(super) client: AsyncClient,
     pub(super) metrics: Metrics,
@@ -54,6 +53,10 @@ pub(super) struct Driver {
     pub(super) ever_connected: bool,
     pub(super) window: usize,
     pub(super) max_json: usize,
+    /// `P/C/telemetry`, `P/C/events`, `P/C/cmd/result`, by [`stream_index`].
+    pub(super) stream_topics: [String; 3],
+    /// Present with `uplink.compression = "zstd"` (reused: its context is allocated once).
+    pub(super) compressor: Option<zstd::bulk::Compressor<'static>>,
     pub(super) replay: Option<TokenBucket>,
     /// Latest config/reported document and whether the broker acknowledged it.
     pub(super) reported: Option<(u64, Vec<u8>, bool)>,
@@ -88,14 +91,14 @@ impl Driver {
             let replay_wait = self.replay_wait();
             tokio::select! {
                 ev = events.recv() => match ev {
-                    Some(ev) => self.on_event(ev),
+                    Some(ev) => self.on_event(ev).await,
                     None => break,
                 },
                 r = durable.changed() => {
                     if r.is_err() {
                         break;
                     }
-                    self.pump();
+                    self.pump().await;
                 }
                 () = stop.cancelled() => break,
                 r = self.config_version.changed(), if version_open => match r {
@@ -115,7 +118,7 @@ impl Driver {
                     }
                     None => reported_open = false,
                 },
-                _ = tokio::time::sleep(replay_wait.unwrap_or(Duration::ZERO)), if replay_wait.is_some() => self.pump(),
+                _ = tokio::time::sleep(replay_wait.unwrap_or(Duration::ZERO)), if replay_wait.is_some() => self.pump().await,
                 _ = progress.tick() => {
                     self.log_progress(progress_at.elapsed());
                     progress_at = Instant::now();
@@ -125,9 +128,9 @@ impl Driver {
         self.stop(events, poll, disconnecting).await;
     }
 
-    fn on_event(&mut self, ev: PollEvent) {
+    async fn on_event(&mut self, ev: PollEvent) {
         match ev {
-            PollEvent::ConnAck { broker } => self.on_connack(broker),
+            PollEvent::ConnAck { broker } => self.on_connack(broker).await,
             PollEvent::Sent(pkid) => {
                 if let Err(e) = self.inflight.sent(pkid) {
                     tracing::warn!(error = %e, "uplink bookkeeping out of step");
@@ -143,7 +146,7 @@ impl Driver {
                         ..
                     }) => {
                         self.acked_since_progress += records as u64;
-                        if let Err(e) = self.outbox.ack(stream, first_seq, last_seq) {
+                        if let Err(e) = self.outbox.ack(stream, first_seq, last_seq).await {
                             // The records stay stored and are sent again later: a duplicate.
                             tracing::warn!(error = %e, %stream, first_seq, last_seq, "outbox ack failed");
                         }
@@ -158,7 +161,7 @@ impl Driver {
                     Some(Tag::OfflineStatus) => self.offline_acked = true,
                     Some(Tag::OnlineStatus) | None => {}
                 }
-                self.pump();
+                self.pump().await;
             }
             PollEvent::Lost { error, done } => {
                 let dropped = self.inflight.reset();
@@ -183,8 +186,7 @@ impl Driver {
         }
     }
 
-    fn on_connack(&mut self, broker: usize) {
-        let name = self.brokers[broker].url();
+    async fn on_connack(&mut self, name: String) {
         self.connected = true;
         self.metrics.uplink_connected.set(1);
         if self.ever_connected {
@@ -199,6 +201,7 @@ impl Driver {
             s.connected = true;
             s.broker = Some(name.clone());
             s.reconnects += reconnect;
+            s.sessions += 1;
         });
         tracing::info!(broker = %name, "uplink session established");
         if self.stopping {
@@ -217,17 +220,8 @@ impl Driver {
         if self.reported.as_ref().is_some_and(|r| !r.2) {
             self.publish_reported();
         }
-        let mut first = [None; 3];
-        let mut durable = [0; 3];
-        for (i, s) in STREAMS.iter().enumerate() {
-            first[i] = self.outbox.first_stored(*s).unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "outbox read failed");
-                None
-            });
-            durable[i] = self.outbox.durable_seq(*s);
-        }
-        self.cursors = Some(SendCursors::new_session(first, durable));
-        self.pump();
+        self.cursors = None;
+        self.pump().await;
     }
 
     /// The retained online status, naming the running configuration's version.
@@ -311,10 +305,24 @@ impl Driver {
 
     /// Hand as many batches to the client as the window allows: fresh records of every stream
     /// first (results, events, telemetry), then the backlog, which may use only part of the
-    /// window so fresh records always find a slot.
-    fn pump(&mut self) {
+    /// window so fresh records always find a slot, and only [`BACKLOG_BYTES_IN_FLIGHT`] of
+    /// payload so they never queue behind much of it.
+    async fn pump(&mut self) {
         if !self.connected || self.stopping {
             return;
+        }
+        if self.cursors.is_none() {
+            // A new session (or a store that was not open when it began): start from the first
+            // record still stored. Tried again at the next pump while the outbox has no store.
+            match self.outbox.session_start().await {
+                Ok((first, durable)) => {
+                    self.cursors = Some(SendCursors::new_session(first, durable))
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "outbox unavailable; nothing to send");
+                    return;
+                }
+            }
         }
         let backlog_window = (self.window - self.window / 4).max(1);
         for lane in [Lane::Live, Lane::Backlog] {
@@ -325,7 +333,10 @@ impl Driver {
                         self.refresh_status();
                         return;
                     }
-                    if lane == Lane::Backlog && self.inflight.backlog_batches() >= backlog_window {
+                    if lane == Lane::Backlog
+                        && (self.inflight.backlog_batches() >= backlog_window
+                            || self.inflight.backlog_bytes() >= BACKLOG_BYTES_IN_FLIGHT)
+                    {
                         break;
                     }
                     let Some(cursors) = self.cursors.as_mut() else {
@@ -341,13 +352,14 @@ impl Driver {
                     if max_records == 0 {
                         break;
                     }
-                    let batch = match self.outbox.read_batch(
-                        stream,
-                        range.from,
-                        range.upto,
-                        self.max_json,
-                        max_records,
-                    ) {
+                    let read = self
+                        .outbox
+                        .read_batch(stream, range.from, range.upto, self.max_json, max_records)
+                        .await;
+                    let Some(cursors) = self.cursors.as_mut() else {
+                        return;
+                    };
+                    let batch = match read {
                         Ok(Some(b)) => b,
                         Ok(None) => {
                             if lane == Lane::Backlog {
@@ -360,14 +372,22 @@ impl Driver {
                             return;
                         }
                     };
-                    let payload = envelope(
-                        &self.params.cabinet_id,
-                        stream,
-                        range.replay,
-                        batch.records(),
+                    let payload = encode_payload(
+                        envelope_joined(
+                            &self.params.cabinet_id,
+                            stream,
+                            range.replay,
+                            batch.joined(),
+                        ),
+                        self.compressor.as_mut(),
                     );
+                    let bytes = payload.len();
+                    self.metrics
+                        .uplink_payload_bytes_total
+                        .with_label_values(&[stream.as_str()])
+                        .inc_by(bytes as u64);
                     match self.client.try_publish(
-                        self.topics.stream(stream),
+                        self.stream_topics[stream_index(stream)].clone(),
                         QoS::AtLeastOnce,
                         false,
                         payload,
@@ -383,6 +403,7 @@ impl Driver {
                                 last_seq: batch.last_seq,
                                 records: batch.len(),
                                 lane,
+                                bytes,
                             });
                         }
                         Err(e) => {
@@ -434,11 +455,15 @@ impl Driver {
         mut poll: AbortOnDrop,
         disconnecting: CancellationToken,
     ) {
+        // What became durable just before the stop (the commands' final results, flushed by the
+        // recorder's drain) may not have been pumped yet when the loop saw `stop`: send it now,
+        // or the results are kept for the next run instead of delivered (stop_deadline_e2e flaked).
+        self.pump().await;
         self.stopping = true;
         let deadline = tokio::time::Instant::now() + STOP_DRAIN;
         while self.connected && self.inflight.batches() > 0 {
             match tokio::time::timeout_at(deadline, events.recv()).await {
-                Ok(Some(ev)) => self.on_event(ev),
+                Ok(Some(ev)) => self.on_event(ev).await,
                 Ok(None) | Err(_) => break,
             }
         }
@@ -456,7 +481,7 @@ impl Driver {
                     let deadline = tokio::time::Instant::now() + STOP_STATUS;
                     while self.connected && !self.offline_acked {
                         match tokio::time::timeout_at(deadline, events.recv()).await {
-                            Ok(Some(ev)) => self.on_event(ev),
+                            Ok(Some(ev)) => self.on_event(ev).await,
                             Ok(None) | Err(_) => break,
                         }
                     }

@@ -67,9 +67,14 @@ impl IncomingGuard {
             "incoming message over uplink.max_incoming_bytes dropped unread"
         );
         let event = dropped_event(topic, size, self.limit, suppressed, SystemTime::now());
-        if let Err(e) = self.outbox.append(&RecordBody::Event(event)) {
-            tracing::error!(error = %e, "cannot store the message_dropped event");
-        }
+        // Off the poll task (it must keep reading the connection); the throttle above bounds
+        // how many such tasks a flood can start.
+        let outbox = self.outbox.clone();
+        tokio::spawn(async move {
+            if let Err(e) = outbox.push(vec![RecordBody::Event(event)]).await {
+                tracing::error!(error = %e, "cannot store the message_dropped event");
+            }
+        });
         false
     }
 }

@@ -27,6 +27,8 @@ pub enum Tag {
         records: usize,
         /// Live or backlog lane.
         lane: Lane,
+        /// Payload bytes.
+        bytes: usize,
     },
     /// The retained online status.
     OnlineStatus,
@@ -102,6 +104,20 @@ impl InFlight {
             .count()
     }
 
+    /// Payload bytes of the backlog batches queued or sent and not yet acknowledged.
+    pub fn backlog_bytes(&self) -> usize {
+        self.tags()
+            .map(|t| match t {
+                Tag::Batch {
+                    lane: Lane::Backlog,
+                    bytes,
+                    ..
+                } => *bytes,
+                _ => 0,
+            })
+            .sum()
+    }
+
     /// Whether a publish with this tag is pending.
     pub fn contains(&self, tag: &Tag) -> bool {
         self.tags().any(|t| t == tag)
@@ -124,6 +140,7 @@ mod tests {
             last_seq: last,
             records: (last - first + 1) as usize,
             lane: Lane::Live,
+            bytes: 100,
         }
     }
 
@@ -160,9 +177,11 @@ mod tests {
             last_seq: 1,
             records: 1,
             lane: Lane::Backlog,
+            bytes: 300,
         });
         f.sent(5).unwrap();
         assert_eq!(f.backlog_batches(), 1);
+        assert_eq!(f.backlog_bytes(), 300);
         assert_eq!(f.reset(), 2);
         assert!(f.is_empty());
         // After a reconnect pkids start again; an old id binds afresh.

@@ -6,8 +6,11 @@
 //!   deadlock, pitfall 6). It forwards ConnAck / sent pkids / PubAcks to the driver, incoming
 //!   publishes to the command channel, and after an error: tells the driver (and waits until it
 //!   dropped its bindings), sleeps a capped exponential backoff with jitter (pitfall 3), purges
-//!   every request still queued in rumqttc, picks the broker (failover in order) and sets a fresh
-//!   last will (pitfall 8) before polling again.
+//!   every request still queued in rumqttc, picks the broker (failover in order, skipping
+//!   `mqtts://` brokers while the TLS files cannot be read — it waits for a successful
+//!   [`UplinkHandle::reload_tls`] when none is usable) and sets a fresh last will (pitfall 8)
+//!   before polling again. A new broker list ([`UplinkHandle::set_brokers`]) ends the session
+//!   the same way and starts over with the new list.
 //! - The *driver task* decides what to publish, only with `try_publish` (never blocks on the
 //!   client, pitfall 7), and tracks pkids in [`InFlight`]. It also republishes the retained online
 //!   status when the running configuration's version changes, and reminds the log while the
@@ -55,16 +58,17 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Compression;
 use crate::config::{Broker, UplinkConfig};
 use crate::metrics::Metrics;
 use crate::outbox::cursor::{Lane, SendCursors};
-use crate::outbox::{Outbox, ENVELOPE_ROOM, STREAMS};
-use crate::record::{envelope, format_ts, ts_millis, Stream};
+use crate::outbox::{stream_index, Outbox, ENVELOPE_ROOM, STREAMS};
+use crate::record::{envelope_joined, format_ts, ts_millis, Stream};
 
 pub use cabinetd_backoff::Backoff;
 pub use failover::Failover;
 pub use inflight::{InFlight, Tag};
-pub use topics::{offline_payload, online_payload, Topics};
+pub use topics::{offline_payload, online_payload, will_payload, Topics};
 
 use driver::{Driver, TokenBucket};
 use outage::OutageReminder;
@@ -77,6 +81,13 @@ pub const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 /// step, jittered). A refused attempt costs one SYN: ~2 per second per cabinet while the broker is
 /// down is nothing for a broker, even for a whole city's cabinets reconnecting at once.
 pub const BACKOFF_CAP: Duration = Duration::from_millis(500);
+/// Backlog payload bytes in flight beyond which no further backlog batch is published (one
+/// always may be). Fresh records published meanwhile queue behind what is in flight on the
+/// wire, at the broker and at the subscriber: measured on loopback, 24 backlog batches of
+/// 256 KiB of JSON ahead of the first fresh message delayed it by 0.3–0.6 s (issue 9's "fresh
+/// data ≤ 1 s"), and on a 1 Mbit/s uplink the same 6 MiB would take 50 s. The drain keeps
+/// this much per round trip to the broker.
+pub const BACKLOG_BYTES_IN_FLIGHT: usize = 64 * 1024;
 /// How long a clean stop waits for in-flight batches to be acknowledged.
 pub const STOP_DRAIN: Duration = Duration::from_secs(3);
 /// How long a clean stop waits for the offline status to be acknowledged.
@@ -155,6 +166,8 @@ pub struct UplinkStatus {
     pub last_error_at: Option<SystemTime>,
     /// Sessions established after the first.
     pub reconnects: u64,
+    /// Sessions established since the start (the first included).
+    pub sessions: u64,
     /// Record batches published and not yet acknowledged.
     pub batches_in_flight: usize,
     /// The backlog of the current session is not fully sent yet.
@@ -177,6 +190,7 @@ pub struct UplinkHandle {
     config_version: Arc<watch::Sender<String>>,
     mode: Arc<watch::Sender<&'static str>>,
     tls: Option<Arc<tls::TlsSlot>>,
+    brokers: Arc<watch::Sender<Vec<Broker>>>,
 }
 
 impl UplinkHandle {
@@ -189,6 +203,16 @@ impl UplinkHandle {
             Some(slot) => slot.reload(),
             None => Ok(None),
         }
+    }
+
+    /// A new `uplink.broker` list (a reload or a desired configuration): the session in
+    /// progress is dropped and the first usable broker of the new list is tried at once.
+    pub fn set_brokers(&self, brokers: Vec<Broker>) {
+        self.brokers.send_if_modified(|b| {
+            let changed = *b != brokers;
+            *b = brokers;
+            changed
+        });
     }
 
     /// The version of the configuration now running (after a reload or a desired configuration
@@ -275,26 +299,30 @@ pub fn start(
     let (reported_tx, reported_rx) = mpsc::channel(4);
     let (config_version_tx, config_version) = watch::channel(params.config_version.clone());
     let (mode_tx, mode) = watch::channel("connected");
-    let mut tls = None;
-    if params.config.brokers.iter().any(|b| b.tls) {
-        let loaded = match tls::TlsFiles::of(&params.config) {
-            Some(files) => {
-                let (slot, err) = tls::TlsSlot::new(files, metrics.tls_cert_expiry_seconds.clone());
-                tls = Some(slot);
-                err
-            }
-            None => Some(UplinkError::TlsSetup {
+    // The TLS files are loaded whenever uplink.ca_file is set, so a broker list changed to
+    // mqtts:// at run time, or a CA file that becomes readable later (SIGHUP, the periodic
+    // reload), makes the mqtts:// brokers usable without a restart.
+    let any_tls = params.config.brokers.iter().any(|b| b.tls);
+    let (tls, loaded) = match tls::TlsFiles::of(&params.config) {
+        Some(files) => {
+            let (slot, err) = tls::TlsSlot::new(files, metrics.tls_cert_expiry_seconds.clone());
+            (Some(slot), err)
+        }
+        None => (
+            None,
+            any_tls.then(|| UplinkError::TlsSetup {
                 reason: "mqtts:// needs uplink.ca_file".into(),
             }),
-        };
-        if let Some(e) = loaded {
-            tracing::error!(error = %e, "uplink: mqtts:// brokers unusable");
-            set_status(&status, |s| {
-                s.last_error = Some(e.to_string());
-                s.last_error_at = Some(SystemTime::now());
-            });
-        }
+        ),
+    };
+    if let Some(e) = loaded.filter(|_| any_tls) {
+        tracing::error!(error = %e, "uplink: mqtts:// brokers unusable until the TLS files can be read (SIGHUP or the hourly reload)");
+        set_status(&status, |s| {
+            s.last_error = Some(e.to_string());
+            s.last_error_at = Some(SystemTime::now());
+        });
     }
+    let (brokers_tx, brokers_rx) = watch::channel(params.config.brokers.clone());
     let handle = UplinkHandle {
         status: status.clone(),
         heartbeat: heartbeat.clone(),
@@ -302,41 +330,28 @@ pub fn start(
         config_version: Arc::new(config_version_tx),
         mode: Arc::new(mode_tx),
         tls: tls.clone(),
+        brokers: Arc::new(brokers_tx),
     };
     let topics = Topics::new(&params.config.topic_prefix, &params.cabinet_id);
     let window = params.config.inflight.clamp(1, 1000);
     metrics.uplink_connected.set(0);
-    let tls_loaded = tls.as_ref().is_some_and(|t| t.current().is_some());
-    let brokers: Vec<Broker> = params
-        .config
-        .brokers
-        .iter()
-        .filter(|b| !b.tls || tls_loaded)
-        .cloned()
-        .collect();
-    if brokers.is_empty() {
-        tracing::error!("uplink: no usable broker; staying offline");
-        let task = tokio::spawn(async move {
-            let mut reported_rx = reported_rx;
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    _ = reported_rx.recv() => {}
-                }
-            }
-        });
-        return (handle, inbound_rx, task);
-    }
+    let brokers = params.config.brokers.clone();
     let builder = OptionsBuilder {
         params: params.clone(),
         topics: topics.clone(),
-        brokers: brokers.clone(),
+        brokers,
         window,
         tls,
     };
+    // The poll task points the event loop at a usable broker before the first attempt.
     let options = builder.build(0);
     // Channel sized so `try_publish` only fails if rumqttc stopped reading (window full).
-    let (client, eventloop) = AsyncClient::new(options, usize::from(window) + 8);
+    let (client, mut eventloop) = AsyncClient::new(options, usize::from(window) + 8);
+    // No Nagle: a command's result (one small publish) must not wait for the ACK of the
+    // previous segment (~40 ms with delayed ACKs); batches are full messages anyway.
+    let mut net = rumqttc::NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    eventloop.set_network_options(net);
     let (ev_tx, ev_rx) = mpsc::channel(256);
     // Cancelled once the driver has sent DISCONNECT: the poll task then ends instead of
     // reconnecting.
@@ -352,12 +367,24 @@ pub fn start(
         ev_tx,
         (inbound_tx, guard),
         disconnecting.clone(),
+        brokers_rx,
     ));
     let max_json = params
         .config
         .max_message_bytes
         .saturating_sub(ENVELOPE_ROOM)
         .max(1);
+    let stream_topics = STREAMS.map(|s| topics.stream(s));
+    let compressor = match params.config.compression {
+        Compression::None => None,
+        Compression::Zstd => match zstd::bulk::Compressor::new(WIRE_ZSTD_LEVEL) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::error!(error = %e, "zstd unavailable; publishing plain JSON");
+                None
+            }
+        },
+    };
     let driver = Driver {
         config_version,
         mode,
@@ -367,7 +394,6 @@ pub fn start(
             .map(|r| TokenBucket::new(f64::from(r.max(1)))),
         params,
         topics,
-        brokers,
         outbox,
         client,
         metrics,
@@ -380,6 +406,8 @@ pub fn start(
         ever_connected: false,
         window: usize::from(window),
         max_json,
+        stream_topics,
+        compressor,
         reported: None,
         reported_gen: 0,
         acked_since_progress: 0,
@@ -436,6 +464,39 @@ impl Uplink {
 fn set_status(status: &Mutex<UplinkStatus>, f: impl FnOnce(&mut UplinkStatus)) {
     f(&mut status.lock().unwrap_or_else(|p| p.into_inner()));
 }
+
+/// zstd level of published payloads: level 3 already reaches ~10 bytes a benchmark point on
+/// batches of a hundred records and more; higher levels cost CPU on every publish.
+pub const WIRE_ZSTD_LEVEL: i32 = 3;
+
+/// The payload of a record message: the JSON envelope, or one zstd frame of it (SPEC v1.1).
+pub fn encode_payload(
+    envelope: Vec<u8>,
+    compressor: Option<&mut zstd::bulk::Compressor<'static>>,
+) -> Vec<u8> {
+    match compressor {
+        Some(c) => match c.compress(&envelope) {
+            Ok(z) => z,
+            Err(e) => {
+                tracing::warn!(error = %e, "zstd failed; publishing plain JSON");
+                envelope
+            }
+        },
+        None => envelope,
+    }
+}
+
+/// The JSON envelope of a record message, whichever encoding it was published in.
+pub fn decode_payload(payload: &[u8], max_bytes: usize) -> std::io::Result<Vec<u8>> {
+    if payload.starts_with(&ZSTD_MAGIC) {
+        zstd::bulk::decompress(payload, max_bytes)
+    } else {
+        Ok(payload.to_vec())
+    }
+}
+
+/// The first bytes of every zstd frame (JSON never starts with them).
+pub const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -460,6 +521,7 @@ mod tests {
                 max_message_bytes: 1024,
                 inflight: 4,
                 replay_rate: None,
+                compression: Default::default(),
             },
             password: None,
         }
@@ -499,6 +561,12 @@ mod tests {
             off,
             serde_json::json!({"online":false,"cabinet":"dijon-017","boot_id":"b0","ts":"2026-11-26T08:00:00.123Z"})
         );
+        // Issue 13 item 10: the will's time is when it was set (the connect), named `since`.
+        let will: serde_json::Value = serde_json::from_slice(&will_payload(&p, ts)).unwrap();
+        assert_eq!(
+            will,
+            serde_json::json!({"online":false,"cabinet":"dijon-017","boot_id":"b0","since":"2026-11-26T08:00:00.123Z"})
+        );
     }
 
     #[test]
@@ -526,6 +594,10 @@ mod tests {
         assert!(will.retain);
         let payload: serde_json::Value = serde_json::from_slice(&will.message).unwrap();
         assert_eq!(payload["online"], false);
+        assert!(
+            payload["since"].is_string() && payload.get("ts").is_none(),
+            "{payload}"
+        );
         let login = o.credentials().unwrap();
         assert_eq!(login.username, "gw");
     }

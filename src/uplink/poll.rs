@@ -13,6 +13,13 @@ pub(super) struct OptionsBuilder {
 }
 
 impl OptionsBuilder {
+    /// Whether broker `i` can be tried: an `mqtts://` one needs its TLS files loaded.
+    pub(super) fn usable(&self, i: usize) -> bool {
+        self.brokers
+            .get(i)
+            .is_some_and(|b| !b.tls || self.tls.as_ref().is_some_and(|t| t.current().is_some()))
+    }
+
     pub(super) fn build(&self, broker: usize) -> MqttOptions {
         let b = &self.brokers[broker];
         let cfg = &self.params.config;
@@ -38,10 +45,10 @@ impl OptionsBuilder {
                 self.params.password.clone().unwrap_or_default(),
             );
         }
-        // The will is read at each CONNECT (pitfall 8): a fresh timestamp per connection.
+        // The will is read at each CONNECT (pitfall 8): a fresh `since` per connection.
         o.set_last_will(LastWill::new(
             self.topics.status.clone(),
-            offline_payload(&self.params, SystemTime::now()),
+            will_payload(&self.params, SystemTime::now()),
             QoS::AtLeastOnce,
             true,
         ));
@@ -51,7 +58,8 @@ impl OptionsBuilder {
 
 pub(super) enum PollEvent {
     ConnAck {
-        broker: usize,
+        /// `mqtt[s]://host:port` of the broker.
+        broker: String,
     },
     Sent(u16),
     PubAck(u16),
@@ -71,23 +79,110 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// What the poll task waits on besides the event loop.
+struct Changes {
+    /// New broker lists; `None` once the handle is gone.
+    brokers: Option<watch::Receiver<Vec<Broker>>>,
+    /// Successful TLS loads; `None` without TLS files.
+    tls: Option<watch::Receiver<u64>>,
+}
+
+/// The next new broker list (never resolves once its sender is gone).
+async fn new_brokers(rx: &mut Option<watch::Receiver<Vec<Broker>>>) -> Vec<Broker> {
+    if let Some(r) = rx {
+        if r.changed().await.is_ok() {
+            return r.borrow_and_update().clone();
+        }
+        *rx = None;
+    }
+    std::future::pending().await
+}
+
+/// The next successful TLS load (never resolves without TLS files).
+async fn tls_loaded(rx: &mut Option<watch::Receiver<u64>>) {
+    if let Some(r) = rx {
+        if r.changed().await.is_ok() {
+            return;
+        }
+        *rx = None;
+    }
+    std::future::pending().await
+}
+
+/// Points the event loop at the first usable broker from the failover's current one on; while
+/// none is usable (`mqtts://` without readable TLS files), waits for a TLS load or a new list.
+async fn pick(
+    eventloop: &mut EventLoop,
+    builder: &mut OptionsBuilder,
+    failover: &mut Failover,
+    changes: &mut Changes,
+) {
+    loop {
+        for _ in 0..builder.brokers.len() {
+            if builder.usable(failover.current()) {
+                eventloop.mqtt_options = builder.build(failover.current());
+                return;
+            }
+            failover.attempt_failed();
+        }
+        tracing::warn!("uplink: no usable broker (mqtts:// needs readable TLS files); waiting for a TLS reload or a new broker list");
+        tokio::select! {
+            () = tls_loaded(&mut changes.tls) => {}
+            brokers = new_brokers(&mut changes.brokers) => {
+                *failover = Failover::new(brokers.len());
+                builder.brokers = brokers;
+            }
+        }
+    }
+}
+
 pub(super) async fn poll_loop(
     mut eventloop: EventLoop,
-    builder: OptionsBuilder,
+    mut builder: OptionsBuilder,
     events: mpsc::Sender<PollEvent>,
     (inbound, guard): (mpsc::Sender<Incoming>, incoming::IncomingGuard),
     disconnecting: CancellationToken,
+    brokers: watch::Receiver<Vec<Broker>>,
 ) {
     let mut failover = Failover::new(builder.brokers.len());
     let mut backoff = Backoff::new(BACKOFF_FIRST, BACKOFF_CAP);
     let mut session_up = false;
+    let mut changes = Changes {
+        brokers: Some(brokers),
+        tls: builder.tls.as_ref().map(|t| t.subscribe()),
+    };
+    pick(&mut eventloop, &mut builder, &mut failover, &mut changes).await;
     loop {
-        let event = match eventloop.poll().await {
+        let polled = tokio::select! {
+            polled = eventloop.poll() => polled,
+            new = new_brokers(&mut changes.brokers) => {
+                // A new list: end this session (or attempt) as after an error, then start over
+                // with the first usable broker of the new list, without backoff.
+                tracing::info!(brokers = ?new.iter().map(Broker::url).collect::<Vec<_>>(), "uplink: new broker list");
+                let (done_tx, done_rx) = oneshot::channel();
+                let lost = PollEvent::Lost {
+                    error: "the broker list changed".into(),
+                    done: done_tx,
+                };
+                if events.send(lost).await.is_err() || done_rx.await.is_err() {
+                    return;
+                }
+                session_up = false;
+                backoff.reset();
+                eventloop.clean();
+                eventloop.pending.clear();
+                failover = Failover::new(new.len());
+                builder.brokers = new;
+                pick(&mut eventloop, &mut builder, &mut failover, &mut changes).await;
+                continue;
+            }
+        };
+        let event = match polled {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 session_up = true;
                 backoff.reset();
                 Some(PollEvent::ConnAck {
-                    broker: failover.current(),
+                    broker: builder.brokers[failover.current()].url(),
                 })
             }
             Ok(Event::Incoming(Packet::PubAck(ack))) => Some(PollEvent::PubAck(ack.pkid)),
@@ -133,7 +228,7 @@ pub(super) async fn poll_loop(
                 // one (the outbox replays it).
                 eventloop.clean();
                 eventloop.pending.clear();
-                eventloop.mqtt_options = builder.build(failover.current());
+                pick(&mut eventloop, &mut builder, &mut failover, &mut changes).await;
                 None
             }
         };

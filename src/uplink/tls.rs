@@ -112,14 +112,29 @@ impl TlsFiles {
     /// Read the files and build the configuration.
     pub fn load(&self) -> Result<TlsMaterial, UplinkError> {
         let ca = read(&self.ca_file, "CA bundle")?;
-        match &self.client {
+        let built = match &self.client {
             None => client_config(&ca, None),
             Some((cert, key)) => {
                 let cert = read(cert, "client certificate")?;
                 let key = read(key, "client key")?;
                 client_config(&ca, Some((&cert, &key)))
             }
-        }
+        };
+        // Name the files: "holds no certificate" alone does not say which one to fix.
+        built.map_err(|e| match e {
+            UplinkError::TlsSetup { reason } => UplinkError::TlsSetup {
+                reason: match &self.client {
+                    None => format!("{reason} (ca_file {})", self.ca_file.display()),
+                    Some((cert, key)) => format!(
+                        "{reason} (ca_file {}, cert_file {}, key_file {})",
+                        self.ca_file.display(),
+                        cert.display(),
+                        key.display()
+                    ),
+                },
+            },
+            other => other,
+        })
     }
 }
 
@@ -138,6 +153,8 @@ pub struct TlsSlot {
     files: TlsFiles,
     current: Mutex<Option<TlsMaterial>>,
     expiry: prometheus::Gauge,
+    /// Bumped by every successful load: wakes a poll task waiting for usable TLS.
+    loads: tokio::sync::watch::Sender<u64>,
 }
 
 impl TlsSlot {
@@ -149,6 +166,7 @@ impl TlsSlot {
             files,
             current: Mutex::new(None),
             expiry,
+            loads: tokio::sync::watch::channel(0).0,
         });
         let err = slot.reload().err();
         (slot, err)
@@ -179,7 +197,13 @@ impl TlsSlot {
             }
         }
         *self.lock() = Some(material);
+        self.loads.send_modify(|n| *n += 1);
         Ok(not_after)
+    }
+
+    /// Changes with every successful load.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.loads.subscribe()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<TlsMaterial>> {

@@ -54,7 +54,20 @@ pub fn online_payload(p: &UplinkParams, mode: &str, ts: SystemTime) -> Vec<u8> {
     .expect("json value serialises")
 }
 
-/// The retained offline status payload (will and clean stop).
+/// The MQTT will (SPEC v1.1, issue 13 item 10): fixed at CONNECT, so it cannot know when the
+/// connection will be lost; `since` is the time of that connect (the cabinet has been
+/// unreachable at most since then), never `ts`.
+pub fn will_payload(p: &UplinkParams, connected_at: SystemTime) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "online": false,
+        "cabinet": p.cabinet_id,
+        "boot_id": p.boot_id,
+        "since": format_ts(connected_at),
+    }))
+    .expect("json value serialises")
+}
+
+/// The retained offline status payload of a clean stop (`ts`: the time of the stop).
 pub fn offline_payload(p: &UplinkParams, ts: SystemTime) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "online": false,

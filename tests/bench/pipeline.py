@@ -3,7 +3,9 @@
 
 Scenario (issue #2): N devices × R holding registers polled every second, every value published
 every poll (heartbeat = poll, no deadband), for a fixed duration. One pymodbus server serves all
-devices (each device has its own TCP connection, as separate meters would); Mosquitto on loopback;
+devices on one address, so they share one TCP connection and its line owner, requests one at a
+time, as units behind one Modbus TCP→RTU gateway would (cabinetd >= issue 13; before, each device
+had a connection of its own); Mosquitto on loopback;
 a paho subscriber counts records and measures poll-to-broker latency (record `ts` = acquisition
 time, to arrival at the subscriber).
 
@@ -29,6 +31,21 @@ import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import urllib.request
+
+try:  # zstd payloads (uplink.compression = "zstd", SPEC v1.1)
+    import zstandard
+except ImportError:  # pragma: no cover - the bench venv has it (tests/requirements.txt)
+    zstandard = None
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def decode_payload(payload: bytes) -> dict:
+    """A record message: plain JSON, or one zstd frame whose content is the JSON envelope."""
+    if payload.startswith(ZSTD_MAGIC):
+        payload = zstandard.ZstdDecompressor().decompress(payload, max_output_size=64 << 20)
+    return json.loads(payload)
 
 ROOT = Path(__file__).resolve().parents[2]
 TICK = os.sysconf("SC_CLK_TCK")
@@ -93,12 +110,15 @@ class Subscriber:
         self.seqs: dict[str, list[int]] = {}
         self.latencies: list[float] = []
         self.first_fresh_after: float | None = None
+        self.first_after: float | None = None
         self.watch_fresh_from: float | None = None
         self.records = 0
+        self.wire_bytes = 0
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-{os.getpid()}", clean_session=False)
         self.c.max_inflight_messages_set(0)
         # paho backs off up to 2 min between reconnects by default; the bench measures the
-        # daemon, not the subscriber, so the subscriber retries every second.
+        # daemon, not the subscriber, so the subscriber retries every second. (Shorter delays
+        # made it worse: with 0.1 s, paho took 5–7 s to deliver again after the broker was back.)
         self.c.reconnect_delay_set(min_delay=1, max_delay=1)
         self.c.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
         self.c.on_message = self.on_message
@@ -109,13 +129,18 @@ class Subscriber:
         now = time.time()
         if not msg.topic.endswith(("/telemetry", "/events", "/cmd/result")):
             return
-        env = json.loads(msg.payload)
+        env = decode_payload(msg.payload)
         with self.lock:
+            if env["stream"] == "telemetry":
+                self.wire_bytes += len(msg.payload)
             s = self.seqs.setdefault(env["stream"], [])
             for r in env["records"]:
                 s.append(r["seq"])
                 if env["stream"] == "telemetry":
                     self.records += 1
+                    if self.watch_fresh_from is not None and self.first_after is None:
+                        if parse_ts(r["ts"]) >= self.watch_fresh_from:
+                            self.first_after = now
                     if not env["replay"]:
                         self.latencies.append(now - parse_ts(r["ts"]))
                         if self.watch_fresh_from is not None and self.first_fresh_after is None:
@@ -137,6 +162,53 @@ def proc_stats(pid: int) -> tuple[int, float]:
     return rss, cpu
 
 
+def parse_bytes(s: str) -> int:
+    units = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+    for u, m in units.items():
+        if s.endswith(u):
+            return int(float(s[: -len(u)]) * m)
+    return int(s)
+
+
+def dir_bytes(path: Path) -> int:
+    total = 0
+    for root, _, files in os.walk(path):
+        for f in files:
+            try:
+                total += os.path.getsize(os.path.join(root, f))
+            except OSError:
+                pass
+    return total
+
+
+def proc_io(pid: int) -> dict[str, int]:
+    """/proc/PID/io counters: `write_bytes` (what reached the block device: the flash wear) and
+    `wchar` (bytes passed to write(2) and friends, logs included)."""
+    out = {}
+    try:
+        with open(f"/proc/{pid}/io") as f:
+            for line in f:
+                k, v = line.split(":")
+                out[k] = int(v)
+    except OSError:
+        pass
+    return out
+
+
+def smaps_rollup(pid: int) -> dict[str, int]:
+    """KiB of the process's memory by kind (heap = anonymous, files = mapped files)."""
+    out = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                parts = line.split()
+                if parts[0] in ("Rss:", "Anonymous:", "Pss_Anon:", "Pss_File:"):
+                    out[parts[0].rstrip(":")] = int(parts[1])
+    except OSError:
+        pass
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", default=str(ROOT / "target/release/cabinetd"))
@@ -145,6 +217,8 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=60)
     ap.add_argument("--outage", choices=["none", "stop", "freeze"], default="none")
     ap.add_argument("--outage-s", type=float, default=60)
+    ap.add_argument("--budget", default="256MiB", help="storage.max_bytes")
+    ap.add_argument("--compression", choices=["none", "zstd"], default="zstd")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="cabinetd-bench-"))
@@ -171,10 +245,11 @@ longitude = 5.0415
 timezone = "Europe/Paris"
 [storage]
 path = "{work}/state"
-max_bytes = "256MiB"
+max_bytes = "{args.budget}"
 [uplink]
 broker = "mqtt://127.0.0.1:{broker.port}"
 keep_alive = "5s"
+compression = "{args.compression}"
 [http]
 listen = "127.0.0.1:{http_port}"
 [log]
@@ -195,10 +270,23 @@ require_signed = false
     daemon = subprocess.Popen([args.binary, "run", "--config", str(work / "bench.toml")])
     wait_port(http_port)
     samples: list[tuple[float, int, float]] = []
+    budget = parse_bytes(args.budget)
+    disk: list[tuple[int, int]] = []  # (bytes of the store's files, records held), every second
+    smaps_before = smaps_rollup(daemon.pid)
 
     def sample() -> None:
         rss, cpu = proc_stats(daemon.pid)
         samples.append((time.monotonic(), rss, cpu))
+        if not disk or time.monotonic() - sample.last_disk >= 1.0:
+            sample.last_disk = time.monotonic()
+            try:
+                st = json.load(urllib.request.urlopen(f"http://127.0.0.1:{http_port}/status", timeout=2))
+                held = sum(st["outbox"]["records"].values())
+            except Exception:
+                held = -1
+            disk.append((dir_bytes(work / "state" / "outbox"), held))
+
+    sample.last_disk = 0.0
 
     try:
         # Warm-up: let every device connect and the first full poll go through.
@@ -208,6 +296,7 @@ require_signed = false
             sub.latencies.clear()
             rec0 = sub.records
         t_start = time.monotonic()
+        io_start = proc_io(daemon.pid)
         outage_done = args.outage == "none"
         restart_at = None
         drained_at = None
@@ -250,9 +339,9 @@ require_signed = false
                 outage_done = True
                 print("[bench] broker back", file=sys.stderr)
         t_end = time.monotonic()
+        io_end = proc_io(daemon.pid)
+        smaps_after = smaps_rollup(daemon.pid)
         try:
-            import urllib.request
-
             st = json.load(urllib.request.urlopen(f"http://127.0.0.1:{http_port}/status", timeout=5))
             left = st["outbox"]["records"]
         except Exception as e:  # the figure is informative only
@@ -303,11 +392,31 @@ require_signed = false
         p50 = lat[len(lat) // 2] * 1000
         p99 = lat[int(len(lat) * 0.99)] * 1000
         print(f"poll-to-broker      p50 {p50:.1f} ms, p99 {p99:.1f} ms (fresh records)")
+    if sub.records:
+        print(f"wire                {sub.wire_bytes / max(1, sub.records):.1f} bytes a point (telemetry payloads, compression={args.compression})")
+    if io_start and io_end:
+        wb = (io_end["write_bytes"] - io_start["write_bytes"]) / window / 1024
+        wc = (io_end["wchar"] - io_start["wchar"]) / window / 1024
+        print(f"disk writes         {wb:.1f} KiB/s to the device (write_bytes), {wc:.1f} KiB/s written by the process (wchar)")
+    peak_disk = max(d[0] for d in disk) if disk else 0
+    over = [d for d in disk if d[0] > budget]
+    held = [d for d in disk if d[1] > 0]
+    print(f"disk                peak {peak_disk / 2**20:.1f} MiB of a {args.budget} budget, sampled every second: exceeded {len(over)} of {len(disk)} samples")
+    if held:
+        top = max(held, key=lambda d: d[1])
+        print(f"disk per record     {top[0] / top[1]:.1f} bytes ({top[1]} records held in {top[0] / 2**20:.1f} MiB, all files)")
+    print(f"final disk          {disk[-1][0] / 2**20:.1f} MiB" if disk else "final disk          ?")
+    for name, sm in (("before", smaps_before), ("after", smaps_after)):
+        print(f"smaps_rollup {name:<6} " + ", ".join(f"{k} {v / 1024:.1f} MiB" for k, v in sm.items()))
     if args.outage != "none":
         fresh = sub.first_fresh_after
         print(f"outage CPU          {cpu_outage:.2f} s during {args.outage_s:.0f} s outage")
+        if sub.first_after:
+            print(f"first new record    {sub.first_after - restarted_wall:.2f} s after broker back (acquired after it; either lane)")
         if fresh:
-            print(f"first fresh record  {fresh - restarted_wall:.2f} s after broker back")
+            # Records polled before the daemon's session started go with the backlog (replay:
+            # true); the first replay:false one comes from the next poll: up to a poll period more.
+            print(f"first fresh record  {fresh - restarted_wall:.2f} s after broker back (replay: false)")
         if drained_at:
             print(f"backlog drained     {drained_at - restarted_wall:.2f} s after broker back")
     sys.exit(0 if missing == 0 else 1)

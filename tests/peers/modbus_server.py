@@ -5,6 +5,13 @@ Usage:
   modbus_server.py --tcp 127.0.0.1:0 [--unit 1] [--json FILE] [--exception-at ADDR] [--silent]
   modbus_server.py --rtu /dev/pts/N --baud 19200 --parity E [--unit 1] [--json FILE] ...
 
+``--unit`` may be repeated (or given as ``1,2``): one server serves several units with the same
+contents, as an RS-485 line with several devices, or a Modbus TCP→RTU gateway in front of one.
+A request for another unit is answered, over TCP, with exception 0x0B "gateway target device
+failed to respond" (what a gateway says when the unit behind it is silent) unless
+``--ignore-missing``; over RTU it is never answered (a missing unit on a line is silent).
+With several units, ``REQ``/``WRITE`` lines end with `` unit=<id>``.
+
 Prints exactly one line ``READY <port-or-path>`` on stdout once it serves, then one line per
 read that reached the datastore: ``REQ fc=<function code> addr=<address> count=<n>`` (for bit
 tables pymodbus counts 16-bit blocks, not bits), and per write
@@ -20,6 +27,8 @@ Exits on SIGTERM/SIGINT.
 Types: u16 i16 u32 i32 u64 i64 f32 f64 (encoded here with Python's struct, independently of
 the Rust decoder under test). Every address between the lowest and the highest defined one of a
 table exists (zero-filled), so reads spanning small gaps succeed.
+
+Over TCP, every connection opened or closed prints ``CONNECT`` / ``DISCONNECT``.
 
 ``--exception-at ADDR`` answers "illegal data address" (exception code 2) to any register read
 or write (input or holding) whose range covers ADDR.
@@ -99,13 +108,13 @@ def build_table(entries: list, bits: bool) -> list[SimData]:
     return [SimData(lo, values=values, datatype=DataType.REGISTERS)]
 
 
-def make_action(exception_at: int | None):
+def make_action(exception_at: int | None, suffix: str = ""):
     async def action(fc, _start, address, count, _registers, set_values):
         if fc in READ_FCS:
-            out(f"REQ fc={fc} addr={address} count={count}")
+            out(f"REQ fc={fc} addr={address} count={count}{suffix}")
         elif set_values is not None:
             vals = ",".join(str(int(v)) for v in set_values)
-            out(f"WRITE fc={fc} addr={address} values={vals}")
+            out(f"WRITE fc={fc} addr={address} values={vals}{suffix}")
         if (
             exception_at is not None
             and fc in (3, 4, 6, 16)
@@ -179,7 +188,8 @@ async def main() -> None:
     ap.add_argument("--rtu", help="serial device path")
     ap.add_argument("--baud", type=int, default=19200)
     ap.add_argument("--parity", default="E", choices=["N", "E", "O"])
-    ap.add_argument("--unit", type=int, default=1)
+    ap.add_argument("--unit", action="append", default=[])
+    ap.add_argument("--ignore-missing", action="store_true")
     ap.add_argument("--json")
     ap.add_argument("--exception-at", type=int)
     ap.add_argument("--silent", action="store_true")
@@ -209,29 +219,70 @@ async def main() -> None:
     if args.json:
         with open(args.json, encoding="utf-8") as f:
             spec = json.load(f)
-    device = SimDevice(
-        id=args.unit,
-        simdata=(
-            build_table(spec.get("coils", []), True),
-            build_table(spec.get("discrete", []), True),
-            build_table(spec.get("holding", []), False),
-            build_table(spec.get("input", []), False),
-        ),
-        action=make_action(args.exception_at),
-    )
+    units = [int(u) for arg in (args.unit or ["1"]) for u in arg.split(",")]
+    devices = [
+        SimDevice(
+            id=unit,
+            simdata=(
+                build_table(spec.get("coils", []), True),
+                build_table(spec.get("discrete", []), True),
+                build_table(spec.get("holding", []), False),
+                build_table(spec.get("input", []), False),
+            ),
+            action=make_action(args.exception_at, f" unit={unit}" if len(units) > 1 else ""),
+        )
+        for unit in units
+    ]
+    silent_missing = bool(args.rtu) or args.ignore_missing
+    if 0 not in units:
+        # pymodbus' simulator serves unknown ids from device 0: a catch-all whose every answer
+        # is a gateway's "target device failed to respond" (suppressed below when silent).
+        async def gateway_no_response(*_args):
+            return ExcCodes.GATEWAY_NO_RESPONSE
+
+        devices.append(
+            SimDevice(
+                id=0,
+                simdata=(
+                    build_table(spec.get("coils", []), True),
+                    build_table(spec.get("discrete", []), True),
+                    build_table(spec.get("holding", []), False),
+                    build_table(spec.get("input", []), False),
+                ),
+                action=gateway_no_response,
+            )
+        )
+
+    def trace_packet(sending: bool, data: bytes) -> bytes:
+        if sending and silent_missing and data:
+            unit = data[0] if args.rtu else data[6]
+            if unit not in units:
+                return b""
+        return data
+
+    def trace_connect(connected: bool) -> None:
+        out("CONNECT" if connected else "DISCONNECT")
+
     if args.tcp:
-        server = ModbusTcpServer(device, framer=FramerType.SOCKET, address=(host, port))
+        server = ModbusTcpServer(
+            devices,
+            framer=FramerType.SOCKET,
+            address=(host, port),
+            trace_packet=trace_packet,
+            trace_connect=trace_connect,
+        )
         await server.serve_forever(background=True)
         ready = server.transport.sockets[0].getsockname()[1]
     else:
         server = ModbusSerialServer(
-            device,
+            devices,
             framer=FramerType.RTU,
             port=args.rtu,
             baudrate=args.baud,
             parity=args.parity,
             bytesize=8,
             stopbits=1,
+            trace_packet=trace_packet,
         )
         await server.serve_forever(background=True)
         ready = args.rtu

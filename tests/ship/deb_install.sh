@@ -8,6 +8,9 @@
 #
 # No systemd runs as PID 1 here: the unit is enabled (symlink) but never started; the service
 # sandbox itself is checked by tests/ship/systemd_checks.sh.
+#
+# What it leaves on the host: nothing. The package's purge keeps the `cabinetd` system user
+# (Debian practice); when this test created it (no such user before), it deletes it at the end.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$ROOT"
@@ -38,11 +41,31 @@ purge_if_installed() {
     dpkg_locked --purge cabinetd >/dev/null || true
   fi
 }
+# Files an admin provides, which check-config wants to see readable by the service user.
+PROVISIONED=(/etc/cabinetd/secrets/mqtt /etc/cabinetd/secrets/cam-darcy /etc/cabinetd/ca.pem
+  /etc/cabinetd/tls/cabinet.pem /etc/cabinetd/tls/cabinet.key)
+DROPIN=/etc/cabinetd/conf.d/zz-ship-test.toml
+unprovision() {
+  rm -f "${PROVISIONED[@]}" "$DROPIN"
+  [ ! -d /etc/cabinetd/tls ] || rmdir --ignore-fail-on-non-empty /etc/cabinetd/tls
+}
+# The cabinetd user and group exist before the test (a real install) or are the test's own.
+if getent passwd cabinetd >/dev/null; then USER_BEFORE=yes; else USER_BEFORE=no; fi
+remove_test_user() {
+  if [ "$USER_BEFORE" = no ] && getent passwd cabinetd >/dev/null; then
+    userdel cabinetd
+  fi
+  if [ "$USER_BEFORE" = no ] && getent group cabinetd >/dev/null; then
+    groupdel cabinetd
+  fi
+}
 cleanup() {
+  unprovision
   purge_if_installed
   # What the test itself planted and purge keeps on purpose (admin secrets).
   rm -f /etc/cabinetd/secrets/test-secret
   for d in /etc/cabinetd/secrets /etc/cabinetd; do [ ! -d "$d" ] || rmdir --ignore-fail-on-non-empty "$d"; done
+  remove_test_user
 }
 
 FAILS=0
@@ -88,6 +111,18 @@ check "unit enabled (multi-user.target.wants symlink)" \
   test -L /etc/systemd/system/multi-user.target.wants/cabinetd.service
 check "unit verifies clean where installed" bash -c "[ -z \"\$(systemd-analyze verify $UNIT 2>&1)\" ]"
 check "sysusers.d entry installed" test -f /usr/lib/sysusers.d/cabinetd.conf
+# Man pages (cargo-deb gzips them) and completions, generated from the CLI (debian/, kept
+# current by tests/cli_docs.rs): one page per subcommand.
+for page in debian/man/*.1; do
+  f="/usr/share/man/man1/$(basename "$page")"
+  check "man page $f(.gz) installed" bash -c "[ -f '$f.gz' ] || [ -f '$f' ]"
+done
+check "bash completion installed" test -f /usr/share/bash-completion/completions/cabinetd
+check "zsh completion installed" test -f /usr/share/zsh/vendor-completions/_cabinetd
+check "fish completion installed" test -f /usr/share/fish/vendor_completions.d/cabinetd.fish
+check "bash completion loads (bash -n)" bash -n /usr/share/bash-completion/completions/cabinetd
+check "docs/protocol.md installed in /usr/share/doc/cabinetd" \
+  bash -c '[ -f /usr/share/doc/cabinetd/protocol.md ] || [ -f /usr/share/doc/cabinetd/protocol.md.gz ]'
 check "$CONF installed from config/cabinetd.example.toml" cmp "$CONF" config/cabinetd.example.toml
 check "$CONF is a dpkg conffile" bash -c "dpkg-query -W -f='\${Conffiles}' cabinetd | grep -q ' $CONF '"
 check "/etc/cabinetd/conf.d exists, root 0755" \
@@ -101,12 +136,57 @@ EXEC="$(sed -n 's/^ExecStart=//p' "$UNIT")"
 read -r -a EXEC_ARGS <<<"$EXEC"
 [ "${EXEC_ARGS[1]:-}" = run ] || die "ExecStart of $UNIT is not '/usr/bin/cabinetd run …': $EXEC"
 EXEC_ARGS[1]=check-config
+# Fresh from the package, the files the example names are not there yet: check-config (as the
+# service user) names each at its FILE:LINE:COL and exits 78, as `run` would.
+rc=0
+out="$(runuser -u cabinetd -- "${EXEC_ARGS[@]}" 2>&1)" || rc=$?
+echo "$out" | sed 's/^/    check-config| /'
+check "fresh install: check-config exits 78 for the files the example names" test "$rc" = 78
+for key in uplink.password_file uplink.ca_file uplink.cert_file uplink.key_file \
+  'camera\[cam-darcy\].password_file'; do
+  check "fresh install: check-config names $key" \
+    grep -Eq "^$CONF:[0-9]+:[0-9]+: $key \"[^\"]+\" does not exist$" <<<"$out"
+done
+for line in 'modbus\[heat-sensor\].address /dev/ttyUSB0' 'dali\[bus-a\].port /dev/ttyAMA0'; do
+  read -r key dev <<<"$line"
+  check "fresh install: check-config names $key (unless $dev exists here)" \
+    bash -c '[ -e "$1" ] || grep -Eq "^$2:[0-9]+:[0-9]+: $3 \"$1\" does not exist$" <<<"$4"' _ "$dev" "$CONF" "$key" "$out"
+done
+check "fresh install: files checked as user cabinetd" grep -q "checked as user cabinetd" <<<"$out"
+check "fresh install: the state directory is left to systemd (StateDirectory=)" \
+  grep -q 'storage.path "/var/lib/cabinetd" does not exist here: not checked' <<<"$out"
+
+# As an admin would: secrets root:cabinetd 0640 in secrets/, certificates readable. The serial
+# lines of the example do not exist on a build host: a drop-in gives the same entries on
+# /dev/null and /dev/zero (character devices every user may open).
+install -d -m 0755 /etc/cabinetd/tls
+for f in /etc/cabinetd/secrets/mqtt /etc/cabinetd/secrets/cam-darcy /etc/cabinetd/tls/cabinet.key; do
+  install -m 0640 -g cabinetd /dev/null "$f"
+done
+install -m 0644 /dev/null /etc/cabinetd/ca.pem
+install -m 0644 /dev/null /etc/cabinetd/tls/cabinet.pem
+sed -e 's#^address = "/dev/ttyUSB0"#address = "/dev/null"#' -e 's#^port = "/dev/ttyAMA0"#port = "/dev/zero"#' \
+  config/cabinetd.example.toml >"$DROPIN"
 if out="$(runuser -u cabinetd -- "${EXEC_ARGS[@]}" 2>&1)"; then
   echo "  ok   unit's ExecStart as check-config, user cabinetd: $out"
 else
   echo "  FAIL unit's ExecStart as check-config, user cabinetd: ${EXEC_ARGS[*]}: $out"
   FAILS=$((FAILS + 1))
 fi
+# As root (the technician's sudo), check-config checks for the service user, not for root.
+checks_as_service_user() { "${EXEC_ARGS[@]}" 2>&1 | grep -q 'checked as user cabinetd'; }
+check "as root, check-config checks the files as user cabinetd" checks_as_service_user
+chmod 0600 /etc/cabinetd/secrets/mqtt
+rc=0
+out="$("${EXEC_ARGS[@]}" 2>&1)" || rc=$?
+check "a secret only root may read: exit 78" test "$rc" = 78
+check "a secret only root may read: named, with the user" \
+  grep -q 'uplink.password_file "/etc/cabinetd/secrets/mqtt" is not readable by user cabinetd' <<<"$out"
+chmod 0644 /etc/cabinetd/secrets/mqtt
+out="$("${EXEC_ARGS[@]}" 2>&1)" || true
+check "a world-readable secret: a warning" \
+  grep -q 'warning: uplink.password_file "/etc/cabinetd/secrets/mqtt" is readable by every user' <<<"$out"
+unprovision
 
 # ---- reinstall over itself: local config edits and admin state survive --------------------
 echo "# local edit" >>"$CONF"
@@ -124,6 +204,8 @@ check "state kept on upgrade" test -f /var/lib/cabinetd/db
 say "dpkg --remove"
 dpkg_locked --remove cabinetd || die "dpkg --remove"
 check "binary gone after remove" test ! -e /usr/bin/cabinetd
+check "man page gone after remove" bash -c '! ls /usr/share/man/man1/cabinetd.1* >/dev/null 2>&1'
+check "bash completion gone after remove" test ! -e /usr/share/bash-completion/completions/cabinetd
 check "unit gone after remove" test ! -e "$UNIT"
 check "config kept after remove" test -f "$CONF"
 check "state kept after remove" test -f /var/lib/cabinetd/db
@@ -135,6 +217,11 @@ check "state gone after purge" test ! -e /var/lib/cabinetd
 check "enable symlink gone after purge" test ! -L /etc/systemd/system/multi-user.target.wants/cabinetd.service
 check "admin secret files survive purge" test -f /etc/cabinetd/secrets/test-secret
 check "package fully gone" bash -c "! dpkg-query -W -f='\${db:Status-Status}' cabinetd 2>/dev/null | grep -qv '^not-installed$'"
+if [ "$USER_BEFORE" = no ]; then
+  remove_test_user
+  check "the cabinetd user and group this test created are gone (purge keeps system users)" \
+    bash -c '! getent passwd cabinetd && ! getent group cabinetd'
+fi
 
 [ "$FAILS" = 0 ] || die "$FAILS check(s) failed"
 say "ok"

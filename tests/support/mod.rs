@@ -35,13 +35,27 @@ pub fn python() -> PathBuf {
     p
 }
 
-/// A free TCP port on 127.0.0.1 (bound then released; the OS does not reuse it at once).
+/// A free TCP port on 127.0.0.1 (bound then released).
+///
+/// Never the same port twice in one test process: the kernel may hand a just-released port out
+/// again, and a test that asks for two ports (a simulator's and the HTTP endpoint's) got the
+/// same one twice (metrics_scrape failed in CI: "listening address … is already used by
+/// http.listen").
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
+    panic!("no loopback port left that this test process has not handed out already");
 }
 
 /// Poll `f` every 20 ms until it returns `Some`, or panic naming `what` after `timeout`.
@@ -59,10 +73,52 @@ pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Optio
     }
 }
 
-/// A child process killed (SIGKILL) and reaped on drop.
+/// A child process killed (SIGKILL) and reaped on drop. When it writes a log file, that log is
+/// printed only if the test fails (the guard is dropped while the test panics): passing tests
+/// stay quiet, a failing one shows what its peers said.
 pub struct ChildGuard {
     pub child: Child,
     pub name: String,
+    /// The file its stderr (and, for the daemon, stdout) goes to.
+    pub log: Option<PathBuf>,
+    /// Removes a log file of its own (peers without a test directory) on drop.
+    _own_log: Option<tempfile::TempPath>,
+}
+
+/// Lines of a log printed for a failing test (the rest stays in the file, which is kept).
+const LOG_TAIL_LINES: usize = 300;
+
+/// Prints (the end of) `path` for a failing test.
+pub fn dump_log(name: &str, path: &Path) {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let skip = lines.len().saturating_sub(LOG_TAIL_LINES);
+    eprintln!(
+        "---- {name}: {} log lines{} ({}) ----",
+        lines.len(),
+        if skip > 0 {
+            format!(", the last {LOG_TAIL_LINES}")
+        } else {
+            String::new()
+        },
+        path.display()
+    );
+    for line in &lines[skip..] {
+        eprintln!("{line}");
+    }
+    eprintln!("---- end of {name} log ----");
+}
+
+/// A log file for a peer: `stderr` of `cmd` goes to a temporary file, removed on a pass.
+fn temp_log(name: &str, cmd: &mut Command) -> tempfile::TempPath {
+    let file = tempfile::Builder::new()
+        .prefix(&format!("{}-", name.replace(['/', ' '], "_")))
+        .suffix(".log")
+        .tempfile()
+        .expect("a temporary log file");
+    let (handle, path) = file.into_parts();
+    cmd.stderr(handle);
+    path
 }
 
 impl ChildGuard {
@@ -73,7 +129,18 @@ impl ChildGuard {
         ChildGuard {
             child,
             name: name.to_owned(),
+            log: None,
+            _own_log: None,
         }
+    }
+
+    /// Spawn with stderr in a temporary log file, printed only if the test fails.
+    pub fn spawn_quiet(name: &str, cmd: &mut Command) -> Self {
+        let path = temp_log(name, cmd);
+        let mut g = Self::spawn(name, cmd);
+        g.log = Some(path.to_path_buf());
+        g._own_log = Some(path);
+        g
     }
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
@@ -98,34 +165,68 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            if let Some(log) = &self.log {
+                dump_log(&self.name, log);
+                if let Some(own) = self._own_log.take() {
+                    // Keep the whole file for whoever debugs the failure.
+                    let _ = own.keep();
+                }
+            }
+        }
     }
 }
 
 /// Start a Python peer script from `tests/peers/` and wait for its `READY <arg>` line; returns the
 /// guard and what followed READY (a port, a pty path…). Its further stdout is discarded.
 pub fn python_peer(script: &str, args: &[&str]) -> (ChildGuard, String) {
+    let (guard, ready, _) = spawn_peer(script, args, false);
+    (guard, ready)
+}
+
+/// Like [`python_peer`], but every later stdout line is kept (e.g. the Modbus peer's `WRITE …`
+/// lines: proof from the device's side that a write arrived).
+pub fn python_peer_recorded(
+    script: &str,
+    args: &[&str],
+) -> (ChildGuard, String, Arc<Mutex<Vec<String>>>) {
+    spawn_peer(script, args, true)
+}
+
+fn spawn_peer(
+    script: &str,
+    args: &[&str],
+    keep: bool,
+) -> (ChildGuard, String, Arc<Mutex<Vec<String>>>) {
     let mut cmd = Command::new(python());
     cmd.arg(root().join("tests/peers").join(script))
         .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    let mut guard = ChildGuard::spawn(script, &mut cmd);
+        .stdout(Stdio::piped());
+    let mut guard = ChildGuard::spawn_quiet(script, &mut cmd);
     let stdout = guard.child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let kept = lines.clone();
     std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        for line in lines.by_ref().map_while(Result::ok) {
-            if let Some(rest) = line.strip_prefix("READY") {
-                let _ = tx.send(rest.trim().to_owned());
-                break;
+        let mut ready = Some(tx);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            match (line.strip_prefix("READY"), ready.take()) {
+                (Some(rest), Some(tx)) => {
+                    let _ = tx.send(rest.trim().to_owned());
+                }
+                (_, r) => {
+                    ready = r;
+                    if keep {
+                        kept.lock().unwrap().push(line);
+                    }
+                }
             }
         }
-        for _ in lines {}
     });
     let ready = rx
         .recv_timeout(Duration::from_secs(30))
         .unwrap_or_else(|_| panic!("{script} did not print READY within 30 s"));
-    (guard, ready)
+    (guard, ready, lines)
 }
 
 /// Runs `openssl ARGS` in `dir` (test certificates); fails the test on error.
@@ -375,8 +476,12 @@ pub struct Msg {
 }
 
 impl Msg {
+    /// The payload as JSON; a zstd frame (`uplink.compression = "zstd"`, SPEC v1.1) is
+    /// decompressed first.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.payload).unwrap_or_else(|e| {
+        let payload = cabinetd::uplink::decode_payload(&self.payload, 64 * 1024 * 1024)
+            .unwrap_or_else(|e| panic!("payload on {} is not a zstd frame: {e}", self.topic));
+        serde_json::from_slice(&payload).unwrap_or_else(|e| {
             panic!(
                 "payload on {} is not JSON ({e}): {}",
                 self.topic,
@@ -531,16 +636,29 @@ pub fn cabinetd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_cabinetd"))
 }
 
-/// A running daemon with its own state directory and config file.
+/// A running daemon with its own state directory and config file. Its log goes to
+/// `dir/daemon.log`, printed only when the test fails (then `dir` is kept, too).
 pub struct Daemon {
     pub proc: ChildGuard,
     pub http: String,
     pub config: PathBuf,
     pub dir: tempfile::TempDir,
-    /// Where stderr (the log) goes; `None` = inherited (shown with the test's output).
+    /// Where stdout and stderr (the log) go, across restarts.
     pub log: Option<PathBuf>,
     /// Extra arguments of `cabinetd run`.
     pub args: Vec<String>,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dir.disable_cleanup(true);
+            eprintln!(
+                "---- cabinetd state and config kept in {} ----",
+                self.dir.path().display()
+            );
+        }
+    }
 }
 
 /// The base config every test daemon shares: cabinet `test-cab`, storage and HTTP in `dir`.
@@ -605,19 +723,20 @@ impl Daemon {
         let config = dir.path().join("cabinetd.toml");
         let base = edit(base_config(dir.path(), broker_port, http_port));
         std::fs::write(&config, format!("{base}\n{extra}")).unwrap();
+        let log = dir.path().join("daemon.log");
         let mut d = Daemon {
-            proc: Self::spawn(&config, env, None, &[]),
+            proc: Self::spawn(&config, env, Some(&log), &[]),
             http: format!("127.0.0.1:{http_port}"),
             config,
             dir,
-            log: None,
+            log: Some(log),
             args: Vec::new(),
         };
         d.wait_ready();
         d
     }
 
-    /// Start with the log captured in `dir/daemon.log` and extra `run` arguments.
+    /// Start with extra `run` arguments.
     pub fn start_logged(broker_port: u16, extra: &str, args: &[&str]) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let http_port = free_port();
@@ -659,31 +778,46 @@ impl Daemon {
         args: &[String],
     ) -> ChildGuard {
         let mut cmd = Command::new(cabinetd_bin());
-        cmd.arg("run")
-            .arg("--config")
-            .arg(config)
-            .args(args)
-            .stdout(Stdio::null());
+        cmd.arg("run").arg("--config").arg(config).args(args);
         match log {
-            Some(path) => cmd.stderr(
-                std::fs::OpenOptions::new()
+            Some(path) => {
+                let file = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)
-                    .unwrap(),
-            ),
-            None => cmd.stderr(Stdio::inherit()),
-        };
+                    .unwrap();
+                cmd.stdout(file.try_clone().unwrap()).stderr(file);
+            }
+            None => {
+                cmd.stdout(Stdio::null());
+            }
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
-        ChildGuard::spawn("cabinetd", &mut cmd)
+        let mut guard = ChildGuard::spawn("cabinetd", &mut cmd);
+        guard.log = log.map(Path::to_path_buf);
+        guard
     }
 
     /// Start again on the same state directory and config (after a kill or stop).
     pub fn restart(&mut self) {
-        self.proc = Self::spawn(&self.config, &[], self.log.as_deref(), &self.args);
+        self.respawn();
         self.wait_ready();
+    }
+
+    /// Start again without waiting for `/readyz` (a daemon that runs degraded answers 503);
+    /// waits until `/status` answers.
+    pub fn respawn(&mut self) {
+        self.proc = Self::spawn(&self.config, &[], self.log.as_deref(), &self.args);
+        let http = self.http.clone();
+        let proc = &mut self.proc;
+        wait_until("cabinetd /status", Duration::from_secs(30), || {
+            if let Some(status) = proc.child.try_wait().unwrap() {
+                panic!("cabinetd exited during start-up: {status}");
+            }
+            http_get(&http, "/status").ok().filter(|(c, _)| *c == 200)
+        });
     }
 
     pub fn wait_ready(&mut self) {
@@ -795,9 +929,8 @@ impl AtxEmulator {
         cmd.arg(root().join("tests/peers/atx_hat_emulator.py"))
             .args(args)
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        let mut child = ChildGuard::spawn("atx_hat_emulator.py", &mut cmd);
+            .stdout(Stdio::piped());
+        let mut child = ChildGuard::spawn_quiet("atx_hat_emulator.py", &mut cmd);
         let stdin = child.child.stdin.take().expect("piped stdin");
         let stdout = child.child.stdout.take().expect("piped stdout");
         let (tx, lines) = std::sync::mpsc::channel();

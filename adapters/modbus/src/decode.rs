@@ -4,12 +4,15 @@
 //! significant word first ([`WordOrder::Little`]); bytes inside a word are always big-endian.
 //! Then `value = raw * scale + offset`. An integer point with `scale == 1` and `offset == 0`
 //! stays an integer ([`Value::Int`]/[`Value::UInt`]) so counters never lose precision; any
-//! other scaling yields [`Value::Float`].
+//! other scaling yields [`Value::Float`], rounded to the decimals the point can carry
+//! ([`decimals`]): `2321 × 0.1` is `232.1`, not the binary product `232.10000000000002`.
 //!
 //! Writing ([`encode_write`]) is the exact reverse, and refuses — before anything reaches the
 //! bus — writes to non-writable points or read-only tables, values outside the point's
-//! `min`/`max`, values the data type cannot hold, and non-finite numbers. Every refusal is an
-//! [`Error::Rejected`] naming the field at fault.
+//! `min`/`max`, values the data type cannot hold, values between two steps of an integer
+//! point's resolution (12.7 to an unscaled integer is refused, never rounded to 13), booleans
+//! to anything but a coil, and non-finite numbers. Every refusal is an [`Error::Rejected`]
+//! naming the field at fault.
 
 use crate::error::{Error, PointError};
 use crate::{DataType, PointSpec, Table, WordOrder};
@@ -100,11 +103,13 @@ pub fn decode_registers(point: &PointSpec, words: &[u16]) -> Result<Value, Point
     let raw = combine(&words[..width], point.word_order);
     let scaled = |x: f64| -> Result<Value, PointError> {
         let v = x * point.scale + point.offset;
-        if v.is_finite() {
-            Ok(Value::Float(v))
-        } else {
-            Err(PointError::NotFinite)
+        if !v.is_finite() {
+            return Err(PointError::NotFinite);
         }
+        Ok(Value::Float(match decimals(point, x) {
+            Some(n) => round_to(v, n),
+            None => v,
+        }))
     };
     let int = |i: i64| {
         if identity_scaling(point) {
@@ -140,6 +145,55 @@ fn widen_f32(x: f32) -> f64 {
     x.to_string().parse().unwrap_or(f64::from(x))
 }
 
+/// Most decimals a value is rounded to: beyond, an `f64` holds no more exact decimal digits.
+pub const MAX_DECIMALS: u8 = 15;
+
+/// Digits after the decimal point in the shortest representation of `x` (`0.25` → 2), `None`
+/// beyond [`MAX_DECIMALS`].
+fn decimal_digits(x: f64) -> Option<u32> {
+    // `Display` for f64 is the shortest representation that reads back exactly, never in
+    // exponent form.
+    let s = x.abs().to_string();
+    let n = s.split_once('.').map_or(0, |(_, frac)| frac.len() as u32);
+    (n <= u32::from(MAX_DECIMALS)).then_some(n)
+}
+
+/// The decimals a reading of `point` is rounded to, given its raw value `raw` (before scaling):
+/// the point's `decimals` when configured; else, with a scale or offset, as many as
+/// `raw × scale + offset` has in exact decimal arithmetic (`raw`'s, plus the scale's, or the
+/// offset's if more): scale 0.1 gives 1 decimal, 0.01 gives 2, a raw `f32` of 1234.5 × 0.1
+/// gives 2. `None`: not rounded (identity scaling, or more than [`MAX_DECIMALS`]).
+pub fn decimals(point: &PointSpec, raw: f64) -> Option<u32> {
+    if let Some(n) = point.decimals {
+        return Some(u32::from(n.min(MAX_DECIMALS)));
+    }
+    if identity_scaling(point) {
+        return None;
+    }
+    let product = decimal_digits(raw)? + decimal_digits(point.scale)?;
+    let n = product.max(decimal_digits(point.offset)?);
+    (n <= u32::from(MAX_DECIMALS)).then_some(n)
+}
+
+/// `v` rounded to `n` decimals (correct decimal rounding, through the shortest representation).
+fn round_to(v: f64, n: u32) -> f64 {
+    format!("{v:.prec$}", prec = n as usize)
+        .parse()
+        .unwrap_or(v)
+}
+
+/// Whether `read` is the value `requested` of a write to `point`: equal within half the
+/// point's resolution for integer points, or a relative 1e-6 for floats (an `f32` register
+/// rounds what was written).
+pub fn same_value(point: &PointSpec, requested: Value, read: Value) -> bool {
+    let (a, b) = (requested.as_f64(), read.as_f64());
+    let tol = match point.data_type {
+        DataType::F32 | DataType::F64 => 1e-6 * a.abs().max(b.abs()).max(1e-3),
+        _ => point.scale.abs() / 2.0,
+    };
+    (a - b).abs() <= tol
+}
+
 /// Decodes a coil or discrete input.
 pub fn decode_bit(bit: bool) -> Value {
     Value::Bool(bit)
@@ -173,6 +227,24 @@ fn type_name(data_type: DataType) -> &'static str {
     }
 }
 
+fn resolution_reason(point: &PointSpec, eng: f64, dt: DataType) -> String {
+    let step = point.scale.abs();
+    let below = ((eng - point.offset) / point.scale).floor() * point.scale + point.offset;
+    let (lo, hi) = if point.scale > 0.0 {
+        (below, below + step)
+    } else {
+        (below - step, below)
+    };
+    let n = decimals(point, 0.0).unwrap_or(0) as usize;
+    format!(
+        "{eng} cannot be written exactly: point `{}` ({}, scale {}, offset {}) holds steps of {step}; the nearest are {lo:.n$} and {hi:.n$}",
+        point.name,
+        type_name(dt),
+        point.scale,
+        point.offset,
+    )
+}
+
 /// Validates a write of `value` to `point` and encodes it.
 pub fn encode_write(point: &PointSpec, value: Value) -> Result<WriteOp, Error> {
     match point.table {
@@ -193,6 +265,18 @@ pub fn encode_write(point: &PointSpec, value: Value) -> Result<WriteOp, Error> {
     if let Value::Float(f) = value {
         if !f.is_finite() {
             return Err(Error::rejected("value", "not a finite number"));
+        }
+    }
+    if let Value::Bool(_) = value {
+        if point.table != Table::Coil && point.data_type != DataType::Bool {
+            return Err(Error::rejected(
+                "value",
+                format!(
+                    "a boolean cannot be written to `{}` (type {}): booleans are for coils",
+                    point.name,
+                    type_name(point.data_type)
+                ),
+            ));
         }
     }
     if point.table == Table::Coil {
@@ -253,12 +337,18 @@ pub fn encode_write(point: &PointSpec, value: Value) -> Result<WriteOp, Error> {
                 Value::UInt(u) if identity_scaling(point) => u.into(),
                 Value::Bool(b) if dt == DataType::Bool => i128::from(b),
                 _ => {
-                    let f = ((eng - point.offset) / point.scale).round();
+                    let exact = (eng - point.offset) / point.scale;
+                    let f = exact.round();
                     if !f.is_finite() || f < lo as f64 || f > hi as f64 {
                         return Err(Error::rejected(
                             "value",
                             format!("{eng} does not fit the point's type {}", type_name(dt)),
                         ));
+                    }
+                    // Within float noise of a step (23.0 / 0.1 = 229.99999999999997), never
+                    // half a step away: the device would hold something else than asked.
+                    if (exact - f).abs() > 1e-6_f64.max(f.abs() * 1e-12) {
+                        return Err(Error::rejected("value", resolution_reason(point, eng, dt)));
                     }
                     f as i128
                 }
@@ -305,6 +395,7 @@ mod tests {
             writable: true,
             min: None,
             max: None,
+            decimals: None,
         }
     }
     fn hp(dt: DataType) -> PointSpec {
@@ -504,5 +595,149 @@ mod tests {
         assert_eq!(field(encode_write(&p, Value::Float(40000.0))), "value");
         let p = hp(DataType::F32);
         assert_eq!(field(encode_write(&p, Value::Float(1e300))), "value");
+    }
+
+    /// Issue 13 item 9: 12.7 written to an unscaled integer point wrote 13.
+    #[test]
+    fn writes_between_two_steps_of_resolution_are_refused_not_rounded() {
+        let reason = |r: Result<WriteOp, Error>| match r {
+            Err(Error::Rejected {
+                field: "value",
+                reason,
+            }) => reason,
+            other => panic!("expected a rejection of the value, got {other:?}"),
+        };
+        let p = hp(DataType::U16);
+        let r = reason(encode_write(&p, Value::Float(12.7)));
+        assert!(r.contains("12.7 cannot be written exactly"), "{r}");
+        assert!(r.contains("nearest are 12 and 13"), "{r}");
+        assert_eq!(
+            encode_write(&p, Value::Float(13.0)).unwrap(),
+            WriteOp::Register {
+                address: 7,
+                value: 13
+            }
+        );
+        let mut tenths = hp(DataType::I16);
+        tenths.scale = 0.1;
+        // Float noise of the scale is not a step: 23.0 / 0.1 = 229.99999999999997.
+        for (v, raw) in [(23.0, 230u16), (-0.3, 0xFFFD), (12.3, 123)] {
+            assert_eq!(
+                encode_write(&tenths, Value::Float(v)).unwrap(),
+                WriteOp::Register {
+                    address: 7,
+                    value: raw
+                },
+                "{v}"
+            );
+        }
+        let r = reason(encode_write(&tenths, Value::Float(12.34)));
+        assert!(
+            r.contains("steps of 0.1; the nearest are 12.3 and 12.4"),
+            "{r}"
+        );
+        let mut offset = hp(DataType::U16);
+        offset.scale = 0.5;
+        offset.offset = -40.0;
+        assert!(encode_write(&offset, Value::Float(-39.5)).is_ok());
+        reason(encode_write(&offset, Value::Float(-39.25)));
+        // Out of range for the type, either side.
+        let r = reason(encode_write(&hp(DataType::U16), Value::Float(65_535.5)));
+        assert!(r.contains("does not fit the point's type u16"), "{r}");
+        reason(encode_write(&hp(DataType::U32), Value::Int(-1)));
+        reason(encode_write(&tenths, Value::Float(3276.8)));
+        // Float points hold what they can: no step to respect.
+        assert!(encode_write(&hp(DataType::F32), Value::Float(12.7)).is_ok());
+    }
+
+    /// Issue 13 item 14: `true` written into a u16 point became 1.
+    #[test]
+    fn booleans_are_only_for_coils() {
+        for dt in [DataType::U16, DataType::I32, DataType::F32] {
+            match encode_write(&hp(dt), Value::Bool(true)) {
+                Err(Error::Rejected {
+                    field: "value",
+                    reason,
+                }) => assert!(reason.contains("booleans are for coils"), "{reason}"),
+                other => panic!("{dt:?}: {other:?}"),
+            }
+        }
+        let coil = pt(Table::Coil, DataType::Bool, WordOrder::Big);
+        assert!(encode_write(&coil, Value::Bool(true)).is_ok());
+    }
+
+    fn float(r: Result<Value, PointError>) -> f64 {
+        match r {
+            Ok(Value::Float(f)) => f,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Issue 14 item 4: `"value":2.7600000000000002`, `232.10000000000002` in telemetry.
+    #[test]
+    fn scaled_readings_carry_the_decimals_their_scale_implies() {
+        let scaled = |dt, scale: f64, offset: f64| {
+            let mut p = hp(dt);
+            p.scale = scale;
+            p.offset = offset;
+            p
+        };
+        // The binary products are noisy; the readings are not.
+        assert_ne!(2321.0 * 0.1, 232.1);
+        assert_ne!(276.0 * 0.01, 2.76);
+        let p = scaled(DataType::U16, 0.1, 0.0);
+        assert_eq!(float(decode_registers(&p, &[2321])).to_string(), "232.1");
+        let p = scaled(DataType::U16, 0.01, 0.0);
+        assert_eq!(float(decode_registers(&p, &[276])).to_string(), "2.76");
+        let p = scaled(DataType::U32, 0.001, 10.0);
+        assert_eq!(
+            float(decode_registers(&p, &[0x1234, 0x5678])).to_string(),
+            "305429.896"
+        );
+        let p = scaled(DataType::I16, 0.1, -0.05);
+        assert_eq!(float(decode_registers(&p, &[0xFFFD])).to_string(), "-0.35");
+        // A scaled f32: its own decimals plus the scale's (1234.5 × 0.1 = 123.45).
+        let p = scaled(DataType::F32, 0.1, 0.0);
+        assert_eq!(
+            float(decode_registers(&p, &[0x449A, 0x5000])).to_string(),
+            "123.45"
+        );
+        // `decimals` overrides.
+        let mut p = scaled(DataType::U16, 0.1, 0.0);
+        p.decimals = Some(0);
+        assert_eq!(float(decode_registers(&p, &[2326])), 233.0);
+        let mut p = hp(DataType::F32);
+        p.decimals = Some(1);
+        assert_eq!(float(decode_registers(&p, &[0x449A, 0x5000])), 1234.5);
+        // Unscaled values are left alone.
+        assert_eq!(
+            decode_registers(&hp(DataType::U16), &[7]),
+            Ok(Value::UInt(7))
+        );
+        assert_eq!(
+            float(decode_registers(
+                &hp(DataType::F64),
+                &[0x3FB9, 0x9999, 0x9999, 0x999A]
+            )),
+            0.1
+        );
+        // A scale with more decimals than an f64 holds is not rounded.
+        let p = scaled(DataType::U16, 1.0 / 3.0, 0.0);
+        assert_eq!(decimals(&p, 3.0), None);
+    }
+
+    #[test]
+    fn read_back_values_compare_within_the_points_resolution() {
+        let mut p = hp(DataType::U16);
+        p.scale = 0.1;
+        assert!(same_value(&p, Value::Float(23.0), Value::Float(23.0)));
+        assert!(!same_value(&p, Value::Float(23.0), Value::Float(23.1)));
+        let f = hp(DataType::F32);
+        assert!(same_value(
+            &f,
+            Value::Float(0.1),
+            Value::Float(0.100_000_001)
+        ));
+        assert!(!same_value(&f, Value::Float(0.1), Value::Float(0.2)));
     }
 }

@@ -6,6 +6,10 @@
 //! - a device's own Modbus exception: the link is fine, nothing is reconnected;
 //! - permanent problems (a write rejected before touching the bus, an unusable configuration,
 //!   the device task being gone): retrying the same thing cannot help.
+//!
+//! A write that may have reached the device but was not answered ([`Error::OutcomeUnknown`]) is
+//! transient, and never reported as plainly failed: the device may still apply it. The unit reads
+//! the point back when it answers again ([`crate::DeviceEvent::WriteOutcome`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -68,6 +72,13 @@ pub enum Error {
     /// The device task has stopped (shutdown), so the request was not executed.
     #[error("device task stopped")]
     Stopped,
+    /// A write was sent but not confirmed (no answer within the timeout, a broken link, or a
+    /// gateway whose target did not answer): the device may or may not have applied it.
+    #[error("unknown: {cause}; the device may still apply it")]
+    OutcomeUnknown {
+        /// Why no confirmation came.
+        cause: Box<Error>,
+    },
 }
 
 impl Error {
@@ -78,7 +89,8 @@ impl Error {
             | Error::Io(_)
             | Error::Serial(_)
             | Error::Protocol(_)
-            | Error::DeviceDown => ErrorKind::Transient,
+            | Error::DeviceDown
+            | Error::OutcomeUnknown { .. } => ErrorKind::Transient,
             Error::Exception { .. } => ErrorKind::DeviceException,
             Error::Rejected { .. } | Error::Config(_) | Error::Stopped => ErrorKind::Permanent,
         }
@@ -125,6 +137,13 @@ impl From<tokio_modbus::ExceptionCode> for Error {
         Error::Exception { code: code.into() }
     }
 }
+
+/// Exception 0x0A, "gateway path unavailable": a gateway cannot reach the unit's line.
+pub const GATEWAY_PATH_UNAVAILABLE: u8 = 0x0A;
+/// Exception 0x0B, "gateway target device failed to respond": the unit behind a gateway is
+/// silent. For a read it means the unit is down (not a bad point); for a write, that the outcome
+/// is unknown (the gateway did send it).
+pub const GATEWAY_TARGET_FAILED: u8 = 0x0B;
 
 /// Standard name of a Modbus exception code.
 pub fn exception_name(code: u8) -> &'static str {
@@ -181,6 +200,14 @@ mod tests {
         assert_eq!(
             exc.to_string(),
             "modbus exception 0x02 (illegal data address)"
+        );
+        let unknown = Error::OutcomeUnknown {
+            cause: Box::new(timeout.clone()),
+        };
+        assert!(unknown.is_transient());
+        assert_eq!(
+            unknown.to_string(),
+            "unknown: no response from meter to read holding registers 0..=1 within 5ms; the device may still apply it"
         );
         assert_eq!(
             Error::rejected("value", "above max 10").to_string(),

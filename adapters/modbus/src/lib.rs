@@ -2,44 +2,53 @@
 //!
 //! Layers: point model ([`PointSpec`], [`DeviceSpec`]) → request planning (coalescing contiguous
 //! points into as few reads as the protocol allows) → decoding raw registers/bits into scaled
-//! values → a per-device session that owns one connection, wraps every request in a timeout and
-//! reconnects with backoff after any timeout or protocol error.
+//! values → the line owner ([`mod@line`]): one task per serial line or TCP endpoint, owning its one
+//! connection, serving every unit on it one exchange at a time (the unit chosen per request),
+//! each under the unit's timeout → the unit tasks ([`device`]): per device, its poll schedule,
+//! its state (up/down, with a per-unit backoff), its writes and its events.
 //!
-//! Wiring: for each [`DeviceSpec`] spawn [`run_device`] with an event channel, a write channel
-//! and a stop trigger (any `Future<Output = ()>`). Devices are independent tasks, so a dead device never delays another.
+//! Wiring: group the [`DeviceSpec`]s by [`LineKey`]; per line, [`line_for`] gives a handle and
+//! the owner to spawn ([`Line::run`]); per device spawn [`run_unit`] with a clone of the handle,
+//! an event channel, a write channel and a stop trigger (any `Future<Output = ()>`). A device
+//! alone on its line can use [`run_device`], which does both.
 //!
 //! ```no_run
-//! # async fn wire(spec: cabinetd_modbus::DeviceSpec) {
-//! use cabinetd_modbus::{run_device, DeviceEvent, Value, WriteRequest};
-//! use tokio::sync::{mpsc, oneshot};
+//! # async fn wire(specs: Vec<cabinetd_modbus::DeviceSpec>) {
+//! use cabinetd_modbus::{line_for, run_unit, DeviceEvent, Value, WriteRequest};
+//! use tokio::sync::{mpsc, oneshot, watch};
 //!
+//! // All of `specs` are on one line (same serial path, or same TCP host:port).
+//! let (stop, stop_rx) = watch::channel(false);
+//! let stopped = |mut rx: watch::Receiver<bool>| async move {
+//!     let _ = rx.wait_for(|s| *s).await;
+//! };
+//! let (handle, line) = line_for(&specs[0].transport);
+//! tokio::spawn(line.run(stopped(stop_rx.clone())));
 //! let (events_tx, mut events) = mpsc::channel(64);
-//! let (writes, writes_rx) = mpsc::channel(8);
-//! let (stop, stop_rx) = oneshot::channel::<()>();
-//! let points = spec.points.clone();
-//! tokio::spawn(run_device(spec, events_tx, writes_rx, async move {
-//!     let _ = stop_rx.await;
-//! }));
+//! let mut writers = Vec::new();
+//! for spec in specs {
+//!     let (writes, writes_rx) = mpsc::channel(8);
+//!     writers.push(writes);
+//!     let run = run_unit(spec, handle.clone(), events_tx.clone(), writes_rx, stopped(stop_rx.clone()));
+//!     tokio::spawn(run);
+//! }
 //!
 //! let (reply, answer) = oneshot::channel();
-//! let req = WriteRequest { point: "setpoint".into(), value: Value::Float(21.5), reply };
-//! writes.send(req).await.unwrap();
-//! let _outcome = answer.await; // Ok(()) | Err(Error::Rejected { field, reason }) | …
+//! let req = WriteRequest { point: "setpoint".into(), value: Value::Float(21.5), id: None, reply };
+//! writers[0].send(req).await.unwrap();
+//! // Ok(()) | Err(Error::Rejected { field, reason }) | Err(Error::OutcomeUnknown { .. }) | …
+//! let _outcome = answer.await;
 //!
 //! while let Some(ev) = events.recv().await {
 //!     match ev {
-//!         DeviceEvent::Poll(report) => {
-//!             for (i, reading) in report.readings {
-//!                 let _name = &points[i].name; // Ok(value) → good, Err(_) → bad quality
-//!                 let _ = reading;
-//!             }
-//!         }
+//!         DeviceEvent::Poll(report) => { /* report.readings: Ok(value) good, Err(_) bad */ }
 //!         DeviceEvent::PollFailed { .. } => { /* cabinetd_poll_errors_total += 1 */ }
 //!         DeviceEvent::Down { .. } => { /* points bad, one device_down event */ }
 //!         DeviceEvent::Up => { /* device_up = 1 */ }
+//!         DeviceEvent::WriteOutcome(_) => { /* what an unconfirmed write left there */ }
 //!     }
 //! }
-//! stop.send(()).unwrap();
+//! stop.send(true).unwrap();
 //! # }
 //! ```
 #![warn(missing_docs)]
@@ -50,15 +59,19 @@ use std::time::Duration;
 pub mod decode;
 pub mod device;
 pub mod error;
+pub mod line;
 pub mod plan;
 pub mod session;
 pub mod sim;
 
 pub use decode::{Value, WriteOp};
-pub use device::{run_device, run_device_with, DeviceEvent, PollReport, WriteRequest};
+pub use device::{
+    run_device, run_device_with, run_unit, DeviceEvent, PollReport, WriteOutcome, WriteRequest,
+};
 pub use error::{Error, ErrorKind, PointError};
+pub use line::{line, line_for, Line, LineHandle, LineKey};
 pub use plan::{plan, ReadRequest};
-pub use session::{Connector, RtuConnector, TcpConnector};
+pub use session::{AnyConnector, Connector, RtuConnector, TcpConnector};
 
 /// The four Modbus data tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -142,6 +155,9 @@ pub struct PointSpec {
     pub min: Option<f64>,
     /// Highest value a write may set (engineering units).
     pub max: Option<f64>,
+    /// Decimals scaled readings are rounded to; `None`: those the scale and offset imply
+    /// ([`decode::decimals`]).
+    pub decimals: Option<u8>,
 }
 
 impl PointSpec {
@@ -160,6 +176,7 @@ impl PointSpec {
             writable: false,
             min: None,
             max: None,
+            decimals: None,
         }
     }
 }
@@ -277,6 +294,12 @@ pub fn validate_device(spec: &DeviceSpec) -> Vec<String> {
             if min > max {
                 problems.push(format!("{at}: min is greater than max"));
             }
+        }
+        if p.decimals.is_some_and(|d| d > decode::MAX_DECIMALS) {
+            problems.push(format!(
+                "{at}: decimals must be at most {}",
+                decode::MAX_DECIMALS
+            ));
         }
     }
     problems

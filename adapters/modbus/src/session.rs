@@ -1,32 +1,34 @@
-//! One connection to one device: opening it, and strictly sequential, time-bounded requests.
+//! Opening a line, and the requests and responses of one exchange.
 //!
-//! tokio-modbus has no request timeout and cannot resynchronise after one (a late answer is
-//! taken for the next request's), so every request runs under the device's timeout and any
-//! timeout, transport or protocol error drops the connection ([`Session::is_connected`] turns
-//! false); the device task then reconnects with backoff. A Modbus exception leaves the
-//! connection in place: the device answered, the link is fine.
+//! A [`Connector`] opens one connection to a line: a TCP endpoint ([`TcpConnector`]) or a serial
+//! port ([`RtuConnector`]). It addresses no unit: the line owner ([`mod@crate::line`]) names the
+//! unit of each request with tokio-modbus' `set_slave`, so every unit of an RS-485 line, or
+//! behind one TCP gateway, shares the one connection. Tests hand the line in-memory streams
+//! through their own connector.
 //!
-//! [`Connector`] abstracts how a connection is opened, so tests can hand the session in-memory
-//! streams; [`TcpConnector`] and [`RtuConnector`] are the real ones.
+//! The rest is pure: [`read_request`]/[`write_request`] build the request of a planned read or an
+//! encoded write, [`read_data`] checks a response against its read (a response of the wrong
+//! length or kind is a protocol error, never an out-of-bounds slice), [`describe`] names a
+//! request for people.
 
 use std::future::Future;
 use std::time::Duration;
 
-use tokio_modbus::client::{Client as _, Context};
+use tokio_modbus::client::Context;
 use tokio_modbus::{Request, Response, Slave};
 
 use crate::decode::WriteOp;
 use crate::error::Error;
 use crate::plan::ReadRequest;
-use crate::{Parity, SerialSettings, Table};
+use crate::{Parity, SerialSettings, Table, Transport};
 
-/// Opens connections to one device.
-pub trait Connector: Send {
-    /// Opens a fresh connection. The caller bounds it with the device's timeout.
+/// Opens connections to one line.
+pub trait Connector: Send + 'static {
+    /// Opens a fresh connection. The caller bounds it with a timeout.
     fn connect(&mut self) -> impl Future<Output = Result<Context, Error>> + Send;
 
     /// Quiet time the line needs between two frames (zero for TCP). Also left after an error
-    /// before reconnecting, so the device's receiver can resynchronise.
+    /// before reopening, so the devices' receivers can resynchronise.
     fn frame_gap(&self) -> Duration {
         Duration::ZERO
     }
@@ -36,15 +38,13 @@ pub trait Connector: Send {
 #[derive(Debug, Clone)]
 pub struct TcpConnector {
     address: String,
-    unit: u8,
 }
 
 impl TcpConnector {
-    /// A connector to `address` (`host:port`) addressing `unit`.
-    pub fn new(address: impl Into<String>, unit: u8) -> Self {
+    /// A connector to `address` (`host:port`).
+    pub fn new(address: impl Into<String>) -> Self {
         Self {
             address: address.into(),
-            unit,
         }
     }
 }
@@ -57,10 +57,8 @@ impl Connector for TcpConnector {
                 Ok(stream) => {
                     // Requests are small and latency-bound.
                     stream.set_nodelay(true)?;
-                    return Ok(tokio_modbus::client::tcp::attach_slave(
-                        stream,
-                        Slave(self.unit),
-                    ));
+                    // The unit is set before each request.
+                    return Ok(tokio_modbus::client::tcp::attach_slave(stream, Slave(0)));
                 }
                 Err(e) => last = Some(e),
             }
@@ -75,13 +73,12 @@ impl Connector for TcpConnector {
 #[derive(Debug, Clone)]
 pub struct RtuConnector {
     settings: SerialSettings,
-    unit: u8,
 }
 
 impl RtuConnector {
-    /// A connector to the line described by `settings`, addressing `unit`.
-    pub fn new(settings: SerialSettings, unit: u8) -> Self {
-        Self { settings, unit }
+    /// A connector to the line described by `settings`.
+    pub fn new(settings: SerialSettings) -> Self {
+        Self { settings }
     }
 }
 
@@ -124,14 +121,46 @@ impl Connector for RtuConnector {
         // Bytes left over from an interrupted exchange would be read as the next response.
         port.clear(tokio_serial::ClearBuffer::All)
             .map_err(|e| Error::Serial(format!("{}: {e}", s.path.display())))?;
-        Ok(tokio_modbus::client::rtu::attach_slave(
-            port,
-            Slave(self.unit),
-        ))
+        Ok(tokio_modbus::client::rtu::attach_slave(port, Slave(0)))
     }
 
     fn frame_gap(&self) -> Duration {
         inter_frame_gap(&self.settings)
+    }
+}
+
+/// The connector of a [`Transport`], so one line type serves both.
+#[derive(Debug, Clone)]
+pub enum AnyConnector {
+    /// Modbus TCP.
+    Tcp(TcpConnector),
+    /// Modbus RTU.
+    Rtu(RtuConnector),
+}
+
+impl AnyConnector {
+    /// The connector reaching `transport`.
+    pub fn new(transport: &Transport) -> Self {
+        match transport {
+            Transport::Tcp { address } => AnyConnector::Tcp(TcpConnector::new(address.clone())),
+            Transport::Rtu(s) => AnyConnector::Rtu(RtuConnector::new(s.clone())),
+        }
+    }
+}
+
+impl Connector for AnyConnector {
+    async fn connect(&mut self) -> Result<Context, Error> {
+        match self {
+            AnyConnector::Tcp(c) => c.connect().await,
+            AnyConnector::Rtu(c) => c.connect().await,
+        }
+    }
+
+    fn frame_gap(&self) -> Duration {
+        match self {
+            AnyConnector::Tcp(c) => c.frame_gap(),
+            AnyConnector::Rtu(c) => c.frame_gap(),
+        }
     }
 }
 
@@ -162,140 +191,49 @@ pub enum ReadData {
     Words(Vec<u16>),
 }
 
-/// A device's connection, absent while disconnected.
-pub struct Session {
-    ctx: Option<Context>,
-    device: String,
-    timeout: Duration,
-}
-
-impl std::fmt::Debug for Session {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session")
-            .field("device", &self.device)
-            .field("connected", &self.ctx.is_some())
-            .field("timeout", &self.timeout)
-            .finish()
+/// The request of one planned read.
+pub fn read_request(req: &ReadRequest) -> Request<'static> {
+    let (start, count) = (req.start, req.count);
+    match req.table {
+        Table::Coil => Request::ReadCoils(start, count),
+        Table::Discrete => Request::ReadDiscreteInputs(start, count),
+        Table::Input => Request::ReadInputRegisters(start, count),
+        Table::Holding => Request::ReadHoldingRegisters(start, count),
     }
 }
 
-/// `Ok(Ok(_))` answered, `Ok(Err(code))` answered with a Modbus exception, `Err` link failure.
-pub type Answer<T> = Result<Result<T, u8>, Error>;
-
-impl Session {
-    /// A disconnected session to `device` (named in timeouts) whose requests time out after
-    /// `timeout`.
-    pub fn new(device: &str, timeout: Duration) -> Self {
-        Self {
-            ctx: None,
-            device: device.to_owned(),
-            timeout,
+/// Checks the response to a planned read: a response of the wrong length or kind is a protocol
+/// error. (tokio-modbus' `Reader` helpers only `debug_assert!` the length and would panic on a
+/// misbehaving device.)
+pub fn read_data(req: &ReadRequest, response: Response) -> Result<ReadData, Error> {
+    let n = usize::from(req.count);
+    match response {
+        // Bit responses are padded to whole bytes.
+        Response::ReadCoils(mut bits) | Response::ReadDiscreteInputs(mut bits)
+            if bits.len() >= n && matches!(req.table, Table::Coil | Table::Discrete) =>
+        {
+            bits.truncate(n);
+            Ok(ReadData::Bits(bits))
         }
-    }
-
-    fn timed_out(&self, request: String) -> Error {
-        Error::Timeout {
-            device: self.device.clone(),
-            request,
-            after: self.timeout,
+        Response::ReadInputRegisters(words) | Response::ReadHoldingRegisters(words)
+            if words.len() == n && matches!(req.table, Table::Input | Table::Holding) =>
+        {
+            Ok(ReadData::Words(words))
         }
+        other => Err(Error::Protocol(format!(
+            "asked for {} items at {}, got {other:?}",
+            req.count, req.start
+        ))),
     }
+}
 
-    /// True while a connection is held.
-    pub fn is_connected(&self) -> bool {
-        self.ctx.is_some()
-    }
-
-    /// Opens a connection through `connector`, bounded by the timeout.
-    pub async fn connect<C: Connector>(&mut self, connector: &mut C) -> Result<(), Error> {
-        self.ctx = None;
-        let ctx = tokio::time::timeout(self.timeout, connector.connect())
-            .await
-            .map_err(|_| self.timed_out("connect".into()))??;
-        self.ctx = Some(ctx);
-        Ok(())
-    }
-
-    /// Drops the connection (dropping the stream closes it; a graceful `disconnect()` could
-    /// itself hang on a dead peer).
-    pub fn disconnect(&mut self) {
-        self.ctx = None;
-    }
-
-    /// Sends one request under the timeout; drops the connection on any link failure.
-    async fn call(&mut self, request: Request<'static>) -> Answer<Response> {
-        let Some(ctx) = self.ctx.as_mut() else {
-            return Err(Error::DeviceDown);
-        };
-        let what = describe(&request);
-        let outcome = match tokio::time::timeout(self.timeout, ctx.call(request)).await {
-            Err(_) => Err(self.timed_out(what)),
-            Ok(Err(e)) => Err(Error::from(e)),
-            Ok(Ok(Ok(v))) => Ok(Ok(v)),
-            Ok(Ok(Err(code))) => Ok(Err(u8::from(code))),
-        };
-        if outcome.is_err() {
-            self.disconnect();
-        }
-        outcome
-    }
-
-    fn mismatch(&mut self, what: String) -> Error {
-        self.disconnect();
-        Error::Protocol(what)
-    }
-
-    /// Executes one planned read. A response of the wrong length or kind is a protocol error.
-    ///
-    /// (Goes through `Client::call` rather than tokio-modbus' `Reader` helpers, which
-    /// `debug_assert!` the response length and would panic on a misbehaving device.)
-    pub async fn read(&mut self, req: &ReadRequest) -> Answer<ReadData> {
-        let (start, count) = (req.start, req.count);
-        let request = match req.table {
-            Table::Coil => Request::ReadCoils(start, count),
-            Table::Discrete => Request::ReadDiscreteInputs(start, count),
-            Table::Input => Request::ReadInputRegisters(start, count),
-            Table::Holding => Request::ReadHoldingRegisters(start, count),
-        };
-        let response = match self.call(request).await? {
-            Ok(r) => r,
-            Err(code) => return Ok(Err(code)),
-        };
-        let n = usize::from(count);
-        let data = match response {
-            // Bit responses are padded to whole bytes.
-            Response::ReadCoils(mut bits) | Response::ReadDiscreteInputs(mut bits)
-                if bits.len() >= n =>
-            {
-                bits.truncate(n);
-                ReadData::Bits(bits)
-            }
-            Response::ReadInputRegisters(words) | Response::ReadHoldingRegisters(words)
-                if words.len() == n =>
-            {
-                ReadData::Words(words)
-            }
-            other => {
-                return Err(
-                    self.mismatch(format!("asked for {count} items at {start}, got {other:?}"))
-                )
-            }
-        };
-        Ok(Ok(data))
-    }
-
-    /// Executes one write: FC5 for a coil, FC6 for one register, FC16 for several.
-    pub async fn write(&mut self, op: &WriteOp) -> Answer<()> {
-        let request = match op.clone() {
-            WriteOp::Coil { address, value } => Request::WriteSingleCoil(address, value),
-            WriteOp::Register { address, value } => Request::WriteSingleRegister(address, value),
-            WriteOp::Registers { address, values } => {
-                Request::WriteMultipleRegisters(address, values.into())
-            }
-        };
-        match self.call(request).await? {
-            Ok(_) => Ok(Ok(())),
-            Err(code) => Ok(Err(code)),
+/// The request of one encoded write: FC5 for a coil, FC6 for one register, FC16 for several.
+pub fn write_request(op: &WriteOp) -> Request<'static> {
+    match op.clone() {
+        WriteOp::Coil { address, value } => Request::WriteSingleCoil(address, value),
+        WriteOp::Register { address, value } => Request::WriteSingleRegister(address, value),
+        WriteOp::Registers { address, values } => {
+            Request::WriteMultipleRegisters(address, values.into())
         }
     }
 }
@@ -314,6 +252,40 @@ mod tests {
         assert_eq!(
             describe(&Request::WriteSingleRegister(3, 9)),
             "write holding register 3"
+        );
+    }
+
+    #[test]
+    fn responses_must_match_their_read() {
+        let req = ReadRequest {
+            table: Table::Holding,
+            start: 4,
+            count: 2,
+            slots: Vec::new(),
+        };
+        assert_eq!(
+            read_data(&req, Response::ReadHoldingRegisters(vec![1, 2])).unwrap(),
+            ReadData::Words(vec![1, 2])
+        );
+        for wrong in [
+            Response::ReadHoldingRegisters(vec![1]),
+            Response::ReadCoils(vec![true; 8]),
+        ] {
+            assert!(matches!(read_data(&req, wrong), Err(Error::Protocol(_))));
+        }
+        let coils = ReadRequest {
+            table: Table::Coil,
+            start: 0,
+            count: 3,
+            slots: Vec::new(),
+        };
+        assert_eq!(
+            read_data(
+                &coils,
+                Response::ReadCoils(vec![true, false, true, false, false])
+            )
+            .unwrap(),
+            ReadData::Bits(vec![true, false, true])
         );
     }
 

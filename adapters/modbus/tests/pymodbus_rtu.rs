@@ -143,3 +143,89 @@ async fn rtu_silent_device_times_out_and_goes_down_once() {
     assert_eq!(downs, 1);
     dev.stop().await;
 }
+
+/// Issue 13 item 0: three units on one RS-485 line (one pty pair), the third silent. One line
+/// owner serves them all; the two others keep their poll rate within their own timeouts, the
+/// silent one is down, each with its own events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_units_on_one_line_one_silent() {
+    let ptys = PtyPair::new().await;
+    let json = r#"{"holding": [{"address": 0, "raw": [17, 18]}]}"#;
+    let mut peer = Peer::start(
+        &[
+            "--rtu", &ptys.a, "--baud", "19200", "--parity", "N", "--unit", "1", "--unit", "2",
+        ],
+        Some(json),
+    )
+    .await;
+    let points = || {
+        vec![
+            pt("a", Table::Holding, 0, DataType::U16),
+            pt("b", Table::Holding, 1, DataType::U16),
+        ]
+    };
+    let unit = |name: &str, id: u8, timeout_ms: u64| {
+        let mut spec = rtu_device(&ptys.b, id, points());
+        spec.name = name.into();
+        spec.poll = Duration::from_millis(300);
+        spec.timeout = Duration::from_millis(timeout_ms);
+        spec
+    };
+    let healthy_timeout = Duration::from_millis(600);
+    let line = SharedLine::start(&unit("m1", 1, 600).transport);
+    let mut m1 = Running::unit(unit("m1", 1, 600), &line);
+    let mut m2 = Running::unit(unit("m2", 2, 600), &line);
+    let mut m3 = Running::unit(unit("m3", 3, 400), &line);
+
+    let until = Instant::now() + Duration::from_secs(8);
+    let ((p1, o1), (p2, o2), (p3, o3)) = tokio::join!(
+        collect(&mut m1, until),
+        collect(&mut m2, until),
+        collect(&mut m3, until)
+    );
+    for (name, polls, other) in [("m1", &p1, &o1), ("m2", &p2, &o2)] {
+        assert!(
+            other.iter().all(|e| matches!(e, DeviceEvent::Up)),
+            "{name}: {other:?}"
+        );
+        assert!(polls.len() >= 10, "{name}: {} polls in 8 s", polls.len());
+        let worst = worst_gap(polls);
+        assert!(
+            worst < Duration::from_millis(300) + healthy_timeout,
+            "{name}: {worst:?} between two polls"
+        );
+    }
+    assert!(
+        p3.is_empty(),
+        "{} polls of m3; {o3:?}; peer: {:?}",
+        p3.len(),
+        peer.requests("")
+    );
+    let downs = o3
+        .iter()
+        .filter(|e| matches!(e, DeviceEvent::Down { .. }))
+        .count();
+    let failures: Vec<&Error> = o3
+        .iter()
+        .filter_map(|e| match e {
+            DeviceEvent::PollFailed { error } => Some(error),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(downs, 1, "{o3:?}");
+    assert!(failures.len() >= 2, "{o3:?}");
+    for e in failures {
+        assert!(
+            matches!(e, Error::Timeout { device, .. } if device == "m3"),
+            "{e}"
+        );
+    }
+    // Both answering units were really asked, on the one line.
+    let reqs = peer.requests("REQ ");
+    for u in ["unit=1", "unit=2"] {
+        assert!(reqs.iter().any(|r| r.ends_with(u)), "{u}: {reqs:?}");
+    }
+    for r in [m1, m2, m3] {
+        r.stop().await;
+    }
+}

@@ -292,3 +292,101 @@ async fn recovers_when_the_device_comes_back() {
     assert_eq!(reading(&r, 0), Ok(Value::UInt(5)));
     dev.stop().await;
 }
+
+/// Issue 13 item 0, TCP side: devices behind one Modbus TCP→RTU gateway (one `host:port`, units
+/// 1 and 2, unit 3 absent) share one connection, requests serialized; the absent unit, for which
+/// the gateway answers "target device failed to respond", is down — the line is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn units_behind_one_gateway_share_one_connection() {
+    let json = r#"{"holding": [{"address": 0, "raw": [5, 6]}]}"#;
+    let mut peer = Peer::tcp(0, &["--unit", "1,2"], Some(json)).await;
+    let points = || vec![pt("x", Table::Holding, 0, DataType::U16)];
+    let unit = |name: &str, id: u8| {
+        let mut spec = tcp_device(name, peer.address(), 200, 1000, points());
+        spec.unit_id = id;
+        spec
+    };
+    let line = SharedLine::start(&unit("g1", 1).transport);
+    let mut units: Vec<Running> = [("g1", 1), ("g2", 2), ("g3", 3)]
+        .into_iter()
+        .map(|(n, id)| Running::unit(unit(n, id), &line))
+        .collect();
+    let until = Instant::now() + Duration::from_secs(4);
+    let [u1, u2, u3] = &mut units[..] else {
+        unreachable!()
+    };
+    let ((p1, o1), (p2, o2), (p3, o3)) =
+        tokio::join!(collect(u1, until), collect(u2, until), collect(u3, until));
+    for (polls, other) in [(&p1, &o1), (&p2, &o2)] {
+        assert!(polls.len() >= 15, "{} polls", polls.len());
+        assert!(worst_gap(polls) < Duration::from_millis(1200));
+        assert!(
+            other.iter().all(|e| matches!(e, DeviceEvent::Up)),
+            "{other:?}"
+        );
+    }
+    assert!(p3.is_empty());
+    match &o3[..2] {
+        [DeviceEvent::PollFailed { error }, DeviceEvent::Down { .. }] => {
+            assert_eq!(error.exception_code(), Some(0x0B), "{error}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let connects = peer.requests("CONNECT");
+    assert_eq!(connects.len(), 1, "one connection for three units");
+    let reqs = peer.requests("REQ ");
+    assert!(reqs.iter().any(|r| r.ends_with("unit=1")), "{reqs:?}");
+    assert!(reqs.iter().any(|r| r.ends_with("unit=2")), "{reqs:?}");
+    for u in units {
+        u.stop().await;
+    }
+}
+
+/// Issue 13 item 12: a write to a frozen device (SIGSTOP) answered `failed: no response within
+/// 1s` and was applied after it resumed. Now the outcome is unknown, and once the device answers
+/// again the point is read back and reported with the write's id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_to_a_frozen_device_is_unknown_then_read_back() {
+    let json = r#"{"holding": [{"address": 0, "raw": 0}]}"#;
+    let mut peer = Peer::tcp(0, &[], Some(json)).await;
+    let points = vec![writable(pt("setpoint", Table::Holding, 0, DataType::U16))];
+    // One poll at start, then none for a minute: the write is the frozen device's first
+    // exchange (a poll in flight would take it down first, and the write be refused unsent).
+    let mut dev = Running::start(tcp_device("w", peer.address(), 60_000, 1000, points));
+    dev.next_poll(secs(20)).await;
+
+    peer.proc.signal("STOP");
+    let err = dev
+        .write_with_id("setpoint", Value::UInt(42), Some("cmd-42"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::OutcomeUnknown { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "unknown: no response from w to write holding register 0 within 1s; the device may still apply it"
+    );
+    peer.proc.signal("CONT");
+    let deadline = secs(30);
+    let mut last_poll = None;
+    let outcome = loop {
+        match dev.next(deadline).await {
+            DeviceEvent::WriteOutcome(o) => break o,
+            DeviceEvent::Poll(r) => last_poll = Some(r),
+            DeviceEvent::PollFailed { .. } | DeviceEvent::Down { .. } | DeviceEvent::Up => {}
+        }
+    };
+    assert_eq!(outcome.id.as_deref(), Some("cmd-42"));
+    assert_eq!((outcome.point, outcome.requested), (0, Value::UInt(42)));
+    // What the outcome says is what the device holds: applied if and only if the device
+    // executed the write after it resumed.
+    let applied = peer
+        .requests("WRITE ")
+        .contains(&"WRITE fc=6 addr=0 values=42".to_string());
+    let held = if applied { 42 } else { 0 };
+    assert_eq!(outcome.read, Ok(Value::UInt(held)));
+    assert_eq!(outcome.applied, applied);
+    // The probe that found the device back read it.
+    assert_eq!(reading(&last_poll.unwrap(), 0), Ok(Value::UInt(held)));
+    eprintln!("the frozen device applied the write after it resumed: {applied}");
+    dev.stop().await;
+}

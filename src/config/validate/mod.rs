@@ -53,6 +53,7 @@ const TOP_KEYS: &[&str] = &[
     "lighting",
     "security",
     "safety",
+    "config",
     "rule",
     "scene",
 ];
@@ -506,6 +507,7 @@ pub(crate) fn validate(
     let lighting = lighting(&mut cx, root, &modbus, &dali, names);
     let security = security::security(&mut cx, root, names);
     let safety = security::safety(&mut cx, root);
+    let rollback = security::rollback(&mut cx, root);
     let automation = rules::automation(&mut cx, root, texts, names, &modbus, &dali, &cameras);
 
     if !cx.errs.is_empty() {
@@ -526,6 +528,7 @@ pub(crate) fn validate(
         security,
         safety,
         automation,
+        rollback,
     })
 }
 

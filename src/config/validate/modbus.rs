@@ -32,6 +32,7 @@ const POINT_KEYS: &[&str] = &[
     "max",
     "deadband",
     "heartbeat",
+    "decimals",
 ];
 
 pub(super) fn modbus_device(
@@ -310,6 +311,16 @@ fn point(
             cx.err(loc, format!("{p}: min ({lo}) must not exceed max ({hi})"));
         }
     }
+    // Readings are rounded to the decimals the scale implies unless written here.
+    let decimals = cx
+        .opt_int(
+            t,
+            p,
+            "decimals",
+            0,
+            i64::from(cabinetd_modbus::decode::MAX_DECIMALS),
+        )
+        .map(|(d, _)| d as u8);
     let policy = ReportPolicy {
         deadband: cx
             .opt_num(t, p, "deadband", 0.0, f64::INFINITY)
@@ -332,6 +343,7 @@ fn point(
             writable,
             min: min.map(|(x, _)| x),
             max: max.map(|(x, _)| x),
+            decimals,
         },
         policy,
     ))

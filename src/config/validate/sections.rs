@@ -19,6 +19,7 @@ const UPLINK_KEYS: &[&str] = &[
     "inflight",
     "replay_rate",
     "autonomous_after",
+    "compression",
 ];
 const HTTP_KEYS: &[&str] = &["listen"];
 const LOG_KEYS: &[&str] = &["filter", "format"];
@@ -109,6 +110,7 @@ pub(super) fn uplink(cx: &mut Cx, root: &Tbl, cabinet_id: &str) -> UplinkConfig 
         max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
         inflight: DEFAULT_INFLIGHT,
         replay_rate: None,
+        compression: Compression::None,
     };
     let Some(t) = cx.req_table(root, "uplink") else {
         return u;
@@ -193,6 +195,14 @@ pub(super) fn uplink(cx: &mut Cx, root: &Tbl, cabinet_id: &str) -> UplinkConfig 
     }
     if let Some((n, _)) = cx.opt_int(t, p, "replay_rate", 1, 1_000_000) {
         u.replay_rate = Some(n as u32);
+    }
+    if let Some((c, _)) = cx.opt_enum(
+        t,
+        p,
+        "compression",
+        &[("none", Compression::None), ("zstd", Compression::Zstd)],
+    ) {
+        u.compression = c;
     }
     u
 }

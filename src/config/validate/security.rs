@@ -8,7 +8,7 @@ use super::super::units::{is_device_name, is_point_name};
 use super::{join, Cx, Unique};
 use crate::auth::key::decode_public_key;
 use crate::auth::{ActionPattern, SecurityConfig, SecurityPolicy, TrustedKey, TrustedKeys};
-use crate::config::{SafetyConfig, UplinkConfig};
+use crate::config::{RollbackConfig, SafetyConfig, UplinkConfig};
 
 const SECURITY_KEYS: &[&str] = &[
     "require_signed",
@@ -17,6 +17,9 @@ const SECURITY_KEYS: &[&str] = &[
     "trusted_key",
 ];
 const TRUSTED_KEY_KEYS: &[&str] = &["kid", "public_key", "actions", "desired_config"];
+const CONFIG_KEYS: &[&str] = &["confirm_after", "uplink_critical"];
+/// A confirmation window over a day would leave a bad configuration running for days.
+const CONFIRM_MAX: Duration = Duration::from_secs(24 * 3600);
 const SAFETY_KEYS: &[&str] = &[
     "dali_min_system_failure_level",
     "dali_min_power_on_level",
@@ -231,6 +234,42 @@ pub(super) fn uplink_tls(cx: &mut Cx, t: &Tbl, u: &mut UplinkConfig) {
     if let Some(n) = cx.opt_bytes(t, p, "max_incoming_bytes", INCOMING_MIN, INCOMING_MAX) {
         u.max_incoming_bytes = n as usize;
     }
+}
+
+/// `[config]` (local files only, like `[safety]`): defaults when absent.
+pub(super) fn rollback(cx: &mut Cx, root: &Tbl) -> RollbackConfig {
+    let mut r = RollbackConfig::default();
+    let Some(t) = cx.opt_table(root, "config", "config") else {
+        return r;
+    };
+    let p = "config";
+    cx.check_keys(t, p, CONFIG_KEYS);
+    if let Some(d) = cx.opt_dur(t, p, "confirm_after", Duration::ZERO, CONFIRM_MAX) {
+        r.confirm_after = d;
+    }
+    if let Some(e) = t.get("uplink_critical") {
+        let full = "config.uplink_critical";
+        match &e.node.val {
+            Val::Array(items) => {
+                for n in items {
+                    match &n.val {
+                        // The device may come from a desired configuration: only its shape is
+                        // checked here.
+                        Val::Str(name) if is_device_name(name) => {
+                            r.uplink_critical.push(name.clone())
+                        }
+                        Val::Str(name) => cx.err(
+                            n.loc,
+                            format!("{full}: expected a device name [a-z0-9_-]+, found {name:?}"),
+                        ),
+                        _ => cx.wrong_type(n, "a device name string", full),
+                    }
+                }
+            }
+            _ => cx.wrong_type(&e.node, "an array of device names", full),
+        }
+    }
+    r
 }
 
 #[cfg(test)]

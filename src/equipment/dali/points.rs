@@ -69,6 +69,22 @@ pub fn readings(sample: &GearSample) -> Vec<(&'static str, Option<Value>, Qualit
     out
 }
 
+/// What a cumulative energy meter (D4i bank 202) adds to the `cabinetd_energy_wh_total` counter
+/// when it reads `now` after `previous`: the first reading is the baseline (0: the counter counts
+/// from the daemon's start, so a restart is a counter reset, never a jump by the gear's lifetime
+/// energy); a reading below the previous one is a meter that restarted (gear replaced or reset)
+/// and counts from zero. Non-finite or negative readings add nothing.
+pub fn meter_increase(previous: Option<f64>, now: f64) -> f64 {
+    if !now.is_finite() || now < 0.0 {
+        return 0.0;
+    }
+    match previous {
+        Some(p) if p.is_finite() && now >= p => now - p,
+        Some(_) => now,
+        None => 0.0,
+    }
+}
+
 /// The event record for one supervisor transition on bus `bus`. An appearing fault is `major`
 /// (`minor` for a collision); its clearing is the same `kind` with `active: false`, severity `info`.
 pub fn event_record(bus: &str, event: &DaliEvent, ts: SystemTime) -> Event {
@@ -165,6 +181,19 @@ impl From<Drift> for DriftItem {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 14: `cabinetd_energy_wh_total` was a gauge (the summed meters) with a counter's
+    /// name, which `promtool check metrics` flags; it is now a counter of metered increases.
+    #[test]
+    fn meter_increases_count_from_the_first_reading_and_survive_a_reset() {
+        assert_eq!(meter_increase(None, 1500.0), 0.0);
+        assert_eq!(meter_increase(Some(1500.0), 1512.5), 12.5);
+        assert_eq!(meter_increase(Some(1512.5), 1512.5), 0.0);
+        // A replaced gear starts again near zero: what it metered since counts.
+        assert_eq!(meter_increase(Some(1512.5), 3.0), 3.0);
+        assert_eq!(meter_increase(Some(10.0), f64::NAN), 0.0);
+        assert_eq!(meter_increase(Some(10.0), -1.0), 0.0);
+    }
 
     fn sa(n: u8) -> ShortAddress {
         ShortAddress::new(n).unwrap()

@@ -102,11 +102,7 @@ impl Runner {
         });
         sup.watch(configured.iter().filter_map(|a| ShortAddress::new(*a).ok()));
         let name = cfg.name.clone();
-        metrics.dali_gear_present.with_label_values(&[&name]).set(0);
-        metrics
-            .dali_lamp_failures
-            .with_label_values(&[&name])
-            .set(0);
+        metrics.init_dali_bus(&name);
         Runner {
             fallbacks: fallbacks(&cfg),
             name,
@@ -222,7 +218,7 @@ impl Runner {
         if reporter.offer(&value, quality, Instant::now().into_std()) {
             let t = Telemetry {
                 ts: SystemTime::now(),
-                point,
+                point: point.into(),
                 value,
                 quality,
             };
@@ -403,11 +399,13 @@ impl Runner {
                 .await;
         }
         if let Some(e) = s.energy_wh {
-            self.energy.insert(a, e);
-            self.metrics
-                .energy_wh_total
-                .with_label_values(&[&self.name])
-                .set(self.energy.values().sum());
+            let increase = points::meter_increase(self.energy.insert(a, e), e);
+            if increase > 0.0 {
+                self.metrics
+                    .energy_wh_total
+                    .with_label_values(&[&self.name])
+                    .inc_by(increase);
+            }
         }
     }
 

@@ -128,6 +128,17 @@ impl Proc {
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;
     }
+
+    /// Sends a signal by name (`STOP`, `CONT`) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().expect("process running").to_string();
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{name} {pid}");
+    }
 }
 
 /// A pymodbus server from `tests/peers/modbus_server.py`.
@@ -247,6 +258,50 @@ pub fn tcp_device(
     spec
 }
 
+/// A line owner under test: its units start with [`Running::unit`]; stops when dropped.
+pub struct SharedLine {
+    pub handle: cabinetd_modbus::LineHandle,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+impl SharedLine {
+    pub fn start(transport: &cabinetd_modbus::Transport) -> SharedLine {
+        let (handle, line) = cabinetd_modbus::line_for(transport);
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(line.run(async move {
+            let _ = stop_rx.await;
+        }));
+        SharedLine {
+            handle,
+            _stop: stop,
+        }
+    }
+}
+
+/// Poll start instants (monotonic) and other events of a unit over `window`.
+pub async fn collect(
+    unit: &mut Running,
+    until: Instant,
+) -> (Vec<Instant>, Vec<cabinetd_modbus::DeviceEvent>) {
+    let (mut polls, mut other) = (Vec::new(), Vec::new());
+    while let Ok(Some(ev)) = timeout_at(until, unit.events.recv()).await {
+        match ev {
+            cabinetd_modbus::DeviceEvent::Poll(r) => polls.push(r.started),
+            ev => other.push(ev),
+        }
+    }
+    (polls, other)
+}
+
+/// The longest time between two consecutive polls.
+pub fn worst_gap(polls: &[Instant]) -> Duration {
+    polls
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or(Duration::MAX)
+}
+
 /// A device task under test.
 pub struct Running {
     pub events: mpsc::Receiver<cabinetd_modbus::DeviceEvent>,
@@ -256,13 +311,41 @@ pub struct Running {
 }
 
 impl Running {
+    /// A unit on a shared line (see [`SharedLine`]).
+    pub fn unit(spec: DeviceSpec, line: &SharedLine) -> Running {
+        let handle = line.handle.clone();
+        Running::spawn(|events, writes, stop| {
+            cabinetd_modbus::run_unit(spec, handle, events, writes, stop)
+        })
+    }
+
+    /// A device on a line of its own.
     pub fn start(spec: DeviceSpec) -> Running {
+        Running::spawn(|events, writes, stop| {
+            cabinetd_modbus::run_device(spec, events, writes, stop)
+        })
+    }
+
+    fn spawn<F>(
+        run: impl FnOnce(
+            mpsc::Sender<cabinetd_modbus::DeviceEvent>,
+            mpsc::Receiver<cabinetd_modbus::WriteRequest>,
+            std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+        ) -> F,
+    ) -> Running
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
         let (ev_tx, events) = mpsc::channel(256);
         let (writes, w_rx) = mpsc::channel(8);
         let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
-        let task = tokio::spawn(cabinetd_modbus::run_device(spec, ev_tx, w_rx, async move {
-            let _ = stop_rx.wait_for(|stop| *stop).await;
-        }));
+        let task = tokio::spawn(run(
+            ev_tx,
+            w_rx,
+            Box::pin(async move {
+                let _ = stop_rx.wait_for(|stop| *stop).await;
+            }),
+        ));
         Running {
             events,
             writes,
@@ -294,11 +377,21 @@ impl Running {
         point: &str,
         value: cabinetd_modbus::Value,
     ) -> Result<(), cabinetd_modbus::Error> {
+        self.write_with_id(point, value, None).await
+    }
+
+    pub async fn write_with_id(
+        &self,
+        point: &str,
+        value: cabinetd_modbus::Value,
+        id: Option<&str>,
+    ) -> Result<(), cabinetd_modbus::Error> {
         let (reply, rx) = tokio::sync::oneshot::channel();
         self.writes
             .send(cabinetd_modbus::WriteRequest {
                 point: point.into(),
                 value,
+                id: id.map(Into::into),
                 reply,
             })
             .await
