@@ -154,8 +154,9 @@ async def silent_rtu(path: str, stop: asyncio.Event) -> None:
     port.close()
 
 
-async def control(server, unit: int) -> None:
-    """Serves ``--control`` commands from stdin until EOF."""
+async def control(server, units: list[int]) -> None:
+    """Serves ``--control`` commands from stdin until EOF: ``set`` changes every unit (they
+    share their contents), ``get`` reads the first."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -171,10 +172,11 @@ async def control(server, unit: int) -> None:
                 values = [int(v) for v in parts[3].split(",")]
                 if fc in (1, 2):
                     values = [bool(v) for v in values]
-                err = await server.context.async_setValues(unit, fc, addr, values)
+                errs = [await server.context.async_setValues(u, fc, addr, values) for u in units]
+                err = next((e for e in errs if e), None)
                 out("ERR %s" % err if err else "OK set")
             elif cmd == "get":
-                got = await server.context.async_getValues(unit, fc, addr, 1)
+                got = await server.context.async_getValues(units[0], fc, addr, 1)
                 out("OK %d" % int(got[0]) if isinstance(got, list) else "ERR %s" % got)
             else:
                 out("ERR unknown command %r" % cmd)
@@ -288,7 +290,7 @@ async def main() -> None:
         ready = args.rtu
     out(f"READY {ready}")
     if args.control:
-        ctl = asyncio.ensure_future(control(server, args.unit))
+        ctl = asyncio.ensure_future(control(server, units))
     await stop.wait()
     if args.control:
         ctl.cancel()
