@@ -529,6 +529,30 @@ mod tests {
         assert!(r.reason.contains("stopped"), "{}", r.reason);
     }
 
+    /// Merging the Modbus line work (whose writes carry the command id for `write_outcome`)
+    /// with the rules core's lanes: a write carried out for a central command still names it;
+    /// one of the cabinet's own (a rule, the programme) names none.
+    #[tokio::test]
+    async fn a_write_carries_the_command_id_it_carries_out() {
+        let (w_tx, mut w_rx) = mpsc::channel::<cabinetd_modbus::WriteRequest>(4);
+        let mut controls = Controls::default();
+        controls.writers.insert("meter".into(), w_tx);
+        let device = tokio::spawn(async move {
+            let mut ids = Vec::new();
+            while let Some(req) = w_rx.recv().await {
+                ids.push(req.id.clone());
+                let _ = req.reply.send(Ok(()));
+            }
+            ids
+        });
+        execute(&write_to("meter"), Some("c-7"), &controls)
+            .await
+            .unwrap();
+        execute(&write_to("meter"), None, &controls).await.unwrap();
+        drop(controls);
+        assert_eq!(device.await.unwrap(), vec![Some("c-7".to_string()), None]);
+    }
+
     #[tokio::test]
     async fn equipment_actions_name_what_is_missing() {
         let mut controls = Controls::default();
