@@ -5,7 +5,9 @@
 //! outbox (which numbers it) → the uplink publishes durable records and deletes them after PUBACK.
 //!
 //! Task tree: `root` token → the equipment rack (→ generation → entry), the HTTP endpoint, the
-//! watchdog and the energy accountant; commands run in the executor's `JoinSet`. The recorder,
+//! watchdog, the rules task (`rules::run`, which outlives reloads and carries out the actions of
+//! the cabinet's automation and the central commands) and the energy accountant; commands wait
+//! for their outcome in the executor's `JoinSet`. The recorder,
 //! the outbox flusher and the uplink stop by their inputs, in the order below.
 //!
 //! Stop ([`Signal::Stop`]): the deadline is computed once, [`STOP_BUDGET`] after the first
@@ -38,15 +40,15 @@ use crate::equipment::{self, Rack};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::outbox::{Outbox, OutboxOptions};
+use crate::readings::ReadingTap;
 use crate::record::RecordBody;
 use crate::recorder::Recorder;
 use crate::status::Live;
 use crate::tasks::NamedTasks;
 use crate::uplink::{Incoming, Uplink, UplinkParams};
-use crate::{http, lighting, watchdog};
+use crate::wall::WallClock;
+use crate::{http, lighting, rules, watchdog};
 
-/// Good readings shared with the energy accountant before it is counted as lagging.
-const TELEMETRY_TAP: usize = 1024;
 /// From the first stop signal to the exit (SPEC: within 10 s; the runtime's own shutdown and the
 /// process exit take the rest).
 pub const STOP_BUDGET: Duration = Duration::from_millis(9000);
@@ -103,6 +105,17 @@ impl Daemon {
         cfg: Config,
         notifier: Notifier,
     ) -> anyhow::Result<Daemon> {
+        Self::build_with(files, cfg, notifier, WallClock::system()).await
+    }
+
+    /// [`Daemon::build`] with the wall clock the rules core and the energy accountant read
+    /// (tests: a clock following tokio's paused time, or the offset-file hook of `wall`).
+    pub async fn build_with(
+        files: Vec<PathBuf>,
+        cfg: Config,
+        notifier: Notifier,
+        clock: WallClock,
+    ) -> anyhow::Result<Daemon> {
         let (cfg, on_probation) = reconfigure::restore(&files, cfg);
         let boot_id = uuid::Uuid::new_v4().to_string();
         let metrics = Metrics::new(env!("CARGO_PKG_VERSION"));
@@ -136,8 +149,11 @@ impl Daemon {
             .await
             .with_context(|| format!("cannot listen on http.listen = {}", cfg.http.listen))?;
 
-        let (tap, tap_rx) = broadcast::channel(TELEMETRY_TAP);
+        // Nobody subscribes to the recorder's tap: the rules core and the energy accountant read
+        // every reading before report by exception, on the readings tap.
+        let (tap, _) = broadcast::channel(1);
         let (recorder, records) = Recorder::start(outbox.clone(), recovery, tap);
+        let readings = ReadingTap::default();
         // Not under `root`: the uplink stops last, after the records are flushed.
         let params = UplinkParams::from_config(&cfg, &boot_id)?;
         let uplink = Uplink::start(params, outbox.clone(), metrics.clone());
@@ -147,7 +163,8 @@ impl Daemon {
             metrics: metrics.clone(),
             storage: cfg.storage.path.clone(),
             beats: Arc::new(AtomicU64::new(0)),
-            // Hook: when the rules core runs here, its ClockGuard calls `set_trusted`.
+            readings: readings.clone(),
+            // The rules task hands its clock guard's verdict to the cameras (`Deps::camera_clock`).
             onvif: equipment::camera::Shared::new(equipment::camera::ClockTrust::with_floor(
                 std::time::SystemTime::UNIX_EPOCH
                     + Duration::from_secs(
@@ -156,9 +173,38 @@ impl Daemon {
             )),
         };
         let polling = ctx.beats.clone();
+        let camera_clock = ctx.onvif.clock.clone();
         let mut rack = Rack::new(ctx, root.child_token());
         rack.start(&cfg).await.context("equipment did not start")?;
         let (running, running_rx) = watch::channel(Arc::new(cfg.clone()));
+        let mut background = NamedTasks::new();
+        let (up, on_mode) = (uplink.handle.clone(), uplink.handle.clone());
+        let deps = rules::run::Deps {
+            running: running_rx.clone(),
+            controls: rack.subscribe_controls(),
+            readings: readings.subscribe("rules"),
+            uplink_up: Arc::new(move || up.status().connected),
+            on_mode: Arc::new(move |m| on_mode.set_mode(m.as_str())),
+            records: records.clone(),
+            metrics: metrics.clone(),
+            clock: clock.clone(),
+            camera_clock,
+        };
+        let (rules, rules_task) = rules::run::start(deps, root.child_token());
+        background.spawn("rules", rules_task);
+        let (energy_tx, energy_rx) = watch::channel(serde_json::Value::Null);
+        let accountant = lighting::accountant::run(
+            lighting::accountant::Inputs {
+                running: running_rx.clone(),
+                readings: readings.subscribe("energy"),
+                records: records.clone(),
+                metrics: metrics.clone(),
+                clock,
+                view: energy_tx,
+            },
+            root.child_token(),
+        );
+        background.spawn("energy accountant", accountant);
         let audit = AuditLog::default();
         let live = Arc::new(
             Live::new(
@@ -168,24 +214,18 @@ impl Daemon {
                 uplink.handle.clone(),
                 rack.board(),
                 running_rx.clone(),
+                crate::status::Automation {
+                    view: rules.view.clone(),
+                    energy: energy_rx,
+                },
             )
             .with_audit(audit.clone()),
         );
 
         let notifier = Arc::new(notifier);
         let main_beats = Arc::new(AtomicU64::new(0));
-        let mut background = NamedTasks::new();
         let stop = root.child_token().cancelled_owned();
         let http = background.spawn("http", http::serve(listener, live.clone(), stop));
-        let stop = root.child_token().cancelled_owned();
-        let accountant = lighting::accountant::run(
-            running_rx.clone(),
-            tap_rx,
-            records.clone(),
-            metrics.clone(),
-            stop,
-        );
-        background.spawn("energy accountant", accountant);
         let probes = watchdog::Probes {
             main_loop: main_beats.clone(),
             recorder: recorder.beats.clone(),
@@ -201,7 +241,13 @@ impl Daemon {
         live.set_ready(true);
         let _ = notifier.notify(&format!("READY=1\nSTATUS={}", crate::status::summary(&cfg)));
         tracing::info!(cabinet = %cfg.cabinet.id, boot_id = %boot_id, config_version = %cfg.version, "cabinetd running");
-        let mut commands = Commands::new(records.clone(), metrics, ledger, audit.clone());
+        let mut commands = Commands::new(
+            records.clone(),
+            metrics,
+            ledger,
+            audit.clone(),
+            rules.commands.clone(),
+        );
         commands.recover(&opened).await;
         let mut daemon = Daemon {
             files,
@@ -234,6 +280,11 @@ impl Daemon {
             daemon.open_window(&version, baseline, state);
         }
         Ok(daemon)
+    }
+
+    /// What `/status`, `/metrics` and `/readyz` read (in-process tests read it directly).
+    pub fn live(&self) -> Arc<Live> {
+        self.live.clone()
     }
 
     /// Runs until [`Signal::Stop`] (or the uplink ends), then stops (see the module docs).

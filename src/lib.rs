@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod notify;
 pub mod ops;
 pub mod outbox;
+pub mod readings;
 pub mod record;
 pub mod recorder;
 pub mod report;
@@ -29,6 +30,7 @@ pub mod safety;
 pub mod status;
 pub mod tasks;
 pub mod uplink;
+pub mod wall;
 pub mod watchdog;
 
 /// `cabinetd --version`: version, git commit, target triple.

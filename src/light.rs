@@ -177,7 +177,8 @@ pub fn parse_step_time(s: &str) -> Result<StepTime, String> {
     Err(bad())
 }
 
-/// A `light.set` / `light.release` / programme step for one bus, answered on `reply`.
+/// A level for one bus to apply, answered on `reply`. The bus is a plain executor: who decides
+/// the level (programme, rule, scene, central post) and how long it holds is the rules core's.
 #[derive(Debug)]
 pub struct LightRequest {
     /// What to act on.
@@ -191,23 +192,13 @@ pub struct LightRequest {
 /// The lighting action.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum LightAction {
-    /// Override the level.
+    /// Set the level (DAPC); the bus remembers it per gear and sends it again to a gear that
+    /// comes back (`gear_found`, a bus power return).
     Set {
         /// 0..=100 % of full output (standard DALI curve).
         level_percent: f64,
         /// Fade duration; `None` keeps the gear's fade time.
         fade_s: Option<f64>,
-        /// Release automatically after this many seconds.
-        hold_s: Option<f64>,
-    },
-    /// Back to the programme's level (or, where the programme has not spoken yet, to the level
-    /// before the first override).
-    Release,
-    /// The lighting programme's level for the target. Gear under a central override keep the
-    /// override; the programme level becomes what a release returns them to.
-    Programme {
-        /// 0..=100 % of full output.
-        level_percent: f64,
     },
 }
 

@@ -466,9 +466,18 @@ fn run(args: &ConfigArgs, log_format: Option<&str>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Test hook (tests/automation_e2e.rs): a wall clock offset by the number in this file, so a
+    // test can step the daemon's clock (±6 h, 1970). Only main.rs reads it; see `cabinetd::wall`.
+    let clock = match std::env::var_os("CABINETD_TEST_CLOCK_OFFSET_FILE") {
+        Some(f) => {
+            tracing::warn!(file = %std::path::Path::new(&f).display(), "TEST HOOK: the wall clock of the rules and the energy accountant is offset by this file (CABINETD_TEST_CLOCK_OFFSET_FILE)");
+            cabinetd::wall::WallClock::offset_file(f.into())
+        }
+        None => cabinetd::wall::WallClock::system(),
+    };
     let result = runtime.block_on(async {
         let signals = signals()?;
-        Daemon::build(files, cfg, notifier)
+        Daemon::build_with(files, cfg, notifier, clock)
             .await?
             .run(signals)
             .await

@@ -112,6 +112,16 @@ pub struct Metrics {
     /// `cabinetd_incoming_dropped_total`: incoming messages over `uplink.max_incoming_bytes`,
     /// dropped unread.
     pub incoming_dropped_total: prometheus::IntCounter,
+    /// `cabinetd_energy_night_kwh`: energy of the night running so far (0 by day).
+    pub energy_night_kwh: Gauge,
+    /// `cabinetd_energy_night_baseline_kwh`: the same luminaires at full power over the same part
+    /// of the night.
+    pub energy_night_baseline_kwh: Gauge,
+    /// `cabinetd_energy_night_savings_percent`: savings of the night running so far.
+    pub energy_night_savings_percent: Gauge,
+    /// `cabinetd_energy_night_coverage_ratio`: share of the night running so far for which
+    /// readings were received (an `energy_daily` below 0.9 says so).
+    pub energy_night_coverage_ratio: Gauge,
     /// `cabinetd_outbox_storage_full`: 1 while the store's filesystem is full.
     pub outbox_storage_full: IntGauge,
     /// `cabinetd_uplink_payload_bytes_total{stream}`: bytes of record payloads published (after
@@ -344,6 +354,23 @@ impl Metrics {
             store_recoveries_total.with_label_values(&[reason]);
         }
 
+        let gauge = |name: &str, help: &str| Gauge::new(name, help).expect("valid metric");
+        let energy_night_kwh = gauge(
+            "cabinetd_energy_night_kwh",
+            "Luminaire energy of the night running so far, kWh (0 by day).",
+        );
+        let energy_night_baseline_kwh = gauge(
+            "cabinetd_energy_night_baseline_kwh",
+            "The same luminaires at full power over the same part of the night, kWh.",
+        );
+        let energy_night_savings_percent = gauge(
+            "cabinetd_energy_night_savings_percent",
+            "Savings of the night running so far against its baseline, percent.",
+        );
+        let energy_night_coverage_ratio = gauge(
+            "cabinetd_energy_night_coverage_ratio",
+            "Share of the night running so far covered by readings (0..1).",
+        );
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(build_info.clone()),
             Box::new(uplink_connected.clone()),
@@ -372,6 +399,10 @@ impl Metrics {
             Box::new(auth_rejected_total.clone()),
             Box::new(tls_cert_expiry_seconds.clone()),
             Box::new(incoming_dropped_total.clone()),
+            Box::new(energy_night_kwh.clone()),
+            Box::new(energy_night_baseline_kwh.clone()),
+            Box::new(energy_night_savings_percent.clone()),
+            Box::new(energy_night_coverage_ratio.clone()),
             Box::new(outbox_storage_full.clone()),
             Box::new(uplink_payload_bytes_total.clone()),
         ];
@@ -407,6 +438,10 @@ impl Metrics {
             auth_rejected_total,
             tls_cert_expiry_seconds,
             incoming_dropped_total,
+            energy_night_kwh,
+            energy_night_baseline_kwh,
+            energy_night_savings_percent,
+            energy_night_coverage_ratio,
             outbox_storage_full,
             uplink_payload_bytes_total,
         }

@@ -1,14 +1,19 @@
 //! What the daemon shows of itself: the `/status` document ([`Live`], served by `http`) and its
 //! rendering for a person (`cabinetd status`, [`render_status`]).
 //!
-//! `/status` fields: `cabinet`, `version`, `config_version`, `boot_id`, `uptime_s`, `mode`,
+//! `/status` fields: `cabinet`, `version`, `config_version`, `boot_id`, `uptime_s`, `mode` (the
+//! rules core's: `autonomous` only once the uplink has been down for `uplink.autonomous_after`),
 //! `uplink` (connection, broker as `mqtt[s]://host:port`, last error and when it happened),
 //! `outbox` (counts per stream, bytes, budget, oldest age, per-stream details), `brokers`,
 //! `devices` (one per equipment entry: `name`, `protocol`, `up` true/false/null, `health`,
 //! `points`, `last_poll`, `last_error`; cameras also `identity` {manufacturer, model, firmware,
-//! serial} once read), `rules` (the autonomous rules in force: the lighting programme's steps),
-//! `last_reload` (the outcome of the last SIGHUP), `audit` (the last 100 commands and desired
-//! configurations and what became of them, oldest first: `crate::audit`).
+//! serial} once read), `rules` (each `[[rule]]`: `name`, `state`
+//! `cleared`/`pending`/`entered`), `scenes` (active scenes → who runs them), `control` (who is in
+//! charge of each target: `programme`, `adaptive:NAME`, `rule:NAME`, `scene:NAME`, `central`,
+//! `none`), `holds` (`what`, `by`, `until`), `clock_trusted`, `programme` (the lighting
+//! programme's steps), `energy` (the night running and the last `energy_daily`, see
+//! `lighting::accountant`), `last_reload` (the outcome of the last SIGHUP), `audit` (the last 100
+//! commands and desired configurations and what became of them, oldest first: `crate::audit`).
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +31,14 @@ use crate::outbox::{Outbox, OutboxStats};
 use crate::record::format_ts;
 use crate::uplink::UplinkHandle;
 
+/// What the cabinet's automation shows: the rules task's view and the energy accountant's.
+pub struct Automation {
+    /// Mode, rules, scenes, who is in charge, holds, clock trust (`rules::run`).
+    pub view: watch::Receiver<Arc<crate::rules::run::View>>,
+    /// The night running and the last `energy_daily` (`lighting::accountant`).
+    pub energy: watch::Receiver<Value>,
+}
+
 /// Everything `/status`, `/metrics` and `/readyz` look at.
 pub struct Live {
     cabinet: String,
@@ -38,6 +51,8 @@ pub struct Live {
     ready: AtomicBool,
     running: watch::Receiver<Arc<Config>>,
     last_reload: Mutex<Option<Value>>,
+    automation: watch::Receiver<Arc<crate::rules::run::View>>,
+    energy: watch::Receiver<Value>,
     audit: AuditLog,
 }
 
@@ -50,6 +65,7 @@ impl Live {
         uplink: UplinkHandle,
         board: Board,
         running: watch::Receiver<Arc<Config>>,
+        automation: Automation,
     ) -> Live {
         let cabinet = running.borrow().cabinet.id.clone();
         Live {
@@ -63,6 +79,8 @@ impl Live {
             ready: AtomicBool::new(false),
             running,
             last_reload: Mutex::new(None),
+            automation: automation.view,
+            energy: automation.energy,
             audit: AuditLog::default(),
         }
     }
@@ -93,27 +111,10 @@ impl Live {
             "ts": format_ts(SystemTime::now()),
         }));
     }
-
-    fn connected(&self) -> bool {
-        self.uplink.status().connected
-    }
-
-    fn refresh_gauges(&self) {
-        self.metrics.set_mode(mode(self.connected()));
-    }
-}
-
-fn mode(connected: bool) -> &'static str {
-    if connected {
-        "connected"
-    } else {
-        "autonomous"
-    }
 }
 
 impl crate::http::Endpoint for Live {
     fn metrics(&self) -> String {
-        self.refresh_gauges();
         self.metrics.render()
     }
 
@@ -124,7 +125,6 @@ impl crate::http::Endpoint for Live {
     }
 
     fn status(&self) -> Value {
-        self.refresh_gauges();
         let uplink = self.uplink.status();
         let devices: Vec<Value> = self
             .board
@@ -152,18 +152,25 @@ impl crate::http::Endpoint for Live {
             })
             .collect();
         let cfg = self.running.borrow().clone();
+        let auto = self.automation.borrow().clone();
         json!({
             "cabinet": self.cabinet,
             "version": env!("CARGO_PKG_VERSION"),
             "config_version": cfg.version,
             "boot_id": self.boot_id,
             "uptime_s": self.started.elapsed().as_secs(),
-            "mode": mode(uplink.connected),
+            "mode": auto.mode,
             "uplink": serde_json::to_value(&uplink).unwrap_or_default(),
             "outbox": outbox_view(&self.outbox.stats()),
             "brokers": cfg.uplink.brokers.iter().map(|b| b.url()).collect::<Vec<_>>(),
             "devices": devices,
-            "rules": rules(&cfg),
+            "rules": auto.rules,
+            "scenes": auto.scenes,
+            "control": auto.control,
+            "holds": auto.holds,
+            "clock_trusted": auto.clock_trusted,
+            "programme": programme(&cfg),
+            "energy": self.energy.borrow().clone(),
             "last_reload": self.last_reload.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             "audit": self.audit.snapshot(),
         })
@@ -180,9 +187,9 @@ pub fn summary(cfg: &Config) -> String {
     )
 }
 
-/// The autonomous rules in force: the lighting programme's steps, when there is a DALI bus to
-/// follow them (`all at dusk+15m → 100 % (dusk)`).
-pub fn rules(cfg: &Config) -> Vec<String> {
+/// The lighting programme's steps, when there is a DALI bus to follow them
+/// (`all at dusk+15m → 100 % (dusk)`, plus `on fri, sat` for a step limited to some nights).
+pub fn programme(cfg: &Config) -> Vec<String> {
     if cfg.dali.is_empty() {
         return Vec::new();
     }
@@ -190,8 +197,13 @@ pub fn rules(cfg: &Config) -> Vec<String> {
         .steps
         .iter()
         .map(|step| {
+            let nights = step
+                .nights
+                .as_ref()
+                .map(|n| format!(" on {}", n.join(", ")))
+                .unwrap_or_default();
             format!(
-                "lighting: {} at {} → {} % ({})",
+                "lighting: {} at {} → {} % ({}){nights}",
                 step.target, step.at, step.level_percent, step.reason
             )
         })
@@ -301,9 +313,70 @@ pub fn render_status(doc: &Value, now: SystemTime) -> String {
         );
     }
     let rules = doc["rules"].as_array().cloned().unwrap_or_default();
-    let _ = writeln!(out, "rules    {} active", rules.len());
-    for r in rules {
-        let _ = writeln!(out, "  {}", s(&r));
+    let entered = rules.iter().filter(|r| r["state"] == "entered").count();
+    let _ = writeln!(
+        out,
+        "rules    {} configured, {entered} entered",
+        rules.len()
+    );
+    for r in &rules {
+        let _ = writeln!(out, "  {:<32} {}", s(&r["name"]), s(&r["state"]));
+    }
+    let scenes = doc["scenes"].as_object().cloned().unwrap_or_default();
+    let _ = writeln!(out, "scenes   {} active", scenes.len());
+    for (name, by) in &scenes {
+        let by: Vec<String> = by.as_array().into_iter().flatten().map(&s).collect();
+        let _ = writeln!(out, "  {name:<32} run by {}", by.join(", "));
+    }
+    let holds = doc["holds"].as_array().cloned().unwrap_or_default();
+    let _ = writeln!(out, "holds    {}", holds.len());
+    for h in &holds {
+        let _ = writeln!(
+            out,
+            "  {:<32} by {:<24} until {}",
+            s(&h["what"]),
+            s(&h["by"]),
+            s(&h["until"])
+        );
+    }
+    // Who is in charge, where it is not the programme.
+    if let Some(control) = doc["control"].as_object() {
+        let others: Vec<String> = control
+            .iter()
+            .filter(|(_, c)| c.as_str().is_some_and(|c| c != "programme" && c != "none"))
+            .map(|(t, c)| format!("{t}: {}", s(c)))
+            .collect();
+        let _ = writeln!(
+            out,
+            "control  {} target(s) not under the programme",
+            others.len()
+        );
+        for o in others {
+            let _ = writeln!(out, "  {o}");
+        }
+    }
+    if doc["clock_trusted"] == false {
+        let _ = writeln!(
+            out,
+            "clock    UNTRUSTED: the wall clock is implausible; levels are held"
+        );
+    }
+    let e = &doc["energy"]["night"];
+    if e.is_object() {
+        let _ = writeln!(
+            out,
+            "energy   night of {}: {} kWh of {} kWh baseline (savings {} %, coverage {})",
+            s(&e["date"]),
+            s(&e["kwh"]),
+            s(&e["baseline_kwh"]),
+            s(&e["savings_percent"]),
+            s(&e["coverage"])
+        );
+    }
+    let programme = doc["programme"].as_array().cloned().unwrap_or_default();
+    let _ = writeln!(out, "programme {} step(s)", programme.len());
+    for p in programme {
+        let _ = writeln!(out, "  {}", s(&p));
     }
     render_audit(&mut out, doc);
     out
@@ -360,7 +433,13 @@ mod tests {
                 {"name": "meter-main", "protocol": "modbus", "up": false, "health": "down", "points": 4, "last_poll": null, "last_error": "timeout"},
                 {"name": "cam-1", "protocol": "onvif", "up": null, "health": "not_supervised", "points": 0, "last_poll": null, "last_error": "not in this build"}
             ],
-            "rules": []
+            "rules": [{"name": "ice-risk", "state": "entered"}, {"name": "uplink-lost", "state": "cleared"}],
+            "scenes": {"emergency-route-a": ["central"]},
+            "holds": [{"what": "scene:emergency-route-a", "by": "central", "until": "2026-12-21T18:10:00.000Z"}],
+            "control": {"all": "programme", "group:2": "scene:emergency-route-a", "tc-12/plan": "none"},
+            "clock_trusted": false,
+            "energy": {"night": {"date": "2026-12-21", "kwh": 1.2, "baseline_kwh": 2.0, "savings_percent": 40.0, "coverage": 1.0}},
+            "programme": ["lighting: all at dusk → 100 % (dusk)"]
         })
     }
 
@@ -382,6 +461,24 @@ mod tests {
         assert!(text.contains("meter-main"));
         assert!(text.contains("DOWN"));
         assert!(text.contains("unsupervised"));
+        assert!(text.contains("mode autonomous"), "{text}");
+        assert!(text.contains("rules    2 configured, 1 entered"), "{text}");
+        assert!(
+            text.contains("ice-risk") && text.contains("entered"),
+            "{text}"
+        );
+        assert!(
+            text.contains("emergency-route-a                run by central"),
+            "{text}"
+        );
+        assert!(text.contains("until 2026-12-21T18:10:00.000Z"), "{text}");
+        assert!(text.contains("group:2: scene:emergency-route-a"), "{text}");
+        assert!(!text.contains("tc-12/plan"), "{text}");
+        assert!(text.contains("UNTRUSTED"), "{text}");
+        assert!(
+            text.contains("savings 40.0 %") || text.contains("savings 40 %"),
+            "{text}"
+        );
     }
 
     #[test]

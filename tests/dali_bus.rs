@@ -99,7 +99,6 @@ fn set(level_percent: f64) -> LightAction {
     LightAction::Set {
         level_percent,
         fade_s: None,
-        hold_s: None,
     }
 }
 
@@ -215,13 +214,11 @@ async fn bus_task_against_the_atx_hat_emulator() {
         "{e}"
     );
 
-    // A group, then release everything: back to the levels before the first override.
+    // A group, then everything (the bus is a plain executor: who decides is the rules core's).
     t.light(LightTarget::Group(0), set(10.0)).await.unwrap();
     assert_eq!(emu.state(0)["level"], json!(percent_to_arc(10.0)));
     assert_eq!(emu.state(1)["level"], json!(percent_to_arc(10.0)));
-    t.light(LightTarget::All, LightAction::Release)
-        .await
-        .unwrap();
+    t.light(LightTarget::All, set(100.0)).await.unwrap();
     for a in 0..3 {
         assert_eq!(emu.state(a)["level"], json!(254), "gear {a}");
     }
@@ -254,6 +251,44 @@ async fn bus_task_against_the_atx_hat_emulator() {
     assert!(
         text.contains("cabinetd_dali_lamp_failures{bus=\"bus-e\"} 1"),
         "{text}"
+    );
+
+    // Issue 13 item 6: the bus power is cut and comes back. The gear sit at their SYSTEM
+    // FAILURE LEVEL (80 % for group 0, the default 100 % for gear 2); each gets the level it
+    // was last told as soon as it is found again, not at the next change or re-apply.
+    emu.control("restore 2");
+    emu.control("lamp_failure 1 off");
+    t.event("gear_found", "bus-e/2").await;
+    t.light(LightTarget::All, set(40.0)).await.unwrap();
+    t.light(g(1), set(20.0)).await.unwrap();
+    emu.control("bus_power off");
+    t.event("gear_missing", "bus-e/1").await;
+    assert_eq!(emu.state(1)["level"], json!(percent_to_arc(80.0)));
+    let back = std::time::Instant::now();
+    emu.control("bus_power on");
+    let want = [
+        percent_to_arc(40.0),
+        percent_to_arc(20.0),
+        percent_to_arc(40.0),
+    ];
+    let deadline = back + Duration::from_secs(20);
+    loop {
+        let levels: Vec<serde_json::Value> =
+            (0..3).map(|a| emu.state(a)["level"].clone()).collect();
+        if levels == want.map(|l| json!(l)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "levels after the bus power returned: {levels:?}, want {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A few polls, not the 5-minute re-apply (poll 300 ms).
+    assert!(
+        back.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        back.elapsed()
     );
 
     t.stop.send(()).unwrap();

@@ -254,11 +254,15 @@ fn the_programme_lights_the_night_and_release_returns_to_it() {
         },
     );
     let night = cabinetd_dali::percent_to_arc(70.0);
-    // The programme is what the cabinet does on its own: `cabinetd status` lists it.
+    // The programme is what the cabinet does on its own: `cabinetd status` lists it, and who
+    // is in charge of the luminaires.
     assert_eq!(
-        daemon.status()["rules"],
+        daemon.status()["programme"],
         json!(["lighting: all at dusk → 70 % (dusk)"])
     );
+    wait_until("the programme in charge", Duration::from_secs(30), || {
+        (daemon.status()["control"]["all"] == "programme").then_some(())
+    });
     wait_until(
         "the programme's night level on every gear",
         Duration::from_secs(30),
@@ -269,6 +273,7 @@ fn the_programme_lights_the_night_and_release_returns_to_it() {
     probe.publish(CMD, json!({"id": "o1", "action": "light.set", "args": {"target": "bus-a/1", "level_percent": 20}, "expires_at": "2099-01-01T00:00:00Z"}).to_string().as_bytes(), false);
     assert_eq!(result_of(&probe, "o1")["status"], "succeeded");
     assert_eq!(hat.state(1)["level"], cabinetd_dali::percent_to_arc(20.0));
+    assert_eq!(daemon.status()["control"]["bus-a/1"], "central");
     assert_eq!(
         hat.state(0)["level"],
         night,

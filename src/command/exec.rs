@@ -4,13 +4,21 @@
 //!   persisted id window ([`Ledger`]): a running id is ignored, a finished id gets its first
 //!   result published again; an expired command is `expired`. What it lets through is a new
 //!   [`Command`], handed to [`Commands::submit`].
-//! - What can be decided at once is (an unknown device or camera); the rest runs as one task of
-//!   a `JoinSet` ([`Executor`]), off the main loop: a DALI bus, a Modbus device or a camera may
-//!   take seconds. At most [`MAX_IN_FLIGHT`] commands run at once; a command beyond that is
-//!   `rejected` with a reason starting `busy` (a flood of distinct ids cannot grow tasks without
-//!   bound).
-//! - A point write waits at most [`WRITE_TIMEOUT`] for the device, a light command at most
-//!   `equipment::lights::LIGHT_TIMEOUT` per bus, a camera command at most
+//! - An accepted, new command goes to the rules core ([`Executor::submit`] → a [`Submitted`] on
+//!   the core's channel, see `rules::run`): central `light.*`, `point.write`, `scene.*` and
+//!   `camera.*` are arbitrated there (central > scene > rule > programme) and carried out by the
+//!   core's action lanes through the equipment ([`execute`]). The result is decided by the
+//!   actions that carry the command's id (all succeeded → `succeeded`; one rejected →
+//!   `rejected`; one failed → `failed`); a command no action carries (releasing what was not
+//!   overridden) succeeded; one the core refuses (unknown scene, target or point) is
+//!   `rejected` naming the field.
+//! - Each command waits for its outcome as one task of a `JoinSet` ([`Executor`]), off the main
+//!   loop. At most [`MAX_IN_FLIGHT`] commands wait at once; a command beyond that is `rejected`
+//!   with a reason starting `busy` (a flood of distinct ids cannot grow tasks without bound). A
+//!   command without an outcome after [`COMMAND_TIMEOUT`] is `failed` (its action may still be
+//!   applied later: the reason says the outcome is unknown).
+//! - A point write waits at most [`WRITE_TIMEOUT`] for the device, a light action at most
+//!   `equipment::lights::LIGHT_TIMEOUT` per bus, a camera action at most
 //!   `equipment::camera::COMMAND_TIMEOUT`.
 //! - At the stop, commands still running when the equipment phase of the stop deadline ends are
 //!   aborted and get a `failed` result ([`Commands::stop`]), which the daemon flushes before it
@@ -25,6 +33,7 @@ use tokio::time::Instant;
 
 use super::{outcome, result, Action, Command, CommandError, Ledger};
 use crate::audit::{AuditEntry, AuditLog, AuthGate};
+use crate::config::RuleAction;
 use crate::equipment::camera::CameraError;
 use crate::equipment::Controls;
 use crate::light::LightAction;
@@ -33,23 +42,43 @@ use crate::record::{CommandResult, CommandStatus, RecordBody};
 
 /// Commands executing at once, at most.
 pub const MAX_IN_FLIGHT: usize = 32;
-/// How long a point write may take end to end before the command fails.
+/// How long a point write may take end to end before the action fails.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a command may wait for its outcome (queued behind other actions of its device or
+/// bus, then carried out).
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A bounded set of running commands.
+/// An accepted command handed to the rules core, answered exactly once on `reply` (a dropped
+/// reply is a `failed` result).
+#[derive(Debug)]
+pub struct Submitted {
+    /// The command's id.
+    pub id: String,
+    /// What it asks.
+    pub action: RuleAction,
+    /// Its outcome.
+    pub reply: oneshot::Sender<Result<(), CommandError>>,
+}
+
+/// The rules core's command channel.
+pub type CoreSender = mpsc::Sender<Submitted>;
+
+/// A bounded set of commands waiting for their outcome.
 pub struct Executor {
     set: JoinSet<(&'static str, CommandResult)>,
     running: HashMap<Id, (String, &'static str)>,
     limit: usize,
+    core: CoreSender,
 }
 
 impl Executor {
-    /// At most `limit` commands at once.
-    pub fn new(limit: usize) -> Executor {
+    /// At most `limit` commands at once, handed to the rules core on `core`.
+    pub fn new(limit: usize, core: CoreSender) -> Executor {
         Executor {
             set: JoinSet::new(),
             running: HashMap::new(),
             limit,
+            core,
         }
     }
 
@@ -58,79 +87,38 @@ impl Executor {
         self.set.len()
     }
 
-    /// Starts `cmd` against the running equipment; `Err` is a result decided at once.
-    pub fn submit(&mut self, cmd: Command, controls: &Controls) -> Result<(), CommandResult> {
+    /// Hands `cmd` to the rules core; `Err` is a result decided at once (busy). The running
+    /// equipment is the core's to reach (its lanes follow every reload), hence `_controls`.
+    pub fn submit(&mut self, cmd: Command, _controls: &Controls) -> Result<(), CommandResult> {
         if self.set.len() >= self.limit {
             return Err(CommandError::Busy(self.set.len()).result(&cmd.id));
         }
         let (id, action) = (cmd.id, cmd.action);
         let name = action.name();
-        let reject = |reason: String| Err(CommandError::Rejected(reason).result(&id));
-        let handle = match action {
-            Action::PointWrite { point, value } => {
-                let (device, point) = point.split_once('/').unwrap_or((&point, ""));
-                let Some(writer) = controls.writers.get(device).cloned() else {
-                    return reject(format!("field `args.point`: no Modbus device {device:?}"));
-                };
-                let (id, point) = (id.clone(), point.to_owned());
-                self.set.spawn(async move {
-                    let r = write(writer, &id, point, value).await;
-                    (name, outcome(&id, r))
-                })
-            }
-            Action::LightSet {
-                target,
-                level_percent,
-                fade_s,
-                hold_s,
-            } => {
-                let (router, id) = (controls.lights.clone(), id.clone());
-                let action = LightAction::Set {
-                    level_percent,
-                    fade_s,
-                    hold_s,
-                };
-                self.set.spawn(async move {
-                    let r = router.send(&target, action).await.map_err(Into::into);
-                    (name, outcome(&id, r))
-                })
-            }
-            Action::LightRelease { target } => {
-                let (router, id) = (controls.lights.clone(), id.clone());
-                self.set.spawn(async move {
-                    let r = router.send(&target, LightAction::Release).await;
-                    (name, outcome(&id, r.map_err(Into::into)))
-                })
-            }
-            Action::CameraGotoPreset { camera, .. }
-            | Action::CameraReboot { camera }
-            | Action::CameraSyncTime { camera }
-                if !controls.cameras.contains_key(camera.as_str()) =>
-            {
-                return reject(format!("field `args.camera`: no camera {camera:?}"));
-            }
-            Action::CameraGotoPreset { camera, preset } => {
-                let (cam, id) = (controls.cameras[&camera].clone(), id.clone());
-                self.set.spawn(async move {
-                    let r = cam.goto_preset(&preset).await;
-                    (name, outcome(&id, camera_outcome(r)))
-                })
-            }
-            Action::CameraReboot { camera } => {
-                let (cam, id) = (controls.cameras[&camera].clone(), id.clone());
-                self.set.spawn(async move {
-                    let r = cam.reboot().await;
-                    (name, outcome(&id, camera_outcome(r)))
-                })
-            }
-            Action::CameraSyncTime { camera } => {
-                let (cam, id) = (controls.cameras[&camera].clone(), id.clone());
-                self.set.spawn(async move {
-                    let r = cam.sync_time().await;
-                    (name, outcome(&id, camera_outcome(r)))
-                })
-            }
-        };
+        let core = self.core.clone();
+        let task_id = id.clone();
+        let handle = self.set.spawn(async move {
+            let (reply, rx) = oneshot::channel();
+            let submitted = Submitted {
+                id: task_id.clone(),
+                action: RuleAction::from_command(action),
+                reply,
+            };
+            let r = if core.send(submitted).await.is_err() {
+                Err(CommandError::Failed("the rules core has stopped".into()))
+            } else {
+                match tokio::time::timeout(COMMAND_TIMEOUT, rx).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(_)) => Err(CommandError::Failed(
+                        "the rules core stopped before the command completed".into(),
+                    )),
+                    Err(_) => Err(CommandError::Failed(format!(
+                        "no outcome within {COMMAND_TIMEOUT:?}: unknown whether it was applied"
+                    ))),
+                }
+            };
+            (name, outcome(&task_id, r))
+        });
         self.running.insert(handle.id(), (id, name));
         Ok(())
     }
@@ -198,10 +186,81 @@ fn camera_outcome<T>(r: Result<T, CameraError>) -> Result<(), CommandError> {
     }
 }
 
+/// Carries out one action on the running equipment (the rules core's lanes call it): a point
+/// write through its device's task, a light level through the light router, a camera action
+/// through the camera's handle. `light.release` and `scene.*` are decided by the core, never
+/// equipment actions. `command` is the central command the action carries out, if any (a
+/// write's `write_outcome` event echoes it).
+pub async fn execute(
+    action: &Action,
+    command: Option<&str>,
+    controls: &Controls,
+) -> Result<(), CommandError> {
+    match action {
+        Action::PointWrite { point, value } => {
+            let (device, name) = point.split_once('/').unwrap_or((point, ""));
+            let Some(writer) = controls.writers.get(device).cloned() else {
+                return Err(CommandError::Failed(format!(
+                    "Modbus device {device:?} is not running"
+                )));
+            };
+            write(writer, command, name.to_owned(), *value).await
+        }
+        Action::LightSet {
+            target,
+            level_percent,
+            fade_s,
+            ..
+        } => {
+            let action = LightAction::Set {
+                level_percent: *level_percent,
+                fade_s: *fade_s,
+            };
+            controls
+                .lights
+                .send(target, action)
+                .await
+                .map_err(Into::into)
+        }
+        Action::CameraGotoPreset { .. }
+        | Action::CameraReboot { .. }
+        | Action::CameraSyncTime { .. } => camera(action, controls).await,
+        Action::LightRelease { .. } | Action::SceneRun { .. } | Action::SceneRelease { .. } => {
+            Err(CommandError::Rejected(format!(
+                "field `action`: {} is decided by the rules core, not carried out on equipment",
+                action.name()
+            )))
+        }
+    }
+}
+
+/// A camera action through the camera's handle (`equipment::camera::CameraHandle`: the
+/// camera's supervisor does the work, bounded by its command timeout).
+async fn camera(action: &Action, controls: &Controls) -> Result<(), CommandError> {
+    let (Action::CameraGotoPreset { camera, .. }
+    | Action::CameraReboot { camera }
+    | Action::CameraSyncTime { camera }) = action
+    else {
+        return Err(CommandError::Rejected(
+            "field `action`: not a camera action".into(),
+        ));
+    };
+    let Some(cam) = controls.cameras.get(camera.as_str()) else {
+        return Err(CommandError::Rejected(format!(
+            "field `args.camera`: no camera {camera:?}"
+        )));
+    };
+    match action {
+        Action::CameraGotoPreset { preset, .. } => camera_outcome(cam.goto_preset(preset).await),
+        Action::CameraReboot { .. } => camera_outcome(cam.reboot().await),
+        _ => camera_outcome(cam.sync_time().await),
+    }
+}
+
 /// One point write through the device's task, bounded by [`WRITE_TIMEOUT`].
 async fn write(
     writer: mpsc::Sender<cabinetd_modbus::WriteRequest>,
-    id: &str,
+    id: Option<&str>,
     point: String,
     value: cabinetd_modbus::Value,
 ) -> Result<(), CommandError> {
@@ -211,7 +270,7 @@ async fn write(
         point,
         value,
         // Echoed in the `write_outcome` event should the outcome be unknown.
-        id: Some(id.to_owned()),
+        id: id.map(str::to_owned),
         reply,
     };
     writer.send(req).await.map_err(|_| stopped())?;
@@ -250,17 +309,19 @@ pub(super) struct Origin {
 }
 
 impl Commands {
-    /// Results and `auth_rejected` events go to `records`; `ledger` is the persisted id window;
-    /// every outcome is kept in `audit`.
+    /// Results and `auth_rejected` events go to `records`; `cabinetd_commands_total` to
+    /// `metrics`; `ledger` is the persisted id window; every outcome is kept in `audit`;
+    /// accepted commands go to the rules core on `core`.
     pub fn new(
         records: mpsc::Sender<RecordBody>,
         metrics: Metrics,
         ledger: Ledger,
         audit: AuditLog,
+        core: CoreSender,
     ) -> Commands {
         Commands {
             ledger,
-            exec: Executor::new(MAX_IN_FLIGHT),
+            exec: Executor::new(MAX_IN_FLIGHT, core),
             gate: AuthGate::new(metrics.clone(), records.clone()),
             records,
             metrics,
@@ -364,12 +425,16 @@ mod tests {
         }
     }
 
+    /// A core that keeps what it is given (answers are the test's).
+    fn core() -> (CoreSender, mpsc::Receiver<Submitted>) {
+        mpsc::channel(64)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn beyond_the_limit_commands_are_rejected_busy() {
-        let (w_tx, mut w_rx) = mpsc::channel(64);
-        let mut controls = Controls::default();
-        controls.writers.insert("meter".into(), w_tx);
-        let mut exec = Executor::new(2);
+        let (tx, mut rx) = core();
+        let controls = Controls::default();
+        let mut exec = Executor::new(2, tx);
         exec.submit(cmd("a", write_to("meter")), &controls).unwrap();
         exec.submit(cmd("b", write_to("meter")), &controls).unwrap();
         let busy = exec
@@ -380,31 +445,63 @@ mod tests {
             ("c", CommandStatus::Rejected)
         );
         assert!(busy.reason.starts_with("busy"), "{}", busy.reason);
-        // One answers: room for another.
-        let first: cabinetd_modbus::WriteRequest = w_rx.recv().await.unwrap();
+        // The core decides one: room for another.
+        let first = rx.recv().await.unwrap();
+        assert_eq!(first.id, "a");
+        assert!(matches!(
+            first.action,
+            RuleAction::Command(Action::PointWrite { .. })
+        ));
         first.reply.send(Ok(())).unwrap();
         let (action, r) = exec.next().await;
         assert_eq!(
-            (action, r.status),
-            ("point.write", CommandStatus::Succeeded)
+            (action, r.id.as_str(), r.status),
+            ("point.write", "a", CommandStatus::Succeeded)
         );
         exec.submit(cmd("d", write_to("meter")), &controls).unwrap();
         assert_eq!(exec.in_flight(), 2);
     }
 
     #[tokio::test(start_paused = true)]
+    async fn scenes_reach_the_core_as_scene_actions_and_refusals_are_rejections() {
+        let (tx, mut rx) = core();
+        let controls = Controls::default();
+        let mut exec = Executor::new(4, tx);
+        let run = Action::SceneRun {
+            scene: "route-a".into(),
+            hold_s: Some(60.0),
+        };
+        exec.submit(cmd("s", run), &controls).unwrap();
+        let got = rx.recv().await.unwrap();
+        assert_eq!(
+            got.action,
+            RuleAction::SceneRun {
+                scene: "route-a".into(),
+                hold_s: Some(60.0)
+            }
+        );
+        got.reply
+            .send(Err(CommandError::Rejected(
+                "field `args.scene`: unknown scene \"route-a\"".into(),
+            )))
+            .unwrap();
+        let (action, r) = exec.next().await;
+        assert_eq!((action, r.status), ("scene.run", CommandStatus::Rejected));
+        assert!(r.reason.contains("args.scene"), "{}", r.reason);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn commands_running_at_the_stop_deadline_fail_with_a_result() {
-        // A device task that takes the request and never answers (a hung device).
-        let (w_tx, mut w_rx) = mpsc::channel::<cabinetd_modbus::WriteRequest>(8);
+        // A core that takes the commands and never answers (a hung device behind it).
+        let (tx, mut rx) = core();
         let held = tokio::spawn(async move {
             let mut held = Vec::new();
-            while let Some(req) = w_rx.recv().await {
-                held.push(req);
+            while let Some(s) = rx.recv().await {
+                held.push(s);
             }
         });
-        let mut controls = Controls::default();
-        controls.writers.insert("meter".into(), w_tx);
-        let mut exec = Executor::new(8);
+        let controls = Controls::default();
+        let mut exec = Executor::new(8, tx);
         exec.submit(cmd("a", write_to("meter")), &controls).unwrap();
         exec.submit(cmd("b", write_to("meter")), &controls).unwrap();
         let deadline = Instant::now() + Duration::from_secs(3);
@@ -424,44 +521,82 @@ mod tests {
         held.abort();
     }
 
-    #[tokio::test]
-    async fn what_can_be_decided_at_once_is() {
+    #[tokio::test(start_paused = true)]
+    async fn a_command_without_outcome_fails_at_its_timeout_saying_so() {
+        let (tx, mut rx) = core();
         let controls = Controls::default();
-        let mut exec = Executor::new(8);
-        let r = exec
-            .submit(cmd("a", write_to("nope")), &controls)
+        let mut exec = Executor::new(8, tx);
+        exec.submit(cmd("a", write_to("meter")), &controls).unwrap();
+        let _kept = rx.recv().await.unwrap();
+        let started = Instant::now();
+        let (_, r) = exec.next().await;
+        assert_eq!(Instant::now() - started, COMMAND_TIMEOUT);
+        assert_eq!(r.status, CommandStatus::Failed);
+        assert!(r.reason.contains("unknown whether"), "{}", r.reason);
+        // A core gone: failed at once.
+        drop(rx);
+        exec.submit(cmd("b", write_to("meter")), &controls).unwrap();
+        let (_, r) = exec.next().await;
+        assert_eq!(r.status, CommandStatus::Failed);
+        assert!(r.reason.contains("stopped"), "{}", r.reason);
+    }
+
+    /// Merging the Modbus line work (whose writes carry the command id for `write_outcome`)
+    /// with the rules core's lanes: a write carried out for a central command still names it;
+    /// one of the cabinet's own (a rule, the programme) names none.
+    #[tokio::test]
+    async fn a_write_carries_the_command_id_it_carries_out() {
+        let (w_tx, mut w_rx) = mpsc::channel::<cabinetd_modbus::WriteRequest>(4);
+        let mut controls = Controls::default();
+        controls.writers.insert("meter".into(), w_tx);
+        let device = tokio::spawn(async move {
+            let mut ids = Vec::new();
+            while let Some(req) = w_rx.recv().await {
+                ids.push(req.id.clone());
+                let _ = req.reply.send(Ok(()));
+            }
+            ids
+        });
+        execute(&write_to("meter"), Some("c-7"), &controls)
+            .await
+            .unwrap();
+        execute(&write_to("meter"), None, &controls).await.unwrap();
+        drop(controls);
+        assert_eq!(device.await.unwrap(), vec![Some("c-7".to_string()), None]);
+    }
+
+    #[tokio::test]
+    async fn equipment_actions_name_what_is_missing() {
+        let controls = Controls::default();
+        let e = execute(&write_to("nope"), None, &controls)
+            .await
             .unwrap_err();
-        assert!(
-            r.reason.contains("no Modbus device \"nope\""),
-            "{}",
-            r.reason
-        );
-        let r = exec
-            .submit(
-                cmd(
-                    "b",
-                    Action::CameraReboot {
-                        camera: "cam-1".into(),
-                    },
-                ),
-                &controls,
-            )
-            .unwrap_err();
-        assert_eq!(r.reason, "field `args.camera`: no camera \"cam-1\"");
-        // A light command without buses is rejected by the router, from its task.
-        exec.submit(
-            cmd(
-                "c",
-                Action::LightRelease {
-                    target: LightTarget::All,
-                },
-            ),
+        assert!(e.to_string().contains("\"nope\" is not running"), "{e}");
+        let e = execute(
+            &Action::CameraReboot {
+                camera: "cam-1".into(),
+            },
+            None,
             &controls,
         )
-        .unwrap();
-        let (_, r) = exec.next().await;
-        assert_eq!(r.status, CommandStatus::Rejected);
-        assert!(r.reason.contains("no DALI bus"), "{}", r.reason);
+        .await
+        .unwrap_err();
+        assert_eq!(e.to_string(), "field `args.camera`: no camera \"cam-1\"");
+        // A light action without buses is rejected by the router.
+        let e = execute(
+            &Action::LightSet {
+                target: LightTarget::All,
+                level_percent: 50.0,
+                fade_s: None,
+                hold_s: None,
+            },
+            None,
+            &controls,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.status(), CommandStatus::Rejected);
+        assert!(e.to_string().contains("no DALI bus"), "{e}");
     }
 
     /// Issue 13 item 14: a command without a usable id got no answer at all. It is counted and
@@ -470,11 +605,13 @@ mod tests {
     async fn a_command_without_a_usable_id_raises_an_event() {
         let (tx, mut rx) = mpsc::channel(64);
         let metrics = Metrics::new("test");
+        let (core, _core_rx) = core();
         let mut commands = Commands::new(
             tx,
             metrics.clone(),
             crate::command::Ledger::memory(),
             crate::audit::AuditLog::default(),
+            core,
         );
         let controls = Controls::default();
         let cfg = crate::config::load_sources(&[crate::config::Source {

@@ -359,7 +359,9 @@ mod tests {
     fn commands(ledger: Ledger) -> (Commands, mpsc::Receiver<RecordBody>, Metrics) {
         let (tx, rx) = mpsc::channel(64);
         let metrics = Metrics::new("test");
-        let c = Commands::new(tx, metrics.clone(), ledger, AuditLog::default());
+        // These tests stop at the front: nothing reaches the rules core.
+        let (core, _) = mpsc::channel(1);
+        let c = Commands::new(tx, metrics.clone(), ledger, AuditLog::default(), core);
         (c, rx, metrics)
     }
 

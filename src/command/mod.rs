@@ -73,6 +73,19 @@ pub enum Action {
         /// Camera name.
         camera: String,
     },
+    /// `scene.run {scene, hold_s?}` (v1.1). Whether the scene exists is the rules core's to say
+    /// (it knows the running configuration).
+    SceneRun {
+        /// A scene name.
+        scene: String,
+        /// Overrides the scene's own `hold`.
+        hold_s: Option<f64>,
+    },
+    /// `scene.release {scene}` (v1.1).
+    SceneRelease {
+        /// A scene name.
+        scene: String,
+    },
 }
 
 impl Action {
@@ -85,6 +98,8 @@ impl Action {
             Action::CameraGotoPreset { .. } => "camera.goto_preset",
             Action::CameraReboot { .. } => "camera.reboot",
             Action::CameraSyncTime { .. } => "camera.sync_time",
+            Action::SceneRun { .. } => "scene.run",
+            Action::SceneRelease { .. } => "scene.release",
         }
     }
 }
@@ -370,6 +385,8 @@ pub fn parse_action(name: &str, args: &serde_json::Map<String, Value>) -> Result
         "light.release" => &["target"],
         "camera.goto_preset" => &["camera", "preset"],
         "camera.reboot" | "camera.sync_time" => &["camera"],
+        "scene.run" => &["scene", "hold_s"],
+        "scene.release" => &["scene"],
         _ => {
             // The name as sent is echoed in the result: bounded.
             let shown: String = name.chars().take(64).collect();
@@ -422,6 +439,22 @@ pub fn parse_action(name: &str, args: &serde_json::Map<String, Value>) -> Result
         },
         "camera.reboot" => Action::CameraReboot {
             camera: string("camera")?,
+        },
+        "scene.run" => {
+            let scene = string("scene")?;
+            let hold_s = opt_number("hold_s")?;
+            if let Some(h) = hold_s {
+                if !(h > 0.0 && h <= light::HOLD_MAX_S) {
+                    return Err(format!(
+                        "field `args.hold_s`: {h} must be more than 0 and at most {} s",
+                        light::HOLD_MAX_S
+                    ));
+                }
+            }
+            Action::SceneRun { scene, hold_s }
+        }
+        "scene.release" => Action::SceneRelease {
+            scene: string("scene")?,
         },
         _ => Action::CameraSyncTime {
             camera: string("camera")?,

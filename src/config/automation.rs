@@ -88,7 +88,8 @@ impl Weekdays {
 /// An action of a rule or scene, validated at load like a command.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RuleAction {
-    /// A command action (`point.write`, `light.set`, `light.release`, `camera.*`).
+    /// A command action (`point.write`, `light.set`, `light.release`, `camera.*`; never
+    /// `scene.*`, see [`RuleAction::from_command`]).
     Command(Action),
     /// `scene.run {scene, hold_s?}`.
     SceneRun {
@@ -115,37 +116,17 @@ impl RuleAction {
         name: &str,
         args: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<RuleAction, String> {
-        if name != "scene.run" && name != "scene.release" {
-            return crate::command::parse_action(name, args).map(RuleAction::Command);
+        crate::command::parse_action(name, args).map(RuleAction::from_command)
+    }
+
+    /// The rule action of a command action: `scene.*` become [`RuleAction::SceneRun`] /
+    /// [`RuleAction::SceneRelease`], so a [`RuleAction::Command`] never holds a scene action.
+    pub fn from_command(a: Action) -> RuleAction {
+        match a {
+            Action::SceneRun { scene, hold_s } => RuleAction::SceneRun { scene, hold_s },
+            Action::SceneRelease { scene } => RuleAction::SceneRelease { scene },
+            a => RuleAction::Command(a),
         }
-        let allowed: &[&str] = if name == "scene.run" {
-            &["scene", "hold_s"]
-        } else {
-            &["scene"]
-        };
-        if let Some(extra) = args.keys().find(|k| !allowed.contains(&k.as_str())) {
-            return Err(format!("field `args.{extra}`: not an argument of {name}"));
-        }
-        let scene = match args.get("scene") {
-            Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
-            _ => return Err("field `args.scene`: missing or not a scene name".into()),
-        };
-        if name == "scene.release" {
-            return Ok(RuleAction::SceneRelease { scene });
-        }
-        let hold_s = match args.get("hold_s") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(v) => match v.as_f64() {
-                Some(s) if s > 0.0 && s <= 86_400.0 => Some(s),
-                _ => {
-                    return Err(
-                        "field `args.hold_s`: must be a number of seconds, more than 0 and at most 86400"
-                            .into(),
-                    )
-                }
-            },
-        };
-        Ok(RuleAction::SceneRun { scene, hold_s })
     }
 
     /// The action's name as written.
@@ -271,7 +252,10 @@ pub struct PointInfo {
     pub max: Option<f64>,
 }
 
-/// The points of DALI gear (SPEC §2) and their types.
+/// The points of DALI gear (SPEC §2) and their types. DALI part 303 input devices (occupancy
+/// sensors) are not among them: the DALI adapter supervises control gear (part 102) only, and
+/// their points would need its part 103 control-device layer (24-bit frames, instance
+/// discovery, event messages); a presence sensor over Modbus serves usage-adaptive lighting.
 pub const DALI_POINTS: [(&str, ValueType); 7] = [
     ("level", ValueType::Number),
     ("lamp_failure", ValueType::Bool),

@@ -524,6 +524,74 @@ pub struct LightingStep {
     pub level_percent: f64,
     /// Shown in the plan and in logs (default: the `at` text).
     pub reason: String,
+    /// `nights`: the day types of the nights it applies on (weekday names `mon`…`sun` and
+    /// calendar names); `None`: every night.
+    pub nights: Option<Vec<String>>,
+}
+
+/// Dates of one `[[lighting.calendar]]` entry, inclusive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CalendarDates {
+    /// `"MM-DD"` or `"MM-DD..MM-DD"`: every year (a range may run over the year end).
+    Yearly {
+        /// First (month, day).
+        from: (i8, i8),
+        /// Last (month, day).
+        to: (i8, i8),
+    },
+    /// `"YYYY-MM-DD"` or `"YYYY-MM-DD..YYYY-MM-DD"`: once.
+    Once {
+        /// First date.
+        from: jiff::civil::Date,
+        /// Last date.
+        to: jiff::civil::Date,
+    },
+}
+
+impl CalendarDates {
+    /// Whether `d` is one of these dates.
+    pub fn contains(&self, d: jiff::civil::Date) -> bool {
+        match *self {
+            CalendarDates::Once { from, to } => from <= d && d <= to,
+            CalendarDates::Yearly { from, to } => {
+                let md = (d.month(), d.day());
+                if from <= to {
+                    from <= md && md <= to
+                } else {
+                    md >= from || md <= to
+                }
+            }
+        }
+    }
+}
+
+/// A `[[lighting.calendar]]`: named dates of exception (holidays, city events). A night whose
+/// date is in a calendar is of that calendar's day type instead of its weekday.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LightingCalendar {
+    /// `[a-z0-9_-]+`, not a weekday name; what `nights` names.
+    pub name: String,
+    /// Its dates.
+    pub dates: Vec<CalendarDates>,
+}
+
+impl LightingConfig {
+    /// The day type of the night of `date`: the first calendar (configuration order) holding
+    /// the date, else its weekday (`mon`…`sun`).
+    pub fn day_type(&self, date: jiff::civil::Date) -> &str {
+        self.calendars
+            .iter()
+            .find(|c| c.dates.iter().any(|d| d.contains(date)))
+            .map_or_else(
+                || Weekdays::NAMES[date.weekday().to_monday_zero_offset() as usize],
+                |c| c.name.as_str(),
+            )
+    }
+
+    /// Whether the programme has weekday variants or calendar exceptions.
+    pub fn has_day_types(&self) -> bool {
+        !self.calendars.is_empty() || self.steps.iter().any(|s| s.nights.is_some())
+    }
 }
 
 /// `[lighting]`.
@@ -535,6 +603,8 @@ pub struct LightingConfig {
     pub energy_meter: Option<String>,
     /// The night's programme, in configuration order.
     pub steps: Vec<LightingStep>,
+    /// `[[lighting.calendar]]`, in configuration order (the first holding a date wins).
+    pub calendars: Vec<LightingCalendar>,
 }
 
 /// One problem in a config file, with its position (1-based line and column).

@@ -1233,6 +1233,7 @@ fn lighting_programme() {
                 at: StepTime::Dusk(0),
                 level_percent: 100.0,
                 reason: "dusk".into(),
+                nights: None,
             },
             LightingStep {
                 target: LightTarget::Gear {
@@ -1242,6 +1243,7 @@ fn lighting_programme() {
                 at: StepTime::Dawn(-1800),
                 level_percent: 42.5,
                 reason: "early buses".into(),
+                nights: None,
             },
             LightingStep {
                 target: LightTarget::Group(2),
@@ -1251,6 +1253,7 @@ fn lighting_programme() {
                 },
                 level_percent: 70.0,
                 reason: "22:00".into(),
+                nights: None,
             },
         ]
     );
@@ -1408,6 +1411,70 @@ fn a_serial_line_or_a_listening_address_has_one_owner() {
     );
     // The built-in simulated bus owns no line.
     ok("[[dali]]\nname = \"a\"\ninterface = \"sim\"\nluminaires = 1\n[[dali]]\nname = \"b\"\ninterface = \"sim\"\nluminaires = 1\n");
+}
+
+#[test]
+fn lighting_calendars_and_nights() {
+    let c = ok(r#"[[lighting.calendar]]
+name = "holiday"
+dates = ["12-25", "12-24..01-02", "2026-07-14", "2026-06-19..2026-06-21"]
+[[lighting.step]]
+target = "all"
+at = "22:00"
+level_percent = 70
+nights = ["mon", "holiday"]
+[[lighting.step]]
+target = "all"
+at = "22:00"
+level_percent = 50
+nights = ["sat"]
+"#);
+    let l = &c.lighting;
+    assert_eq!(l.calendars.len(), 1);
+    assert_eq!(l.calendars[0].dates.len(), 4);
+    assert_eq!(
+        l.steps[0].nights,
+        Some(vec!["mon".to_string(), "holiday".to_string()])
+    );
+    assert_eq!(l.day_type(jiff::civil::date(2026, 12, 31)), "holiday");
+    assert_eq!(l.day_type(jiff::civil::date(2026, 12, 19)), "sat");
+    let cal = "[[lighting.calendar]]\nname = \"holiday\"\ndates = [\"12-25\"]\n";
+    one(
+        &format!("{cal}[[lighting.step]]\ntarget = \"all\"\nat = \"dusk\"\nlevel_percent = 1\nnights = [\"friday\"]\n"),
+        "b.toml:8:11",
+        "\"friday\" is neither a weekday nor a [[lighting.calendar]]",
+    );
+    one(
+        "[[lighting.calendar]]\nname = \"h\"\ndates = [\"12-32\"]\n",
+        "b.toml:3:10",
+        "lighting.calendar[0].dates: \"12-32\" is not \"MM-DD\"",
+    );
+    one(
+        "[[lighting.calendar]]\nname = \"h\"\ndates = [\"2026-07-14..2026-07-01\"]\n",
+        "b.toml:3:10",
+        "the range ends before it starts",
+    );
+    one(
+        "[[lighting.calendar]]\nname = \"sun\"\ndates = [\"12-25\"]\n",
+        "b.toml:2:8",
+        "is a weekday name",
+    );
+    one(
+        "[[lighting.calendar]]\nname = \"h\"\n",
+        "b.toml:1:1",
+        "missing required key lighting.calendar[0].dates",
+    );
+    // The same target and instant on overlapping nights is ambiguous; on disjoint nights not.
+    one(
+        "[[lighting.step]]\ntarget = \"all\"\nat = \"dusk\"\nlevel_percent = 1\nnights = [\"mon\", \"tue\"]\n[[lighting.step]]\ntarget = \"all\"\nat = \"dusk\"\nlevel_percent = 2\nnights = [\"tue\"]\n",
+        "b.toml:8:6",
+        "conflicts with lighting.step[0]",
+    );
+    one(
+        "[[lighting.step]]\ntarget = \"all\"\nat = \"dusk\"\nlevel_percent = 1\nnights = [\"mon\", \"mon\"]\n",
+        "b.toml:5:18",
+        "lists \"mon\" twice",
+    );
 }
 
 #[test]

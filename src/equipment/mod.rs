@@ -313,6 +313,8 @@ pub struct Context {
     pub beats: Arc<AtomicU64>,
     /// What cameras share across reloads (clock trust, discovery memory).
     pub onvif: camera::Shared,
+    /// Every reading, before report by exception (the rules core, the energy accountant).
+    pub readings: crate::readings::ReadingTap,
 }
 
 /// One kind of equipment, as the rack starts it.
@@ -404,7 +406,6 @@ impl Generation {
             for e in entries {
                 e.start(&mut s)?;
             }
-            lights::start_programme(cfg, &mut s);
             camera::start_discovery(cfg, &mut s);
             Ok(())
         })();
@@ -443,6 +444,8 @@ pub struct Rack {
     current: Option<Generation>,
     board: Board,
     nothing: Controls,
+    /// The running generation's controls, for the rules core (empty while none runs).
+    published: watch::Sender<Controls>,
 }
 
 impl Rack {
@@ -454,7 +457,14 @@ impl Rack {
             current: None,
             board: Board::default(),
             nothing: Controls::default(),
+            published: watch::Sender::new(Controls::default()),
         }
+    }
+
+    /// The controls of the running generation, as each reload changes them (the rules core's
+    /// lanes carry out their actions through them).
+    pub fn subscribe_controls(&self) -> watch::Receiver<Controls> {
+        self.published.subscribe()
     }
 
     /// What `/status` reads.
@@ -472,6 +482,7 @@ impl Rack {
         debug_assert!(self.current.is_none(), "a generation already runs");
         let gen = Generation::start(cfg, &self.ctx, &self.token).await?;
         *self.board.0.lock().unwrap_or_else(|p| p.into_inner()) = gen.statuses.clone();
+        self.published.send_replace(gen.controls.clone());
         self.current = Some(gen);
         Ok(())
     }
@@ -479,6 +490,7 @@ impl Rack {
     /// Stops the running generation: joined until `deadline`, the rest aborted and awaited.
     pub async fn stop(&mut self, deadline: Instant) {
         if let Some(gen) = self.current.take() {
+            self.published.send_replace(Controls::default());
             gen.stop(deadline).await;
         }
     }

@@ -113,7 +113,8 @@ impl Equipment for ModbusLine {
                     token.clone().cancelled_owned(),
                 ),
             );
-            let bridge = Bridge::new(dev.clone(), status, &s.context().metrics);
+            let bridge = Bridge::new(dev.clone(), status, &s.context().metrics)
+                .with_tap(s.context().readings.clone());
             let records = s.context().records.clone();
             // Ends when the device task does (its event sender drops).
             s.spawn(format!("modbus {name} bridge"), bridge.run(ev_rx, records));
@@ -219,6 +220,8 @@ pub struct Bridge {
     status: StatusTx,
     errors: IntCounter,
     durations: Histogram,
+    /// Every reading also goes here, before report by exception (full point names by index).
+    tap: Option<(crate::readings::ReadingTap, Vec<String>)>,
 }
 
 impl Bridge {
@@ -238,7 +241,17 @@ impl Bridge {
             durations: metrics.poll_duration_seconds.with_label_values(&[name]),
             status,
             dev,
+            tap: None,
         }
+    }
+
+    /// Shares every reading (each poll's, before report by exception) on `tap`.
+    pub fn with_tap(mut self, tap: crate::readings::ReadingTap) -> Bridge {
+        let names = (self.dev.spec.points.iter())
+            .map(|p| format!("{}/{}", self.dev.spec.name, p.name))
+            .collect();
+        self.tap = Some((tap, names));
+        self
     }
 
     /// Forwards records until the device task ends (or the record channel closes).
@@ -338,6 +351,9 @@ impl Bridge {
         ts: SystemTime,
         now: Instant,
     ) -> Option<RecordBody> {
+        if let Some((tap, names)) = &self.tap {
+            tap.offer(&names[idx], &value, quality);
+        }
         self.reporters[idx].offer(&value, quality, now).then(|| {
             RecordBody::Telemetry(Telemetry {
                 ts,

@@ -51,6 +51,7 @@ fn rack(storage: &std::path::Path) -> Harness {
         storage: storage.to_path_buf(),
         beats: Arc::new(AtomicU64::new(0)),
         onvif: camera::Shared::default(),
+        readings: Default::default(),
     };
     Harness {
         rack: Rack::new(ctx, root.child_token()),

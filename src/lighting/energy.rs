@@ -1,30 +1,40 @@
-//! Energy accounting of one night, for the `energy_daily` event (SPEC §3).
+//! Energy accounting of one night, for the `energy_daily` event (SPEC §3): pure and incremental
+//! (a [`NightAcc`] is fed as readings arrive, so the state to keep — and persist — is a few
+//! numbers per luminaire, not the night's samples).
 //!
-//! - Baseline: the same luminaires at full rated power from dusk to dawn.
-//! - Estimated: each luminaire's level is a step function of its samples (a sample's level holds
-//!   until the next sample; before the first sample, the first sample's level — the daemon
-//!   records a level when it starts, so this only fills the gap of a restart). Power is taken as
-//!   linear in level: `P = rated × level / 100`. Levels are already percent of light output (the
-//!   DALI logarithmic arc curve is converted before); real LED drivers draw slightly more than
-//!   this at low levels (driver losses, standby), so the estimate is an optimistic bound the
-//!   metered figure should be preferred to. Integrated over `[dusk, dawn]`, like the baseline.
+//! - The window: both figures, estimated and metered, count the same window, the night's dusk
+//!   minus [`BRACKET`] to its dawn plus [`BRACKET`] (`data.window`). Programme steps may fall
+//!   before dusk (`dusk-15min`) or after dawn; by day the luminaires are off, so the margin
+//!   costs nothing and catches them.
+//! - Baseline (SPEC): the same luminaires at full rated power from dusk to dawn.
+//! - Estimated: each luminaire's level is a step function of its good readings, held from one
+//!   reading to the next for at most the reading's freshness (`gap`, a few poll periods): what
+//!   follows a reading by more than that is *not covered* (the bus was down, the daemon was
+//!   stopped), never filled in. Power is linear in level: `P = rated × level / 100` (levels are
+//!   percent of light output; real LED drivers draw slightly more at low levels, so the
+//!   estimate is an optimistic bound the metered figure is preferred to).
 //! - Metered: from cumulative Wh counters (a Modbus meter on the lighting circuit, or the D4i
-//!   per-gear counters). Readings from an hour before dusk to an hour after dawn are used (the
-//!   luminaires are off by day, so the bracketing readings measure the night better than the
-//!   first and last inside it); a decrease is a counter reset to zero, after which the new
-//!   reading is the energy since the reset. A counter whose readings do not span at least
-//!   [`MIN_COVERAGE`] of the night gives no metered figure (the caller falls back to the
-//!   estimate), so a restart in the middle of the night is not reported as savings.
+//!   per-gear counters): the increase between two consecutive readings no further apart than
+//!   the counter's freshness is spread evenly over the time between them, and the part inside
+//!   the window counts; a decrease (a counter reset, a replaced gear) leaves that interval
+//!   uncovered rather than guessed.
+//! - Coverage: the share of the window covered by fresh readings (for the estimate, weighted by
+//!   each luminaire's rated power; for counters, the least covered counter). A figure with less
+//!   than [`MIN_COVERAGE`] is reported with its `coverage` and `kwh: null` (and no savings):
+//!   never invented from the part that was seen.
 //!
-//! `savings_percent = 100 × (1 − kwh / baseline_kwh)`, `null` when the baseline is 0.
+//! `savings_percent = 100 × (1 − kwh / baseline_kwh)`, `null` when the baseline is 0 or the kWh
+//! unknown.
+
+use std::collections::BTreeMap;
 
 use jiff::civil::Date;
 use jiff::{SignedDuration, Timestamp};
 use serde_json::{json, Value};
 
-/// Share of the night the readings of a counter must span to be trusted.
+/// Share of the window the readings must cover for a figure.
 pub const MIN_COVERAGE: f64 = 0.9;
-/// How far outside the night readings are still used to bracket it.
+/// How far outside dusk and dawn the window reaches.
 pub const BRACKET: SignedDuration = SignedDuration::from_hours(1);
 
 /// Where the figure comes from.
@@ -39,16 +49,20 @@ pub enum Source {
 /// The `energy_daily` event's data.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EnergyDaily {
-    /// The date the night started on.
+    /// The (local) date the night started on.
     pub date: Date,
-    /// Energy used over the night.
-    pub kwh: f64,
+    /// Energy used over the window; `None` when the readings covered too little of it.
+    pub kwh: Option<f64>,
     /// The same luminaires at full power from dusk to dawn.
     pub baseline_kwh: f64,
-    /// `100 × (1 − kwh / baseline_kwh)`; `None` when the baseline is 0.
+    /// `100 × (1 − kwh / baseline_kwh)`; `None` when the baseline is 0 or the kWh unknown.
     pub savings_percent: Option<f64>,
     /// Metered or estimated.
     pub source: Source,
+    /// Share of the window covered by readings, 0..=1.
+    pub coverage: f64,
+    /// The window counted: dusk − [`BRACKET`] to dawn + [`BRACKET`].
+    pub window: (Timestamp, Timestamp),
 }
 
 fn round(x: f64, digits: i32) -> f64 {
@@ -56,169 +70,233 @@ fn round(x: f64, digits: i32) -> f64 {
     (x * m).round() / m
 }
 
+fn ts(t: Timestamp) -> String {
+    crate::record::format_ts(std::time::SystemTime::try_from(t).unwrap_or(std::time::UNIX_EPOCH))
+}
+
 impl EnergyDaily {
-    /// The same figure against another baseline (savings recomputed).
-    pub fn with_baseline(self, baseline_kwh: f64) -> EnergyDaily {
-        EnergyDaily::new(self.date, self.kwh, baseline_kwh, self.source)
-    }
-
-    fn new(date: Date, kwh: f64, baseline_kwh: f64, source: Source) -> EnergyDaily {
-        let savings_percent = (baseline_kwh > 0.0).then(|| 100.0 * (1.0 - kwh / baseline_kwh));
-        EnergyDaily {
-            date,
-            kwh,
-            baseline_kwh,
-            savings_percent,
-            source,
-        }
-    }
-
-    /// `{"date":D,"kwh":X,"baseline_kwh":Y,"savings_percent":Z,"source":"metered"|"estimated"}`;
-    /// energies to the Wh (3 decimals), savings to 0.1 %.
+    /// `{"date":D,"kwh":X|null,"baseline_kwh":Y,"savings_percent":Z|null,
+    /// "source":"metered"|"estimated","coverage":C,"window":{"from":T,"to":T}}`; energies to the
+    /// Wh (3 decimals), savings to 0.1 %, coverage to 0.001.
     pub fn data(&self) -> Value {
         json!({
             "date": self.date.to_string(),
-            "kwh": round(self.kwh, 3),
+            "kwh": self.kwh.map(|k| round(k, 3)),
             "baseline_kwh": round(self.baseline_kwh, 3),
             "savings_percent": self.savings_percent.map(|s| round(s, 1)),
             "source": match self.source {
                 Source::Metered => "metered",
                 Source::Estimated => "estimated",
             },
+            "coverage": round(self.coverage, 3),
+            "window": {"from": ts(self.window.0), "to": ts(self.window.1)},
         })
     }
 }
 
-/// The level samples of one luminaire.
-#[derive(Debug, Clone, Copy)]
-pub struct LevelSeries<'a> {
-    /// Rated power at 100 %, in watts.
-    pub rated_power_w: f64,
-    /// `(instant, level_percent)`, in any order.
-    pub samples: &'a [(Timestamp, f64)],
+/// A luminaire's share of a night.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct GearNight {
+    /// Rated power at 100 %, W.
+    pub rated_w: f64,
+    /// Estimated Wh so far, inside the window.
+    pub wh: f64,
+    /// Seconds of the window covered by fresh level readings.
+    pub covered_s: f64,
 }
 
-fn hours(from: Timestamp, to: Timestamp) -> f64 {
-    (to - from).as_secs_f64() / 3600.0
+/// A counter's share of a night.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct CounterNight {
+    /// Wh attributed to the window so far.
+    pub wh: f64,
+    /// Seconds of the window covered by consecutive fresh readings.
+    pub covered_s: f64,
 }
 
-/// Estimated Wh of one luminaire over `[from, to]` (see the module docs).
-pub fn estimated_wh(series: LevelSeries<'_>, from: Timestamp, to: Timestamp) -> f64 {
-    if to <= from || series.samples.is_empty() {
-        return 0.0;
-    }
-    let mut s: Vec<(Timestamp, f64)> = series
-        .samples
-        .iter()
-        .map(|&(t, l)| {
-            (
-                t,
-                if l.is_finite() {
-                    l.clamp(0.0, 100.0)
-                } else {
-                    0.0
-                },
-            )
-        })
-        .collect();
-    s.sort_by_key(|&(t, _)| t);
-    // The level in force at `from`: the last sample at or before it, else the first sample.
-    let first = s.partition_point(|&(t, _)| t <= from);
-    let mut level = if first == 0 { s[0].1 } else { s[first - 1].1 };
-    let mut at = from;
-    let mut wh = 0.0;
-    for &(t, l) in &s[first..] {
-        if t >= to {
-            break;
+/// The accounting of one night (see the module docs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NightAcc {
+    /// The local date the night starts on.
+    pub date: Date,
+    /// Its dusk.
+    pub dusk: Timestamp,
+    /// Its dawn.
+    pub dawn: Timestamp,
+    /// Luminaires (`BUS/ADDR`).
+    pub gear: BTreeMap<String, GearNight>,
+    /// Counters, by key (`BUS/ADDR` for a D4i counter, the meter's point name).
+    pub counters: BTreeMap<String, CounterNight>,
+}
+
+/// The night running at `now`, so far (`cabinetd_energy_night_*`, `/status`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Live {
+    /// Its date.
+    pub date: Date,
+    /// Estimated kWh so far.
+    pub kwh: f64,
+    /// Baseline of the part of dusk → dawn elapsed.
+    pub baseline_kwh: f64,
+    /// Savings so far (`None` before dusk).
+    pub savings_percent: Option<f64>,
+    /// Share of the window elapsed covered by readings.
+    pub coverage: f64,
+}
+
+fn secs(a: Timestamp, b: Timestamp) -> f64 {
+    (b - a).as_secs_f64().max(0.0)
+}
+
+impl NightAcc {
+    /// The night of `date`, from `dusk` to `dawn`.
+    pub fn new(date: Date, dusk: Timestamp, dawn: Timestamp) -> NightAcc {
+        NightAcc {
+            date,
+            dusk,
+            dawn,
+            gear: BTreeMap::new(),
+            counters: BTreeMap::new(),
         }
-        wh += series.rated_power_w * level / 100.0 * hours(at, t);
-        at = t;
-        level = l;
     }
-    wh + series.rated_power_w * level / 100.0 * hours(at, to)
-}
 
-/// kWh of `rated_powers_w` at full power from dusk to dawn.
-pub fn baseline_kwh(rated_powers_w: &[f64], dusk: Timestamp, dawn: Timestamp) -> f64 {
-    let h = hours(dusk, dawn).max(0.0);
-    rated_powers_w.iter().sum::<f64>() * h / 1000.0
-}
+    /// The window counted.
+    pub fn window(&self) -> (Timestamp, Timestamp) {
+        (
+            self.dusk.saturating_sub(BRACKET).unwrap_or(self.dusk),
+            self.dawn.saturating_add(BRACKET).unwrap_or(self.dawn),
+        )
+    }
 
-/// The estimated figure of the night `[dusk, dawn]` that started on `date`.
-pub fn estimate(
-    date: Date,
-    dusk: Timestamp,
-    dawn: Timestamp,
-    luminaires: &[LevelSeries<'_>],
-) -> EnergyDaily {
-    let wh: f64 = luminaires
-        .iter()
-        .map(|l| estimated_wh(*l, dusk, dawn))
-        .sum();
-    let rated: Vec<f64> = luminaires.iter().map(|l| l.rated_power_w).collect();
-    EnergyDaily::new(
-        date,
-        wh / 1000.0,
-        baseline_kwh(&rated, dusk, dawn),
-        Source::Estimated,
-    )
-}
+    /// Whether `t` is inside the window.
+    pub fn contains(&self, t: Timestamp) -> bool {
+        let (from, to) = self.window();
+        from <= t && t < to
+    }
 
-/// Wh a cumulative counter recorded over the night, or `None` if its readings do not cover it.
-pub fn metered_wh(readings: &[(Timestamp, f64)], dusk: Timestamp, dawn: Timestamp) -> Option<f64> {
-    let mut r: Vec<(Timestamp, f64)> = readings
-        .iter()
-        .copied()
-        .filter(|&(t, v)| t >= dusk - BRACKET && t <= dawn + BRACKET && v.is_finite() && v >= 0.0)
-        .collect();
-    r.sort_by_key(|&(t, _)| t);
-    let (first, last) = (r.first()?.0, r.last()?.0);
-    let night = hours(dusk, dawn);
-    if r.len() < 2 || night <= 0.0 {
-        return None;
+    fn overlap(&self, a: Timestamp, b: Timestamp) -> f64 {
+        let (from, to) = self.window();
+        secs(a.max(from), b.min(to))
     }
-    // The readings' span, counted inside the night only.
-    let covered = hours(first.max(dusk), last.min(dawn));
-    if covered < MIN_COVERAGE * night {
-        return None;
-    }
-    Some(
-        r.windows(2)
-            .map(|w| {
-                let (prev, next) = (w[0].1, w[1].1);
-                // A decrease is a reset to zero: the new reading is what accrued since.
-                if next >= prev {
-                    next - prev
-                } else {
-                    next
-                }
-            })
-            .sum(),
-    )
-}
 
-/// The metered figure: the sum of `counters` (each a Wh counter's readings), against the
-/// baseline of the luminaires they meter. `None` if any counter does not cover the night.
-pub fn metered(
-    date: Date,
-    dusk: Timestamp,
-    dawn: Timestamp,
-    counters: &[&[(Timestamp, f64)]],
-    baseline_kwh: f64,
-) -> Option<EnergyDaily> {
-    if counters.is_empty() {
-        return None;
+    /// Luminaire `gear` (rated `rated_w`) was at `level` % from `a` to `b`.
+    pub fn add_level(&mut self, gear: &str, rated_w: f64, level: f64, a: Timestamp, b: Timestamp) {
+        let s = self.overlap(a, b);
+        let g = self.gear.entry(gear.to_owned()).or_default();
+        g.rated_w = rated_w;
+        if s <= 0.0 {
+            return;
+        }
+        let level = if level.is_finite() {
+            level.clamp(0.0, 100.0)
+        } else {
+            0.0
+        };
+        g.wh += rated_w * level / 100.0 * s / 3600.0;
+        g.covered_s += s;
     }
-    let mut wh = 0.0;
-    for c in counters {
-        wh += metered_wh(c, dusk, dawn)?;
+
+    /// Counter `key` rose by `delta_wh` between its readings at `a` and `b`.
+    pub fn add_counter(&mut self, key: &str, delta_wh: f64, a: Timestamp, b: Timestamp) {
+        let total = secs(a, b);
+        let s = self.overlap(a, b);
+        let c = self.counters.entry(key.to_owned()).or_default();
+        if s <= 0.0 || total <= 0.0 || !delta_wh.is_finite() {
+            return;
+        }
+        c.wh += delta_wh.max(0.0) * s / total;
+        c.covered_s += s;
     }
-    Some(EnergyDaily::new(
-        date,
-        wh / 1000.0,
-        baseline_kwh,
-        Source::Metered,
-    ))
+
+    /// kWh of `rated` luminaires at full power from dusk to dawn.
+    pub fn baseline_kwh(&self, rated: impl Iterator<Item = f64>) -> f64 {
+        rated.sum::<f64>() * secs(self.dusk, self.dawn) / 3600.0 / 1000.0
+    }
+
+    fn window_s(&self) -> f64 {
+        let (from, to) = self.window();
+        secs(from, to)
+    }
+
+    /// The figure of the finished night, for the luminaires `luminaires` (`BUS/ADDR` → rated W;
+    /// a luminaire never read this night counts as uncovered). Metered when the counters `meter`
+    /// (the lighting circuit's meter) or, failing that, every luminaire's D4i counter cover the
+    /// window; else estimated.
+    pub fn report(&self, luminaires: &BTreeMap<String, f64>, meter: Option<&str>) -> EnergyDaily {
+        let window_s = self.window_s().max(1.0);
+        let baseline = self.baseline_kwh(luminaires.values().copied());
+        let counter_cov = |k: &str| self.counters.get(k).map_or(0.0, |c| c.covered_s / window_s);
+        let daily = |kwh: Option<f64>, source, coverage: f64| {
+            let kwh = kwh.filter(|_| coverage >= MIN_COVERAGE);
+            EnergyDaily {
+                date: self.date,
+                kwh,
+                baseline_kwh: baseline,
+                savings_percent: kwh
+                    .filter(|_| baseline > 0.0)
+                    .map(|k| 100.0 * (1.0 - k / baseline)),
+                source,
+                coverage: coverage.min(1.0),
+                window: self.window(),
+            }
+        };
+        if let Some(m) = meter {
+            if counter_cov(m) >= MIN_COVERAGE {
+                return daily(
+                    Some(self.counters[m].wh / 1000.0),
+                    Source::Metered,
+                    counter_cov(m),
+                );
+            }
+        }
+        let d4i =
+            !luminaires.is_empty() && luminaires.keys().all(|g| counter_cov(g) >= MIN_COVERAGE);
+        if d4i {
+            let wh: f64 = luminaires.keys().map(|g| self.counters[g].wh).sum();
+            let cov = luminaires
+                .keys()
+                .map(|g| counter_cov(g))
+                .fold(1.0, f64::min);
+            return daily(Some(wh / 1000.0), Source::Metered, cov);
+        }
+        let mut wh = 0.0;
+        let (mut covered, mut whole) = (0.0, 0.0);
+        for (g, rated) in luminaires {
+            let n = self.gear.get(g).copied().unwrap_or_default();
+            wh += n.wh;
+            covered += rated * n.covered_s;
+            whole += rated * window_s;
+        }
+        let coverage = if whole > 0.0 { covered / whole } else { 0.0 };
+        daily(Some(wh / 1000.0), Source::Estimated, coverage)
+    }
+
+    /// The night so far at `now` (estimated), for the luminaires `luminaires`.
+    pub fn live(&self, luminaires: &BTreeMap<String, f64>, now: Timestamp) -> Live {
+        let (from, _) = self.window();
+        let elapsed = self.overlap(from, now);
+        let lit = secs(self.dusk, now.min(self.dawn));
+        let mut wh = 0.0;
+        let (mut covered, mut whole) = (0.0, 0.0);
+        for (g, rated) in luminaires {
+            let n = self.gear.get(g).copied().unwrap_or_default();
+            wh += n.wh;
+            covered += rated * n.covered_s;
+            whole += rated * elapsed;
+        }
+        let baseline = luminaires.values().sum::<f64>() * lit / 3600.0 / 1000.0;
+        Live {
+            date: self.date,
+            kwh: wh / 1000.0,
+            baseline_kwh: baseline,
+            savings_percent: (baseline > 0.0).then(|| 100.0 * (1.0 - wh / 1000.0 / baseline)),
+            coverage: if whole > 0.0 {
+                (covered / whole).min(1.0)
+            } else {
+                0.0
+            },
+        }
+    }
 }
 
 #[cfg(test)]
@@ -230,131 +308,150 @@ mod tests {
         s.parse().unwrap()
     }
 
-    /// A 10-hour night: 16:00Z to 02:00Z.
-    fn night() -> (Timestamp, Timestamp) {
-        (t("2026-12-21T16:00:00Z"), t("2026-12-22T02:00:00Z"))
-    }
-
-    #[test]
-    fn estimate_is_linear_in_level() {
-        let (dusk, dawn) = night();
-        // 100 % for 5 h then 70 % for 5 h at 40 W: 200 + 140 Wh.
-        let a = [(dusk, 100.0), (t("2026-12-21T21:00:00Z"), 70.0)];
-        // 50 % all night at 40 W, its only sample before dusk: 200 Wh.
-        let b = [(t("2026-12-21T15:00:00Z"), 50.0)];
-        assert_eq!(
-            estimated_wh(
-                LevelSeries {
-                    rated_power_w: 40.0,
-                    samples: &a
-                },
-                dusk,
-                dawn
-            ),
-            340.0
-        );
-        let e = estimate(
+    /// A 10-hour night: 16:00Z to 02:00Z; the window is 15:00Z to 03:00Z.
+    fn night() -> NightAcc {
+        NightAcc::new(
             date(2026, 12, 21),
-            dusk,
-            dawn,
-            &[
-                LevelSeries {
-                    rated_power_w: 40.0,
-                    samples: &a,
-                },
-                LevelSeries {
-                    rated_power_w: 40.0,
-                    samples: &b,
-                },
-            ],
+            t("2026-12-21T16:00:00Z"),
+            t("2026-12-22T02:00:00Z"),
+        )
+    }
+
+    fn lum(n: usize, w: f64) -> BTreeMap<String, f64> {
+        (0..n).map(|i| (format!("bus-a/{i}"), w)).collect()
+    }
+
+    #[test]
+    fn estimate_is_linear_in_level_and_counts_the_window() {
+        let mut n = night();
+        // 15 min before dusk at 100 % (a dusk-15min step), 100 % to 21:00, 70 % to dawn, off
+        // after: 40 W × (5.25 h + 0.7 × 5 h) = 350 Wh.
+        let a = "bus-a/0";
+        n.add_level(
+            a,
+            40.0,
+            0.0,
+            t("2026-12-21T14:00:00Z"),
+            t("2026-12-21T15:45:00Z"),
         );
-        assert!((e.kwh - 0.54).abs() < 1e-12, "{e:?}");
-        assert!((e.baseline_kwh - 0.8).abs() < 1e-12);
-        assert!((e.savings_percent.unwrap() - 32.5).abs() < 1e-9);
+        n.add_level(
+            a,
+            40.0,
+            100.0,
+            t("2026-12-21T15:45:00Z"),
+            t("2026-12-21T21:00:00Z"),
+        );
+        n.add_level(
+            a,
+            40.0,
+            70.0,
+            t("2026-12-21T21:00:00Z"),
+            t("2026-12-22T02:00:00Z"),
+        );
+        n.add_level(
+            a,
+            40.0,
+            0.0,
+            t("2026-12-22T02:00:00Z"),
+            t("2026-12-22T05:00:00Z"),
+        );
+        let e = n.report(&lum(1, 40.0), None);
+        assert_eq!(e.source, Source::Estimated);
+        assert!((e.kwh.unwrap() - 0.35).abs() < 1e-9, "{e:?}");
+        assert!((e.baseline_kwh - 0.4).abs() < 1e-12);
+        assert!((e.savings_percent.unwrap() - 12.5).abs() < 1e-9);
+        assert_eq!(e.coverage, 1.0);
         assert_eq!(
             e.data(),
-            json!({"date":"2026-12-21","kwh":0.54,"baseline_kwh":0.8,"savings_percent":32.5,"source":"estimated"})
+            json!({"date":"2026-12-21","kwh":0.35,"baseline_kwh":0.4,"savings_percent":12.5,
+                "source":"estimated","coverage":1.0,
+                "window":{"from":"2026-12-21T15:00:00.000Z","to":"2026-12-22T03:00:00.000Z"}})
         );
     }
 
     #[test]
-    fn samples_outside_the_night_and_unsorted() {
-        let (dusk, dawn) = night();
-        // Unsorted; the first sample comes 1 h after dusk and fills back; one after dawn is
-        // ignored; levels out of range are clamped.
-        let s = [
-            (t("2026-12-22T03:00:00Z"), 100.0),
-            (t("2026-12-22T01:00:00Z"), 0.0),
-            (t("2026-12-21T17:00:00Z"), 150.0),
-        ];
-        // 100 % from 16:00 to 01:00 (9 h) at 100 W = 900 Wh.
-        let wh = estimated_wh(
-            LevelSeries {
-                rated_power_w: 100.0,
-                samples: &s,
-            },
-            dusk,
-            dawn,
+    fn too_little_coverage_is_said_and_no_figure_is_invented() {
+        let mut n = night();
+        // Readings only from 21:00 (a restart in the middle of the night): 6 h of 12.
+        n.add_level(
+            "bus-a/0",
+            40.0,
+            70.0,
+            t("2026-12-21T21:00:00Z"),
+            t("2026-12-22T03:00:00Z"),
         );
-        assert_eq!(wh, 900.0);
-        assert_eq!(
-            estimated_wh(
-                LevelSeries {
-                    rated_power_w: 100.0,
-                    samples: &[]
-                },
-                dusk,
-                dawn
-            ),
-            0.0
+        let e = n.report(&lum(1, 40.0), None);
+        assert_eq!((e.kwh, e.savings_percent), (None, None));
+        assert!((e.coverage - 0.5).abs() < 1e-9);
+        assert_eq!(e.data()["kwh"], Value::Null);
+        assert_eq!(e.data()["coverage"], 0.5);
+        // A luminaire never read this night counts as uncovered.
+        let mut n = night();
+        n.add_level(
+            "bus-a/0",
+            40.0,
+            70.0,
+            t("2026-12-21T15:00:00Z"),
+            t("2026-12-22T03:00:00Z"),
         );
+        let e = n.report(&lum(2, 40.0), None);
+        assert!((e.coverage - 0.5).abs() < 1e-9, "{e:?}");
+        assert_eq!(e.kwh, None);
     }
 
     #[test]
-    fn metered_counter_with_a_reset() {
-        let (dusk, dawn) = night();
-        let r = [
-            (t("2026-12-21T15:50:00Z"), 1000.0),
-            (t("2026-12-21T20:00:00Z"), 1300.0),
-            // Reset (power cut of the meter): 50 Wh since.
-            (t("2026-12-21T21:00:00Z"), 50.0),
-            (t("2026-12-22T02:00:00Z"), 300.0),
-            // Outside the bracket: ignored.
-            (t("2026-12-22T05:00:00Z"), 9000.0),
+    fn metered_counters_are_spread_over_their_interval_and_preferred() {
+        let mut n = night();
+        n.add_level(
+            "bus-a/0",
+            40.0,
+            100.0,
+            t("2026-12-21T15:00:00Z"),
+            t("2026-12-22T03:00:00Z"),
+        );
+        // A meter read every 2 h from 14:00 to 04:00: the 14–16 h and 02–04 h intervals count
+        // for half (the deltas are the accountant's: here given directly).
+        let readings = [
+            ("2026-12-21T14:00:00Z", 1000.0),
+            ("2026-12-21T16:00:00Z", 1020.0),
+            ("2026-12-21T18:00:00Z", 1100.0),
+            ("2026-12-21T20:00:00Z", 1130.0),
+            ("2026-12-21T22:00:00Z", 1210.0),
+            ("2026-12-22T00:00:00Z", 1290.0),
+            ("2026-12-22T02:00:00Z", 1370.0),
+            ("2026-12-22T04:00:00Z", 1390.0),
         ];
-        assert_eq!(metered_wh(&r, dusk, dawn), Some(600.0));
-        let e = metered(date(2026, 12, 21), dusk, dawn, &[&r], 0.8).unwrap();
+        for w in readings.windows(2) {
+            let (a, va) = (t(w[0].0), w[0].1);
+            let (b, vb) = (t(w[1].0), w[1].1);
+            n.add_counter("meter/energy", vb - va, a, b);
+        }
+        let e = n.report(&lum(1, 40.0), Some("meter/energy"));
         assert_eq!(e.source, Source::Metered);
-        assert_eq!(
-            e.data(),
-            json!({"date":"2026-12-21","kwh":0.6,"baseline_kwh":0.8,"savings_percent":25.0,"source":"metered"})
-        );
+        // 10 + 80 + 30 + 80 + 80 + 80 + 10 = 370 Wh.
+        assert!((e.kwh.unwrap() - 0.37).abs() < 1e-9, "{e:?}");
+        assert_eq!(e.coverage, 1.0);
+        // Without the meter, the D4i counters are not there: estimated.
+        assert_eq!(n.report(&lum(1, 40.0), None).source, Source::Estimated);
     }
 
     #[test]
-    fn metered_needs_coverage() {
-        let (dusk, dawn) = night();
-        // Readings from 17:00 only: 9 h of 10 (90 %) is enough, 8.5 h is not.
-        let ok = [(t("2026-12-21T17:00:00Z"), 0.0), (dawn, 100.0)];
-        assert_eq!(metered_wh(&ok, dusk, dawn), Some(100.0));
-        let short = [(t("2026-12-21T17:30:00Z"), 0.0), (dawn, 100.0)];
-        assert_eq!(metered_wh(&short, dusk, dawn), None);
-        assert_eq!(metered_wh(&[(dusk, 5.0)], dusk, dawn), None);
-        // One uncovered counter of two: no metered figure at all.
-        assert_eq!(
-            metered(date(2026, 12, 21), dusk, dawn, &[&ok, &short], 1.0),
-            None
+    fn live_figures_of_the_night_running() {
+        let mut n = night();
+        n.add_level(
+            "bus-a/0",
+            100.0,
+            50.0,
+            t("2026-12-21T15:00:00Z"),
+            t("2026-12-21T18:00:00Z"),
         );
-        assert_eq!(metered(date(2026, 12, 21), dusk, dawn, &[], 1.0), None);
-        let two = metered(date(2026, 12, 21), dusk, dawn, &[&ok, &ok], 1.0).unwrap();
-        assert!((two.kwh - 0.2).abs() < 1e-12);
-    }
-
-    #[test]
-    fn zero_baseline_has_no_savings() {
-        let (dusk, _) = night();
-        let e = estimate(date(2026, 12, 21), dusk, dusk, &[]);
-        assert_eq!((e.kwh, e.baseline_kwh, e.savings_percent), (0.0, 0.0, None));
-        assert_eq!(e.data()["savings_percent"], Value::Null);
+        let l = n.live(&lum(1, 100.0), t("2026-12-21T18:00:00Z"));
+        // 150 Wh so far; baseline of 16:00–18:00 at 100 W = 200 Wh.
+        assert!((l.kwh - 0.15).abs() < 1e-9);
+        assert!((l.baseline_kwh - 0.2).abs() < 1e-9);
+        assert!((l.savings_percent.unwrap() - 25.0).abs() < 1e-9);
+        assert_eq!(l.coverage, 1.0);
+        let before_dusk = n.live(&lum(1, 100.0), t("2026-12-21T15:30:00Z"));
+        assert_eq!(before_dusk.savings_percent, None);
     }
 }

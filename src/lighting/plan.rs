@@ -14,8 +14,10 @@
 //! - the sun sets but does not go down again the next day (entering polar day): the night ends
 //!   at solar midnight.
 //!
-//! Output: the first line `{"date":D,"dusk":T,"dawn":T}` (plus `"polar"` and `"notes"` only when
-//! there is something to say), then one line per step in time order
+//! Output: the first line `{"date":D,"dusk":T,"dawn":T}` (plus `"polar"`, `"day"` and `"notes"`
+//! only when there is something to say: `"day"` is the night's day type — its weekday `mon`…`sun`,
+//! or the `[[lighting.calendar]]` holding its date — when the programme has weekday variants or
+//! calendars), then one line per step in time order
 //! `{"at":T,"target":S,"level_percent":N,"reason":S}`, timestamps RFC 3339 UTC with
 //! milliseconds. A clock step moved to dusk says so in its reason:
 //! `"night dimming (22:00, applied at dusk)"`.
@@ -97,6 +99,9 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// What the plan could not do as written (skipped steps, polar cases).
     pub notes: Vec<String>,
+    /// The night's day type (weekday `mon`…`sun`, or the calendar of exception holding the
+    /// date) when the programme has weekday variants or calendars; `None` otherwise.
+    pub day: Option<String>,
 }
 
 /// The plan of the night that starts on `date`, for the cabinet of `cfg`; a date outside
@@ -135,6 +140,8 @@ struct Header<'a> {
     dawn: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     polar: Option<Polar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    day: Option<&'a str>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     notes: &'a [String],
 }
@@ -154,6 +161,7 @@ pub fn print_plan(plan: &Plan, out: &mut dyn Write) -> Result<(), PlanError> {
         dusk: plan.dusk.map(ts),
         dawn: plan.dawn.map(ts),
         polar: plan.polar,
+        day: plan.day.as_deref(),
         notes: &plan.notes,
     };
     writeln!(

@@ -7,6 +7,12 @@
 //! noon is nearest local noon of D (local mean solar time, so Apia at UTC+13 or Attu at UTC−10
 //! west of the date line get their own evening, not the one a UTC date would give).
 //!
+//! Day types: each night has one, the first `[[lighting.calendar]]` (configuration order) that
+//! holds its date (holidays, city events), else its weekday `mon`…`sun` (the local date the
+//! night starts on). A step with `nights` applies only on the nights of those day types (its
+//! reason then says which: `"late dimming [holiday]"`); a step without `nights` applies every
+//! night. So a calendar replaces the weekday variants on its dates.
+//!
 //! Resolution of a night's steps (see [`Programme::plan`]):
 //! - `dusk±X` / `dawn±X`: that night's dusk / dawn plus the offset;
 //! - `HH:MM`: a local clock time in `cabinet.timezone`, taken on the night's date from 12:00 to
@@ -43,7 +49,7 @@ use jiff::{SignedDuration, Timestamp};
 use super::astro::{self, SunEvent};
 use super::plan::{Night, Plan, Step};
 use super::PlanError;
-use crate::config::{time_zone, Config, LightingStep, Twilight};
+use crate::config::{time_zone, Config, LightingConfig, LightingStep, Twilight};
 use crate::light::{LightTarget, StepTime};
 
 /// How far [`Programme::level_at`] and [`Programme::next_change_after`] look for a step: a year
@@ -90,6 +96,8 @@ pub struct Programme {
     steps: Vec<LightingStep>,
     /// (bus, group, members) from `[[dali.group]]`.
     groups: Vec<(String, u8, Vec<u8>)>,
+    /// `[lighting]` (calendars and steps' `nights`: the day type of each night).
+    lighting: LightingConfig,
 }
 
 /// `t` moved by a step's offset (at most 12 h), saturating at jiff's range: a `SignedDuration`
@@ -122,6 +130,7 @@ impl Programme {
             tz,
             steps: cfg.lighting.steps.clone(),
             groups,
+            lighting: cfg.lighting.clone(),
         })
     }
 
@@ -255,14 +264,25 @@ impl Programme {
             _ => {}
         }
         let zone = self.tz.iana_name().unwrap_or("local");
+        let day_type = self.lighting.day_type(date);
         for (i, s) in self.steps.iter().enumerate() {
+            if s.nights
+                .as_ref()
+                .is_some_and(|n| !n.iter().any(|x| x == day_type))
+            {
+                continue;
+            }
             let mut order = Order {
                 at: start,
                 deferred_from: None,
                 specificity: s.target.specificity(),
                 index: i,
             };
-            let mut reason = s.reason.clone();
+            let mut reason = match &s.nights {
+                // Said in the plan and in `simulate`: which night's variant applies.
+                Some(_) => format!("{} [{day_type}]", s.reason),
+                None => s.reason.clone(),
+            };
             let skipped = match s.at {
                 StepTime::Dusk(off) => {
                     order.at = match night.dusk {
@@ -293,6 +313,9 @@ impl Programme {
                         Some(t) if t < start => {
                             order.deferred_from = Some(t);
                             reason = Self::deferred_reason(s);
+                            if s.nights.is_some() {
+                                reason = format!("{reason} [{day_type}]");
+                            }
                             None
                         }
                         Some(t) => {
@@ -365,6 +388,10 @@ impl Programme {
             polar: night.polar(),
             steps: steps.into_iter().map(|(_, s)| s).collect(),
             notes,
+            day: self
+                .lighting
+                .has_day_types()
+                .then(|| self.lighting.day_type(date).to_string()),
         }
     }
 

@@ -876,3 +876,109 @@ fn extreme_dates_are_errors_not_panics() {
     let epoch = Timestamp::UNIX_EPOCH;
     assert_eq!(prog.level_at(&LightTarget::All, epoch), Some(70.0));
 }
+
+/// Issue 10 item 5: weekday variants and calendar exceptions (holidays, city events).
+const VARIANTS: &str = r#"
+[lighting]
+  [[lighting.calendar]]
+  name = "holiday"
+  dates = ["12-25", "01-01", "2026-07-14"]
+  [[lighting.calendar]]
+  name = "festival"
+  dates = ["2026-06-19..2026-06-21"]
+
+  [[lighting.step]]
+  target = "all"
+  at = "dusk"
+  level_percent = 100
+  [[lighting.step]]
+  target = "all"
+  at = "22:00"
+  level_percent = 70
+  reason = "night dimming"
+  nights = ["sun", "mon", "tue", "wed", "thu"]
+  [[lighting.step]]
+  target = "all"
+  at = "23:30"
+  level_percent = 70
+  reason = "late dimming"
+  nights = ["fri", "sat", "holiday"]
+"#;
+
+#[test]
+fn weekday_variants_and_calendar_exceptions_pick_the_steps_of_the_night() {
+    let c = config(DIJON, VARIANTS);
+    let p = Programme::from_config(&c).unwrap();
+    let dimming = |d: Date| -> Vec<String> {
+        p.plan(d)
+            .steps
+            .iter()
+            .filter(|s| s.level_percent == 70.0)
+            .map(|s| format!("{} {}", s.at, s.reason))
+            .collect()
+    };
+    // Thursday 2026-12-17: 22:00 Paris (21:00Z); Friday 18: 23:30 (22:30Z).
+    assert_eq!(
+        dimming(date(2026, 12, 17)),
+        ["2026-12-17T21:00:00Z night dimming [thu]"]
+    );
+    assert_eq!(
+        dimming(date(2026, 12, 18)),
+        ["2026-12-18T22:30:00Z late dimming [fri]"]
+    );
+    // Christmas (a Friday in 2026 anyway) and 14 July 2026 (a Tuesday): the holiday variant.
+    assert_eq!(
+        dimming(date(2026, 7, 14)),
+        ["2026-07-14T21:30:00Z late dimming [holiday]"]
+    );
+    assert_eq!(p.plan(date(2026, 7, 14)).day.as_deref(), Some("holiday"));
+    // The festival calendar names no step: on its nights, only the steps for every night.
+    assert_eq!(dimming(date(2026, 6, 20)), Vec::<String>::new());
+    assert_eq!(p.plan(date(2026, 6, 20)).day.as_deref(), Some("festival"));
+    assert_eq!(p.plan(date(2026, 6, 22)).day.as_deref(), Some("mon"));
+    // The evaluator follows the same variants: 22:30 Paris on a Thursday is dimmed, on a
+    // holiday not yet.
+    let at = |s: &str| s.parse::<Timestamp>().unwrap();
+    assert_eq!(
+        p.level_at(&LightTarget::All, at("2026-12-17T21:30:00Z")),
+        Some(70.0)
+    );
+    assert_eq!(
+        p.level_at(&LightTarget::All, at("2026-07-14T20:45:00Z")),
+        Some(100.0)
+    );
+    // The plan says which day type the night is; without variants nothing changes.
+    let v = printed(&p.plan(date(2026, 12, 18)));
+    assert_eq!(v[0]["day"], "fri");
+    let plain = Programme::from_config(&config(DIJON, LIGHTING_SIMPLE)).unwrap();
+    assert!(printed(&plain.plan(date(2026, 12, 18)))[0]
+        .get("day")
+        .is_none());
+}
+
+const LIGHTING_SIMPLE: &str = r#"
+[lighting]
+  [[lighting.step]]
+  target = "all"
+  at = "dusk"
+  level_percent = 100
+"#;
+
+#[test]
+fn calendar_dates_every_year_once_and_over_the_year_end() {
+    use crate::config::CalendarDates;
+    let yearly = CalendarDates::Yearly {
+        from: (12, 24),
+        to: (1, 2),
+    };
+    assert!(yearly.contains(date(2026, 12, 31)));
+    assert!(yearly.contains(date(2027, 1, 2)));
+    assert!(!yearly.contains(date(2027, 1, 3)));
+    assert!(!yearly.contains(date(2026, 12, 23)));
+    let once = CalendarDates::Once {
+        from: date(2026, 6, 19),
+        to: date(2026, 6, 21),
+    };
+    assert!(once.contains(date(2026, 6, 21)));
+    assert!(!once.contains(date(2027, 6, 20)));
+}

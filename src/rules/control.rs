@@ -231,6 +231,14 @@ pub struct CentralOverride {
     pub remaining: Option<Duration>,
 }
 
+/// Claims and shown controllers carried across a reload ([`Control::carry`]).
+#[derive(Debug, Clone)]
+pub struct Carried {
+    claims: Vec<Claim>,
+    shown: BTreeMap<Target, Controller>,
+    started: bool,
+}
+
 /// Group membership: `(bus, group)` → short addresses.
 pub type Groups = BTreeMap<(String, u8), Vec<u8>>;
 
@@ -626,6 +634,55 @@ impl Control {
                     _ => None,
                 },
                 remaining: c.until.map(|u| u.saturating_sub(now)),
+            })
+            .collect()
+    }
+
+    /// What a new configuration's arbitration takes over across a reload (see
+    /// [`Control::adopt`]).
+    pub fn carry(&self) -> Carried {
+        Carried {
+            claims: self.claims.clone(),
+            shown: self.shown.clone(),
+            started: self.started,
+        }
+    }
+
+    /// Takes over `c`: the claims `keep` accepts (in their order, holds unchanged, no command
+    /// attached any more) and who was shown in charge, so the next sync reports only real
+    /// changes as `control_changed`. Nothing counts as sent: every decided level and value is
+    /// sent again once (the new equipment generation starts without them).
+    pub fn adopt(&mut self, c: Carried, keep: impl Fn(&Controller, &Target) -> bool) {
+        for mut claim in c.claims {
+            if !keep(&claim.by, &claim.target) {
+                continue;
+            }
+            self.know(&claim.target);
+            self.seq += 1;
+            claim.seq = self.seq;
+            claim.fresh = false;
+            claim.command = None;
+            let (target, by) = (claim.target.clone(), claim.by.clone());
+            self.claims.push(claim);
+            self.touched(&target, &by);
+        }
+        self.prune_markers();
+        self.shown = c
+            .shown
+            .into_iter()
+            .filter(|(t, _)| self.known.contains(t))
+            .collect();
+        self.started = c.started;
+        self.all_dirty = true;
+    }
+
+    /// The claims with a hold: `(target, controller, remaining)` at `now` (monotonic).
+    pub fn holds(&self, now: Duration) -> Vec<(Target, Controller, Duration)> {
+        self.claims
+            .iter()
+            .filter_map(|c| {
+                c.until
+                    .map(|u| (c.target.clone(), c.by.clone(), u.saturating_sub(now)))
             })
             .collect()
     }

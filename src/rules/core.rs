@@ -1,10 +1,11 @@
 //! The one pure core that `cabinetd simulate` and the daemon drive: lighting programme, rules,
 //! scenes, usage-adaptive lighting, the mode, control arbitration and clock safety.
 //!
-//! How a driver uses it (the daemon after the equipment restructure; `simulate.rs` today):
+//! How a driver uses it (the daemon's `run.rs`, and `simulate.rs`):
 //! 1. At start: [`Core::new`] with the validated config, the current [`Now`], whether the uplink
 //!    is up, the clock floor (`clock::build_floor()` and the state file's `saved_at`), and the
-//!    state file read with `state::read` (central overrides, holds, scenes).
+//!    state file read with `state::read` (central overrides, holds, scenes). At a reload:
+//!    [`Core::reconfigure`], which carries over what must not be lost.
 //! 2. Inputs, as they come: every telemetry reading ([`Core::observe`]: every poll, before
 //!    report by exception), uplink up/down ([`Core::set_uplink`]), central commands
 //!    `light.*`/`point.write`/`camera.*`/`scene.*` ([`Core::command`], after the command's own
@@ -234,6 +235,160 @@ impl Core {
         notes
     }
 
+    /// The core of a new configuration `cfg` (a reload), taking over what must not be lost:
+    /// the mode and the outage in progress, the clock guard, the last reading of every point,
+    /// the central overrides, the rules that are the same in both configurations (entered or
+    /// pending, with their claims: they do not fire again), the scenes still configured (their
+    /// runners and holds), usage-adaptive lighting whose configuration did not change, and who
+    /// is shown in charge of each target (so `control_changed` reports only real changes). An
+    /// entered rule that changed or was removed is `cleared` (a `rule_fired` event, without its
+    /// `on_clear`: the configuration ended it, not its condition); a changed rule is evaluated
+    /// again from `cleared` with the last readings. Everything decided is sent again once to
+    /// the new equipment. Holds keep their
+    /// deadlines: monotonic time continues across the reload.
+    pub fn reconfigure(&self, cfg: &Config, now: Now) -> Result<(Core, Vec<String>), PlanError> {
+        let (mut new, _) = Core::new(cfg, now, self.mode.uplink_up(), Timestamp::MIN, None)?;
+        let mut notes = Vec::new();
+        new.pending.clear();
+        new.mode = self
+            .mode
+            .clone()
+            .with_after(cfg.automation.autonomous_after);
+        new.clock = self.clock.clone();
+        new.control.set_frozen(!new.clock.trusted());
+        new.engine.set_mode(new.mode.mode());
+        for (point, sample) in self.engine.samples() {
+            new.engine.observe(&point, sample);
+        }
+        let mut carried: BTreeSet<String> = BTreeSet::new();
+        for (i, rule) in new.rules.iter().enumerate() {
+            let Some(j) = self.rules.iter().position(|r| r == rule) else {
+                if self.rules.iter().any(|r| r.name == rule.name) {
+                    notes.push(format!(
+                        "rule {} changed: it is evaluated again from cleared",
+                        rule.name
+                    ));
+                }
+                continue;
+            };
+            let c = self.engine.carry(j);
+            new.engine.adopt(i, c);
+            if matches!(c.state(), RuleState::Entered { .. }) {
+                carried.insert(rule.name.clone());
+            }
+        }
+        for (i, old) in self.adaptive.iter().enumerate() {
+            if let Some(k) = new.adaptive.iter().position(|a| a.config() == old.config()) {
+                new.adaptive[k] = self.adaptive[i].clone();
+            }
+        }
+        let adaptive: BTreeSet<String> = new
+            .adaptive
+            .iter()
+            .zip(0..)
+            .filter(|(a, _)| self.adaptive.iter().any(|o| o.config() == a.config()))
+            .map(|(a, _)| a.config().name.clone())
+            .collect();
+        // Scenes: runners that still mean something; a scene whose actions changed is run again
+        // from its new actions (its old claims are not carried).
+        let mut rerun: Vec<(String, Controller, Option<Duration>)> = Vec::new();
+        let mut same_scenes: BTreeSet<String> = BTreeSet::new();
+        for (name, old) in &self.scenes {
+            let Some(sc) = new.scenes.get_mut(name) else {
+                if !old.runners.is_empty() {
+                    notes.push(format!("scene {name} is no longer configured: released"));
+                }
+                continue;
+            };
+            for (by, until) in &old.runners {
+                let valid = match by {
+                    Controller::Rule(r) => until.is_some() || carried.contains(r),
+                    _ => true,
+                };
+                if !valid {
+                    continue;
+                }
+                if sc.spec == old.spec {
+                    sc.runners.insert(by.clone(), *until);
+                } else {
+                    rerun.push((name.clone(), by.clone(), *until));
+                }
+            }
+            if sc.spec == old.spec {
+                same_scenes.insert(name.clone());
+            }
+        }
+        let (buses, groups) = (new.buses.clone(), new.groups.clone());
+        let catalog = new.catalog.clone();
+        new.control.adopt(self.control.carry(), |by, target| {
+            let target_ok = match target {
+                Target::All => !buses.is_empty(),
+                Target::Group(g) => groups.contains(g),
+                Target::Gear(bus, _) => buses.contains(bus),
+                Target::Point(p) => catalog.get(p).is_some_and(|i| i.writable),
+            };
+            let by_ok = match by {
+                Controller::Central => true,
+                Controller::Rule(r) => carried.contains(r),
+                Controller::Scene(n) => same_scenes.contains(n),
+                Controller::Adaptive(n) => adaptive.contains(n),
+                Controller::Programme | Controller::None => false,
+            };
+            target_ok && by_ok
+        });
+        for (name, by, until) in rerun {
+            new.run_scene(&name, by, until, None, true, now);
+        }
+        new.pending.clear();
+        // An entered rule that changed or is gone ends here (its claims are not carried; its
+        // on_clear is not run: the configuration, not the condition, ended it).
+        for (j, old) in self.rules.iter().enumerate() {
+            let entered = matches!(self.engine.state(j), RuleState::Entered { .. });
+            if entered && !carried.contains(&old.name) {
+                new.pending.push(Output::Event(event(
+                    EventKind::RuleFired,
+                    Severity::Info,
+                    format!("rule {} cleared: its configuration changed", old.name),
+                    json!({ "rule": old.name, "state": "cleared" }),
+                )));
+            }
+        }
+        new.persist = true;
+        Ok((new, notes))
+    }
+
+    /// The points the core wants readings of (rules' inputs and usage points).
+    pub fn wanted_points(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.engine.points().cloned().collect();
+        v.extend(self.usage.keys().cloned());
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// What holds now: `(target or "scene:NAME", who, remaining)`: claims with a hold (central
+    /// overrides with `hold_s`, rules' timed levels) and scenes run with a hold.
+    pub fn holds(&self, now: Now) -> Vec<(String, String, Duration)> {
+        let mut out: Vec<(String, String, Duration)> = self
+            .control
+            .holds(now.mono)
+            .into_iter()
+            .map(|(t, by, rem)| (t.to_string(), by.to_string(), rem))
+            .collect();
+        for (name, sc) in &self.scenes {
+            for (by, until) in &sc.runners {
+                if let Some(u) = until {
+                    out.push((
+                        format!("scene:{name}"),
+                        by.to_string(),
+                        u.saturating_sub(now.mono),
+                    ));
+                }
+            }
+        }
+        out
+    }
+
     /// The cabinet's mode.
     pub fn mode(&self) -> Mode {
         self.mode.mode()
@@ -333,6 +488,10 @@ impl Core {
     ) -> Result<(), String> {
         let central = Controller::Central;
         let reason = "central command".to_string();
+        let action = match action {
+            RuleAction::Command(a) => RuleAction::from_command(a),
+            other => other,
+        };
         match action {
             RuleAction::Command(Action::LightSet {
                 target,
@@ -381,7 +540,8 @@ impl Core {
                     Action::CameraGotoPreset { camera, .. }
                     | Action::CameraReboot { camera }
                     | Action::CameraSyncTime { camera } => camera.clone(),
-                    _ => unreachable!("light and point actions are handled above"),
+                    // Light and point actions are handled above, scenes by `from_command`.
+                    _ => return Err(format!("field `action`: {} is not a command", a.name())),
                 };
                 if !self.cameras.contains(&camera) {
                     return Err(format!("field `args.camera`: no camera {camera:?}"));

@@ -79,6 +79,21 @@ pub enum ClearCause {
     Disarmed,
 }
 
+/// A rule's state carried across a reload ([`Engine::carry`], [`Engine::adopt`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleCarry {
+    state: RuleState,
+    open: bool,
+    rearm: bool,
+}
+
+impl RuleCarry {
+    /// The carried state.
+    pub fn state(&self) -> RuleState {
+        self.state
+    }
+}
+
 /// A rule entered or cleared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transition {
@@ -208,6 +223,39 @@ impl Engine {
     /// The state of rule `i`.
     pub fn state(&self, i: usize) -> RuleState {
         self.rules[i].state
+    }
+
+    /// The state of rule `i` to carry into another engine (a reload).
+    pub fn carry(&self, i: usize) -> RuleCarry {
+        let r = &self.rules[i];
+        RuleCarry {
+            state: r.state,
+            open: r.open,
+            rearm: r.rearm,
+        }
+    }
+
+    /// Rule `i` takes over a carried state (the same rule in the previous configuration); it
+    /// is evaluated again at the next step, so its timers follow.
+    pub fn adopt(&mut self, i: usize, c: RuleCarry) {
+        let r = &mut self.rules[i];
+        r.state = c.state;
+        r.open = c.open;
+        r.rearm = c.rearm;
+        self.mark(i as u32);
+    }
+
+    /// Every point read and its last sample (to carry across a reload).
+    pub fn samples(&self) -> Vec<(String, Sample)> {
+        self.ids
+            .iter()
+            .map(|(p, id)| (p.clone(), self.samples[*id as usize]))
+            .collect()
+    }
+
+    /// The points the rules read.
+    pub fn points(&self) -> impl Iterator<Item = &String> {
+        self.ids.keys()
     }
 
     /// Whether some rule reads `point`.

@@ -1,7 +1,8 @@
 //! The cabinet acting on its own: rules, scenes, usage-adaptive lighting, the mode, control
 //! arbitration and clock safety, as one pure core ([`Core`]) on explicit time. `cabinetd
-//! simulate` ([`simulate`]) and the daemon drive the same core; nothing here does I/O except
-//! the state file's reader and writer ([`state`]) and the simulator's CLI.
+//! simulate` ([`simulate`]) and the daemon ([`run`], the rules task) drive the same core;
+//! nothing here does I/O except the state file's reader and writer ([`state`]), the simulator's
+//! CLI and the rules task.
 //!
 //! Layers (a module uses only those above it):
 //! - [`mode`], [`expr`], [`graph`]: leaves. The config validator uses `expr` (conditions are
@@ -11,7 +12,8 @@
 //! - [`engine`] (rule states), [`adaptive`] (usage-adaptive levels), [`control`] (who is in
 //!   charge of each target; claims and the outputs that follow from them).
 //! - [`core`]: routes inputs to those, runs actions of rules and scenes, and returns outputs.
-//! - [`simulate`]: the CLI.
+//! - [`simulate`]: the CLI; [`run`]: the daemon's rules task (readings, uplink, commands, time
+//!   in; state file, events and equipment actions out).
 //!
 //! Time: every call gets a [`Now`]: monotonic time (for `for`, holds, the mode's
 //! `autonomous_after`) and wall time (programme, windows, nights); see [`core`] for how the
@@ -25,6 +27,7 @@ pub mod engine;
 pub mod expr;
 pub mod graph;
 pub mod mode;
+pub mod run;
 pub mod simulate;
 pub mod state;
 #[cfg(test)]
@@ -118,6 +121,9 @@ impl ActionOut {
             Action::CameraGotoPreset { camera, .. }
             | Action::CameraReboot { camera }
             | Action::CameraSyncTime { camera } => camera.clone(),
+            Action::SceneRun { scene, .. } | Action::SceneRelease { scene } => {
+                format!("scene:{scene}")
+            }
         }
     }
 

@@ -66,6 +66,13 @@ impl ModeTracker {
         }
     }
 
+    /// The same tracker with another `autonomous_after` (a reload): an outage in progress
+    /// keeps counting from when it started.
+    pub fn with_after(mut self, autonomous_after: Duration) -> ModeTracker {
+        self.after = autonomous_after;
+        self
+    }
+
     /// The current mode.
     pub fn mode(&self) -> Mode {
         self.mode

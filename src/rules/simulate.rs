@@ -494,6 +494,34 @@ mod tests {
         assert_eq!(c[1].input, Input::Uplink(true));
     }
 
+    /// The programme's weekday variants and calendar exceptions show in what `simulate`
+    /// prints: which step acted, and on which night's day type.
+    #[test]
+    fn programme_variants_show_in_the_reasons() {
+        let text = format!(
+            "{}\n[lighting]\n[[lighting.calendar]]\nname = \"holiday\"\ndates = [\"2026-07-14\"]\n[[lighting.step]]\ntarget = \"all\"\nat = \"dusk\"\nlevel_percent = 100\n[[lighting.step]]\ntarget = \"all\"\nat = \"22:00\"\nlevel_percent = 70\nreason = \"dimming\"\nnights = [\"mon\", \"tue\", \"wed\", \"thu\", \"sun\"]\n[[lighting.step]]\ntarget = \"all\"\nat = \"23:30\"\nlevel_percent = 70\nreason = \"late dimming\"\nnights = [\"fri\", \"sat\", \"holiday\"]\n",
+            crate::rules::testutil::BASE
+        );
+        let cfg = crate::config::load_sources(&[crate::config::Source {
+            name: "t".into(),
+            text,
+        }])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let run_night = |from: &str, to: &str| {
+            let mut out = Vec::new();
+            run(&cfg, from, to, None, &mut out).unwrap();
+            String::from_utf8(out).unwrap()
+        };
+        // Monday 13 July: 22:00 Paris; Tuesday 14 July, a holiday: 23:30.
+        let mon = run_night("2026-07-13T19:00:00Z", "2026-07-14T00:00:00Z");
+        assert!(mon.contains("\"at\":\"2026-07-13T20:00:00.000Z\""), "{mon}");
+        assert!(mon.contains("dimming [mon]"), "{mon}");
+        let hol = run_night("2026-07-14T19:00:00Z", "2026-07-15T00:00:00Z");
+        assert!(hol.contains("\"at\":\"2026-07-14T21:30:00.000Z\""), "{hol}");
+        assert!(hol.contains("late dimming [holiday]"), "{hol}");
+        assert!(!hol.contains("dimming [tue]"), "{hol}");
+    }
+
     #[test]
     fn errors_name_the_line() {
         let cases = [

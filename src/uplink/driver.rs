@@ -39,6 +39,7 @@ impl TokenBucket {
 pub(super) struct Driver {
     pub(super) params: UplinkParams,
     pub(super) config_version: watch::Receiver<String>,
+    pub(super) mode: watch::Receiver<&'static str>,
     pub(super) topics: Topics,
     pub(super) outbox: Arc<Outbox>,
     pub(super) client: AsyncClient,
@@ -81,6 +82,7 @@ impl Driver {
         let mut outage_tick = tokio::time::interval(outage::TICK);
         let mut reported_open = true;
         let mut version_open = true;
+        let mut mode_open = true;
         loop {
             *self.heartbeat.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
             if stop.is_cancelled() {
@@ -102,6 +104,10 @@ impl Driver {
                 r = self.config_version.changed(), if version_open => match r {
                     Ok(()) => self.republish_online(),
                     Err(_) => version_open = false,
+                },
+                r = self.mode.changed(), if mode_open => match r {
+                    Ok(()) => self.republish_online(),
+                    Err(_) => mode_open = false,
                 },
                 _ = outage_tick.tick() => self.remind_outage(),
                 doc = reported_rx.recv(), if reported_open => match doc {
@@ -167,10 +173,8 @@ impl Driver {
                 self.connected = false;
                 self.cursors = None;
                 self.metrics.uplink_connected.set(0);
-                self.metrics.set_mode("autonomous");
                 set_status(&self.status, |s| {
                     s.connected = false;
-                    s.mode = "autonomous";
                     s.last_error = Some(error);
                     s.last_error_at = Some(SystemTime::now());
                     s.batches_in_flight = 0;
@@ -185,7 +189,6 @@ impl Driver {
     async fn on_connack(&mut self, name: String) {
         self.connected = true;
         self.metrics.uplink_connected.set(1);
-        self.metrics.set_mode("connected");
         if self.ever_connected {
             self.metrics
                 .uplink_reconnects_total
@@ -196,7 +199,6 @@ impl Driver {
         self.ever_connected = true;
         set_status(&self.status, |s| {
             s.connected = true;
-            s.mode = "connected";
             s.broker = Some(name.clone());
             s.reconnects += reconnect;
             s.sessions += 1;
@@ -225,7 +227,8 @@ impl Driver {
     /// The retained online status, naming the running configuration's version.
     fn publish_online(&mut self) {
         self.params.config_version = self.config_version.borrow_and_update().clone();
-        let online = online_payload(&self.params, SystemTime::now());
+        let mode = *self.mode.borrow_and_update();
+        let online = online_payload(&self.params, mode, SystemTime::now());
         match self
             .client
             .try_publish(self.topics.status.clone(), QoS::AtLeastOnce, true, online)
@@ -239,7 +242,7 @@ impl Driver {
     /// reconnect (issue 13 item 7).
     fn republish_online(&mut self) {
         if self.connected && !self.stopping {
-            tracing::info!(config_version = %*self.config_version.borrow(), "online status published again");
+            tracing::info!(config_version = %*self.config_version.borrow(), mode = *self.mode.borrow(), "online status published again");
             self.publish_online();
         }
     }
@@ -520,10 +523,8 @@ impl Driver {
         }
         self.connected = false;
         self.metrics.uplink_connected.set(0);
-        self.metrics.set_mode("autonomous");
         set_status(&self.status, |s| {
             s.connected = false;
-            s.mode = "autonomous";
             s.batches_in_flight = 0;
             s.replaying = false;
         });

@@ -152,12 +152,10 @@ pub struct Incoming {
 }
 
 /// A cheap snapshot for `/status`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct UplinkStatus {
-    /// A broker session is up.
+    /// A broker session is up. (The cabinet's mode is the rules core's: `/status.mode`.)
     pub connected: bool,
-    /// `connected` while the session is up, `autonomous` otherwise.
-    pub mode: &'static str,
     /// `mqtt[s]://host:port` of the broker in use (or last tried).
     pub broker: Option<String>,
     /// Last connection error (no secrets: rumqttc errors carry none). Kept after a reconnect:
@@ -176,22 +174,6 @@ pub struct UplinkStatus {
     pub replaying: bool,
 }
 
-impl Default for UplinkStatus {
-    fn default() -> Self {
-        UplinkStatus {
-            connected: false,
-            mode: "autonomous",
-            broker: None,
-            last_error: None,
-            last_error_at: None,
-            reconnects: 0,
-            sessions: 0,
-            batches_in_flight: 0,
-            replaying: false,
-        }
-    }
-}
-
 fn opt_ts<S: serde::Serializer>(ts: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
     match ts {
         Some(t) => ts_millis::serialize(t, s),
@@ -206,6 +188,7 @@ pub struct UplinkHandle {
     heartbeat: Arc<Mutex<Instant>>,
     reported_tx: mpsc::Sender<Vec<u8>>,
     config_version: Arc<watch::Sender<String>>,
+    mode: Arc<watch::Sender<&'static str>>,
     tls: Option<Arc<tls::TlsSlot>>,
     brokers: Arc<watch::Sender<Vec<Broker>>>,
 }
@@ -239,6 +222,16 @@ impl UplinkHandle {
         self.config_version.send_if_modified(|v| {
             let changed = v != version;
             version.clone_into(v);
+            changed
+        });
+    }
+
+    /// The cabinet's mode (the rules core's): the retained online status names it, and is
+    /// published again at once when it changes while a session is up.
+    pub fn set_mode(&self, mode: &'static str) {
+        self.mode.send_if_modified(|m| {
+            let changed = *m != mode;
+            *m = mode;
             changed
         });
     }
@@ -305,6 +298,7 @@ pub fn start(
     let (inbound_tx, inbound_rx) = mpsc::channel(64);
     let (reported_tx, reported_rx) = mpsc::channel(4);
     let (config_version_tx, config_version) = watch::channel(params.config_version.clone());
+    let (mode_tx, mode) = watch::channel("connected");
     // The TLS files are loaded whenever uplink.ca_file is set, so a broker list changed to
     // mqtts:// at run time, or a CA file that becomes readable later (SIGHUP, the periodic
     // reload), makes the mqtts:// brokers usable without a restart.
@@ -334,13 +328,13 @@ pub fn start(
         heartbeat: heartbeat.clone(),
         reported_tx,
         config_version: Arc::new(config_version_tx),
+        mode: Arc::new(mode_tx),
         tls: tls.clone(),
         brokers: Arc::new(brokers_tx),
     };
     let topics = Topics::new(&params.config.topic_prefix, &params.cabinet_id);
     let window = params.config.inflight.clamp(1, 1000);
     metrics.uplink_connected.set(0);
-    metrics.set_mode("autonomous");
     let brokers = params.config.brokers.clone();
     let builder = OptionsBuilder {
         params: params.clone(),
@@ -393,6 +387,7 @@ pub fn start(
     };
     let driver = Driver {
         config_version,
+        mode,
         replay: params
             .config
             .replay_rate
@@ -554,7 +549,8 @@ mod tests {
     fn status_payloads_follow_the_spec() {
         let p = params();
         let ts = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_680_000_123);
-        let on: serde_json::Value = serde_json::from_slice(&online_payload(&p, ts)).unwrap();
+        let on: serde_json::Value =
+            serde_json::from_slice(&online_payload(&p, "connected", ts)).unwrap();
         assert_eq!(
             on,
             serde_json::json!({"online":true,"cabinet":"dijon-017","boot_id":"b0","version":"0.1.0",

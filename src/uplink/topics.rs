@@ -38,15 +38,17 @@ impl Topics {
     }
 }
 
-/// The retained online status payload.
-pub fn online_payload(p: &UplinkParams, ts: SystemTime) -> Vec<u8> {
+/// The retained online status payload; `mode` is the rules core's (`connected` or
+/// `autonomous`: just after a reconnect that ended a long outage it is still `autonomous`, and
+/// the status is published again once the core switches back).
+pub fn online_payload(p: &UplinkParams, mode: &str, ts: SystemTime) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "online": true,
         "cabinet": p.cabinet_id,
         "boot_id": p.boot_id,
         "version": p.version,
         "config_version": p.config_version,
-        "mode": "connected",
+        "mode": mode,
         "ts": format_ts(ts),
     }))
     .expect("json value serialises")

@@ -24,6 +24,9 @@ Control channel: one command per stdin line, each answered by one stdout line
 (``OK ...`` or ``ERR ...``); stdin EOF ends the emulator.
   lamp_failure A on|off     gear_failure A on|off
   remove A | restore A      gear A disconnected / reconnected
+  bus_power off|on          cut / restore the DALI bus power: every gear stops answering and
+                            goes to its SYSTEM FAILURE LEVEL (IEC 62386-102), where it stays
+                            when the power returns until it is told a level
   duplicate A               add a second gear on short address A (collisions)
   state A                   OK {json of the gear on A}
   shorts                    OK [short addresses of all gear, null = none]
@@ -266,6 +269,14 @@ def control(hat, line):
             return "OK " + json.dumps([g.shortaddr for g in hat.gear])
         if cmd == "frames":
             return "OK %d" % hat.frames
+        if cmd == "bus_power":
+            on = args[0] == "on"
+            for g in hat.gear:
+                g.accrue()
+                g.connected = on
+                if not on and g.system_failure_level != 255:
+                    g.level = g.system_failure_level
+            return "OK bus_power %s" % args[0]
         short = int(args[0])
         if cmd == "duplicate":
             original = find(hat.gear, short)

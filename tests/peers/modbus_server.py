@@ -33,6 +33,11 @@ Over TCP, every connection opened or closed prints ``CONNECT`` / ``DISCONNECT``.
 ``--exception-at ADDR`` answers "illegal data address" (exception code 2) to any register read
 or write (input or holding) whose range covers ADDR.
 ``--silent`` accepts connections (TCP) or opens the line (RTU) but never answers: a dead device.
+
+``--control`` reads commands on stdin, one per line, each answered by one stdout line starting
+``OK`` (or ``ERR``): ``set TABLE ADDR VALUE[,VALUE…]`` changes the datastore as the device
+itself would (TABLE: coils, discrete, input, holding; bits as 0/1), ``get TABLE ADDR`` prints
+``OK <raw value>``. The tests drive sensors this way (a temperature crossing a threshold).
 """
 
 from __future__ import annotations
@@ -60,6 +65,8 @@ STRUCT = {
     "f64": "d",
 }
 READ_FCS = {1, 2, 3, 4}
+# Function codes of the datastore access per table (reads; sets use the same mapping).
+TABLE_FC = {"coils": 1, "discrete": 2, "holding": 3, "input": 4}
 
 
 def out(line: str) -> None:
@@ -147,6 +154,36 @@ async def silent_rtu(path: str, stop: asyncio.Event) -> None:
     port.close()
 
 
+async def control(server, units: list[int]) -> None:
+    """Serves ``--control`` commands from stdin until EOF: ``set`` changes every unit (they
+    share their contents), ``get`` reads the first."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while True:
+        line = await reader.readline()
+        if not line:
+            return
+        parts = line.decode("ascii", "replace").split()
+        try:
+            cmd, table, addr = parts[0], parts[1], int(parts[2])
+            fc = TABLE_FC[table]
+            if cmd == "set":
+                values = [int(v) for v in parts[3].split(",")]
+                if fc in (1, 2):
+                    values = [bool(v) for v in values]
+                errs = [await server.context.async_setValues(u, fc, addr, values) for u in units]
+                err = next((e for e in errs if e), None)
+                out("ERR %s" % err if err else "OK set")
+            elif cmd == "get":
+                got = await server.context.async_getValues(units[0], fc, addr, 1)
+                out("OK %d" % int(got[0]) if isinstance(got, list) else "ERR %s" % got)
+            else:
+                out("ERR unknown command %r" % cmd)
+        except (IndexError, KeyError, ValueError) as e:
+            out("ERR %s" % e)
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tcp", help="HOST:PORT (port 0: any free port)")
@@ -158,6 +195,7 @@ async def main() -> None:
     ap.add_argument("--json")
     ap.add_argument("--exception-at", type=int)
     ap.add_argument("--silent", action="store_true")
+    ap.add_argument("--control", action="store_true")
     args = ap.parse_args()
     if bool(args.tcp) == bool(args.rtu):
         ap.error("exactly one of --tcp / --rtu")
@@ -251,7 +289,11 @@ async def main() -> None:
         await server.serve_forever(background=True)
         ready = args.rtu
     out(f"READY {ready}")
+    if args.control:
+        ctl = asyncio.ensure_future(control(server, units))
     await stop.wait()
+    if args.control:
+        ctl.cancel()
     await server.shutdown()
 
 

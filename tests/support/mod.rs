@@ -975,3 +975,111 @@ impl AtxEmulator {
         serde_json::from_str(&self.control(&format!("state {short}"))).expect("state is JSON")
     }
 }
+
+/// A pymodbus device with its control channel (`modbus_server.py --control`): the test sets
+/// registers and bits the way the device itself would (a sensor crossing a threshold) and sees
+/// every write the device received.
+pub struct ModbusPeer {
+    _child: ChildGuard,
+    stdin: ChildStdin,
+    replies: std::sync::mpsc::Receiver<String>,
+    lines: Arc<Mutex<Vec<(Instant, String)>>>,
+    pub port: u16,
+}
+
+impl ModbusPeer {
+    /// A TCP device with the tables of `json` (see `modbus_server.py`).
+    pub fn spawn(json: &serde_json::Value) -> ModbusPeer {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), json.to_string()).unwrap();
+        let mut cmd = Command::new(python());
+        cmd.arg(root().join("tests/peers/modbus_server.py"))
+            .args(["--tcp", "127.0.0.1:0", "--control", "--json"])
+            .arg(file.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = ChildGuard::spawn("modbus_server.py", &mut cmd);
+        let stdin = child.child.stdin.take().unwrap();
+        let stdout = child.child.stdout.take().unwrap();
+        let (tx, replies) = std::sync::mpsc::channel();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        {
+            let lines = lines.clone();
+            std::thread::spawn(move || {
+                // Keeps the JSON file until the peer has read it.
+                let _file = file;
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if let Some(port) = line.strip_prefix("READY ") {
+                        let _ = ready_tx.send(port.trim().to_owned());
+                    } else if line.starts_with("OK") || line.starts_with("ERR") {
+                        let _ = tx.send(line);
+                    } else {
+                        lines.lock().unwrap().push((Instant::now(), line));
+                    }
+                }
+            });
+        }
+        let port = ready_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("modbus_server.py READY within 30 s")
+            .parse()
+            .unwrap();
+        ModbusPeer {
+            _child: child,
+            stdin,
+            replies,
+            lines,
+            port,
+        }
+    }
+
+    fn control(&mut self, line: &str) -> String {
+        writeln!(self.stdin, "{line}").unwrap();
+        self.stdin.flush().unwrap();
+        let reply = self
+            .replies
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the peer answers its control channel");
+        assert!(reply.starts_with("OK"), "{line}: {reply}");
+        reply
+    }
+
+    /// Sets `table` (coils, discrete, input, holding) at `addr` to `value` (bits: 0/1).
+    pub fn set(&mut self, table: &str, addr: u16, value: i64) {
+        self.control(&format!("set {table} {addr} {value}"));
+    }
+
+    /// The raw value of `table` at `addr`.
+    pub fn get(&mut self, table: &str, addr: u16) -> i64 {
+        let r = self.control(&format!("get {table} {addr}"));
+        r.trim_start_matches("OK ").trim().parse().unwrap()
+    }
+
+    /// Writes the device received from a client (function codes 5, 6, 15, 16), in order:
+    /// `(when, address, values)`.
+    pub fn writes(&self) -> Vec<(Instant, u16, Vec<i64>)> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(at, l)| {
+                let rest = l.strip_prefix("WRITE fc=")?;
+                let mut it = rest.split_whitespace();
+                let fc: u8 = it.next()?.parse().ok()?;
+                if ![5, 6, 15, 16].contains(&fc) {
+                    return None;
+                }
+                let addr = it.next()?.strip_prefix("addr=")?.parse().ok()?;
+                let values = it
+                    .next()?
+                    .strip_prefix("values=")?
+                    .split(',')
+                    .filter_map(|v| v.parse().ok())
+                    .collect();
+                Some((*at, addr, values))
+            })
+            .collect()
+    }
+}

@@ -542,6 +542,19 @@ impl SimHandle {
         self.with_gear(short, |g| g.connected = on).is_some()
     }
 
+    /// Cuts (false) or restores (true) the bus power: while cut no gear answers, and every gear
+    /// goes to its SYSTEM FAILURE LEVEL (IEC 62386-102) and stays there when the power returns,
+    /// until it is told a level again.
+    pub fn set_bus_power(&self, on: bool) {
+        let mut st = lock(&self.state);
+        for g in st.gear.iter_mut() {
+            g.connected = on;
+            if !on && g.system_failure_level != 255 {
+                g.level = g.system_failure_level;
+            }
+        }
+    }
+
     /// Adds a gear to the line (e.g. a second one on a used short address).
     pub fn add_gear(&self, gear: SimGear) {
         lock(&self.state).gear.push(gear);

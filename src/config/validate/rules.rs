@@ -577,6 +577,8 @@ fn check_command(a: &Action, place: Place, ctx: &Ctx<'_>) -> Result<(), (&'stati
                 ))
             }
         }
+        // `RuleAction::parse` turns these into `RuleAction::Scene*`, checked above.
+        Action::SceneRun { .. } | Action::SceneRelease { .. } => Ok(()),
     }
 }
 

@@ -1,13 +1,10 @@
-//! Light requests on an open line: `Set` (with its verification), programme steps and
-//! `Release`. See the module header of `dali` for the rules.
-
-use std::time::Duration;
+//! Light requests on an open line: `Set` (DAPC, verified for a single gear), and the level a
+//! gear that comes back must get again. See the module header of `dali` for the rules.
 
 use cabinetd_dali::command::{Command, Query};
-use cabinetd_dali::{percent_to_arc, Address, Status};
-use tokio::time::Instant;
+use cabinetd_dali::{percent_to_arc, Address, ShortAddress, Status};
 
-use super::overrides::Scope;
+use super::commanded::Scope;
 use super::session::{Line, Runner};
 use super::{fade_code, fade_to_program, points, short, SessionError};
 use crate::light::{LightAction, LightError, LightRequest};
@@ -35,12 +32,7 @@ impl Runner {
             LightAction::Set {
                 level_percent,
                 fade_s,
-                hold_s,
-            } => self.set(bus, scope, level_percent, fade_s, hold_s).await,
-            LightAction::Release => self.release(bus, scope).await,
-            LightAction::Programme { level_percent } => {
-                self.programme(bus, scope, level_percent).await
-            }
+            } => self.set(bus, scope, level_percent, fade_s).await,
         };
         self.poll_soon = true;
         match outcome {
@@ -65,7 +57,6 @@ impl Runner {
         scope: Scope,
         level_percent: f64,
         fade_s: Option<f64>,
-        hold_s: Option<f64>,
     ) -> Result<Result<(), LightError>, SessionError> {
         let present: Vec<u8> = self.present.iter().copied().collect();
         let reached = scope.addresses(&present, &self.groups);
@@ -74,16 +65,6 @@ impl Runner {
             SessionError::GearRefused(e) => Ok(e),
             e => Err(e),
         };
-        // The level before the first override, for release.
-        for a in self.overrides.unsaved(&reached) {
-            match bus.query_value(short(a), Query::ActualLevel).await {
-                Ok(Some(arc)) if arc != 255 => self.overrides.save(a, arc),
-                Ok(_) => {}
-                Err(e) => {
-                    transport(e)?;
-                }
-            }
-        }
         let code = fade_s.map(fade_code);
         let program_fade = fade_to_program(code, &reached, &self.fade).is_some();
         let target = match scope {
@@ -91,6 +72,9 @@ impl Runner {
             Scope::Group(g) => Address::group(g).map_err(SessionError::from)?,
             Scope::Gear(a) => short(a),
         };
+        // Remembered before it is sent: a gear that misses it (absent, or the line lost) gets
+        // it when it comes back.
+        self.commanded.set(scope, percent_to_arc(level_percent));
         let arc = match bus
             .set_level(target, level_percent, code.filter(|_| program_fade))
             .await
@@ -120,48 +104,36 @@ impl Runner {
                 }
             }
         }
-        let hold_until = hold_s.map(|h| Instant::now() + Duration::from_secs_f64(h));
-        self.overrides.set(scope, hold_until, &self.groups);
-        tracing::info!(bus = %self.name, ?scope, level_percent, arc, ?fade_s, ?hold_s, "light set");
+        tracing::info!(bus = %self.name, ?scope, level_percent, arc, ?fade_s, "light set");
         Ok(Ok(()))
     }
 
-    /// A programme step: overridden gear only remember the level for their release; the others
-    /// get it now, in one frame when none of the scope is overridden.
-    async fn programme(
+    /// A gear came back (`gear_found`, also after a bus power return, when it sits at its
+    /// SYSTEM FAILURE LEVEL): it gets the level it was last told at once. `Err` = the line is
+    /// lost; a gear refusing is logged (the next poll shows its level).
+    pub(super) async fn resend(
         &mut self,
         bus: &mut Line,
-        scope: Scope,
-        level_percent: f64,
-    ) -> Result<Result<(), LightError>, SessionError> {
-        let present: Vec<u8> = self.present.iter().copied().collect();
-        let reached = scope.addresses(&present, &self.groups);
-        let arc = percent_to_arc(level_percent);
-        let (overridden, free): (Vec<u8>, Vec<u8>) = reached
-            .iter()
-            .partition(|a| self.overrides.saved(**a).is_some());
-        for a in &overridden {
-            self.overrides.replace_saved(*a, arc);
-        }
-        let targets: Vec<Address> = if overridden.is_empty() {
-            vec![match scope {
-                Scope::All => Address::Broadcast,
-                Scope::Group(g) => Address::group(g).map_err(SessionError::from)?,
-                Scope::Gear(a) => short(a),
-            }]
-        } else {
-            free.iter().map(|a| short(*a)).collect()
+        address: ShortAddress,
+    ) -> Result<(), SessionError> {
+        let a = address.get();
+        let Some(arc) = self.commanded.level_of(a, &self.groups) else {
+            return Ok(());
         };
-        for target in targets {
-            if let Err(e) = bus.set_level(target, level_percent, None).await {
-                return match SessionError::from(e) {
-                    SessionError::GearRefused(e) => Ok(Err(LightError::Failed(e))),
-                    e => Err(e),
-                };
+        match bus.send(Command::Dapc(short(a), arc)).await {
+            Ok(_) => {
+                tracing::info!(bus = %self.name, address = a, arc, "gear back: its level sent again");
+                self.poll_soon = true;
+                Ok(())
             }
+            Err(e) => match SessionError::from(e) {
+                SessionError::GearRefused(e) => {
+                    tracing::warn!(bus = %self.name, address = a, error = %e, "gear back: level not sent again");
+                    Ok(())
+                }
+                e => Err(e),
+            },
         }
-        tracing::info!(bus = %self.name, ?scope, level_percent, kept_overrides = overridden.len(), "programme step");
-        Ok(Ok(()))
     }
 
     /// QUERY ACTUAL LEVEL after a DAPC to one gear: the level in percent, or why it is not set.
@@ -208,40 +180,6 @@ impl Runner {
             None => Ok(Err(format!(
                 "{source} did not answer QUERY STATUS after DAPC {arc}"
             ))),
-        }
-    }
-
-    /// Restores the saved levels `scope` covers. `Err` = the line is lost.
-    pub(super) async fn release(
-        &mut self,
-        bus: &mut Line,
-        scope: Scope,
-    ) -> Result<Result<(), LightError>, SessionError> {
-        let restore = self.overrides.release(scope, &self.groups);
-        let mut failures = Vec::new();
-        for (a, arc) in restore {
-            let result = async {
-                let wanted = self.fallbacks.get(&a).and_then(|f| f.fade_time);
-                if let Some(code) = wanted.filter(|c| self.fade.get(&a) != Some(c)) {
-                    bus.send(Command::Dtr0(code)).await?;
-                    bus.send(Command::SetFadeTime(short(a))).await?;
-                    self.fade.insert(a, code);
-                }
-                bus.send(Command::Dapc(short(a), arc)).await
-            }
-            .await;
-            if let Err(e) = result {
-                match SessionError::from(e) {
-                    SessionError::GearRefused(e) => failures.push(format!("{a}: {e}")),
-                    e => return Err(e),
-                }
-            }
-        }
-        tracing::info!(bus = %self.name, ?scope, "light released");
-        if failures.is_empty() {
-            Ok(Ok(()))
-        } else {
-            Ok(Err(LightError::Failed(failures.join("; "))))
         }
     }
 }

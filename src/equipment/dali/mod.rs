@@ -29,23 +29,20 @@
 //!    (major), `dali_collision` (minor), `gear_found` (info); a cleared fault is the same kind
 //!    with `data.active = false`, severity info.
 //!
-//! # Light commands and "back to the programme"
-//! [`LightRequest`]s arrive on a channel. `All` and `Group` requests are sent by the daemon to
-//! every bus; a bus that has **no such group configured replies `Ok(())` without touching the
-//! line**. `Gear` requests go to the named bus only; an address that is neither found nor
-//! configured is rejected naming `args.target`. `Set` sends DAPC (the fade time is programmed
-//! first only when `fade_s` maps to a code different from the one the gear holds) and, for a
-//! single gear, verifies it with QUERY ACTUAL LEVEL (a running fade or a level clamped to the
-//! gear's MIN/MAX also counts as applied). `hold_s` releases automatically after that time.
+//! # Light requests: a plain executor
+//! [`LightRequest`]s arrive on a channel from the rules core's light lane (which decides every
+//! level: programme, usage-adaptive lighting, rules, scenes, central overrides and their holds,
+//! see `rules::control`). `All` and `Group` requests are sent to every bus; a bus that has **no
+//! such group configured replies `Ok(())` without touching the line**. `Gear` requests go to the
+//! named bus only; an address that is neither found nor configured is rejected naming
+//! `args.target`. `Set` sends DAPC (the fade time is programmed first only when `fade_s` maps to
+//! a code different from the one the gear holds) and, for a single gear, verifies it with QUERY
+//! ACTUAL LEVEL (a running fade or a level clamped to the gear's MIN/MAX also counts as
+//! applied).
 //!
-//! `Programme` requests carry the lighting programme's level (see `equipment::lights`): gear
-//! under a central override keep the override and only note the level for their release.
-//! `Release` restores, per gear, the programme's level when the programme has spoken since the
-//! override, else the level it had *before the first override* that reached it (read just
-//! before that override), and the configured fade time if an override changed it; a gear never
-//! overridden is left as it is. See [`overrides`] for the exact rules (which later command cancels which
-//! hold). Overrides are kept in memory only: a daemon restart forgets them, and the gear keep
-//! the level they were last set to.
+//! The bus remembers the last level each gear was told ([`commanded`]) and, when a gear comes
+//! back (`gear_found`: a replaced gear, or every gear after a bus power return, when they sit at
+//! their SYSTEM FAILURE LEVEL), programs it and sends that level again at once.
 //!
 //! Invariants: one task owns one line (every transaction on it is serialised through one
 //! `cabinetd_dali::Bus`); every request gets exactly one reply (a request interrupted by the stop sees its
@@ -58,9 +55,9 @@
 //! (open, discover, poll, program the gear, down/up); `control.rs` the light requests.
 
 mod cli;
+pub mod commanded;
 mod control;
 pub mod lock;
-pub mod overrides;
 pub mod points;
 mod session;
 #[cfg(test)]
@@ -83,8 +80,8 @@ use crate::metrics::Metrics;
 use crate::record::RecordBody;
 
 pub use cli::commission_cli;
+use commanded::{Groups, Scope};
 pub use lock::{lock_path, try_lock, BusLock, LockError};
-use overrides::{Groups, Scope};
 use session::Runner;
 
 /// Runtime knobs of a bus task that are not in the configuration.
@@ -101,6 +98,8 @@ pub struct BusOptions {
     /// Use this simulated line for `interface = "sim"` instead of building one (tests keep its
     /// `SimHandle` to inject faults).
     pub sim: Option<SimBus>,
+    /// Every reading also goes here, before report by exception.
+    pub readings: crate::readings::ReadingTap,
 }
 
 impl Default for BusOptions {
@@ -111,6 +110,7 @@ impl Default for BusOptions {
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
             sim: None,
+            readings: crate::readings::ReadingTap::default(),
         }
     }
 }
@@ -159,9 +159,13 @@ impl Equipment for DaliBus {
         s.controls().lights.add(self, req_tx);
         let status = s.status(&self.name, EquipmentKind::Dali, 0);
         let ctx = s.context();
+        let opts = BusOptions {
+            readings: ctx.readings.clone(),
+            ..BusOptions::with_storage(&ctx.storage)
+        };
         let bus = run_bus(
             self.clone(),
-            BusOptions::with_storage(&ctx.storage),
+            opts,
             ctx.records.clone(),
             ctx.metrics.clone(),
             req_rx,

@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::overrides::{Groups, Overrides, Scope};
+use super::commanded::{Commanded, Groups, Scope};
 use super::{fallbacks, points, resolve_target, try_lock, BusLock, BusOptions, SessionError};
 use crate::config::{self, DaliBus, DaliInterface, ReportPolicy};
 use crate::light::{check_set, LightAction, LightError, LightRequest};
@@ -47,21 +47,33 @@ pub(super) struct Runner {
     energy: BTreeMap<u8, f64>,
     reporters: HashMap<String, PointReporter>,
     last: HashMap<String, Value>,
-    pub(super) overrides: Overrides,
+    pub(super) commanded: Commanded,
     last_poll: Option<SystemTime>,
     pub(super) poll_soon: bool,
+}
+
+/// The simulated line of bus `name` in storage `dir` (one per process and bus, so it outlives
+/// the bus task like a physical line); without a storage directory (unit tests) a new one.
+fn sim_line(dir: Option<std::path::PathBuf>, name: &str, luminaires: u8) -> SimBus {
+    type Lines = std::sync::Mutex<HashMap<(std::path::PathBuf, String, u8), SimBus>>;
+    static LINES: std::sync::OnceLock<Lines> = std::sync::OnceLock::new();
+    let fresh = || SimBus::with_gear(luminaires.min(64), 0).0;
+    let Some(dir) = dir else {
+        return fresh();
+    };
+    let mut lines = LINES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    lines
+        .entry((dir, name.to_owned(), luminaires))
+        .or_insert_with(fresh)
+        .clone()
 }
 
 async fn recv(rx: &mut Option<mpsc::Receiver<LightRequest>>) -> Option<LightRequest> {
     match rx.as_mut() {
         Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }
@@ -110,7 +122,7 @@ impl Runner {
             energy: BTreeMap::new(),
             reporters: HashMap::new(),
             last: HashMap::new(),
-            overrides: Overrides::default(),
+            commanded: Commanded::default(),
             last_poll: None,
             poll_soon: false,
         }
@@ -149,11 +161,11 @@ impl Runner {
         }
         let iface = match &self.cfg.interface {
             DaliInterface::Sim { luminaires } => {
-                // Built once: the simulated line keeps its state across a (theoretical) reopen.
-                let sim = self
-                    .opts
-                    .sim
-                    .get_or_insert_with(|| SimBus::with_gear((*luminaires).min(64), 0).0);
+                // Built once: the simulated line keeps its state across a reopen, and — like a
+                // physical line — across reloads and restarts within the process (its gear keep
+                // their levels and energy counters).
+                let (dir, name, n) = (self.opts.lock_dir.clone(), self.name.clone(), *luminaires);
+                let sim = self.opts.sim.get_or_insert_with(|| sim_line(dir, &name, n));
                 Interface::Sim(sim.clone())
             }
             DaliInterface::AtxHat { port } => {
@@ -196,6 +208,7 @@ impl Runner {
             }
             None => self.last.get(&point).cloned().unwrap_or(Value::Null),
         };
+        self.opts.readings.offer(&point, &value, quality);
         let reporter = self.reporters.entry(point.clone()).or_insert_with(|| {
             PointReporter::new(ReportPolicy {
                 deadband: None,
@@ -265,14 +278,11 @@ impl Runner {
 
     /// Validates a request against this bus; `Ok(None)` = nothing to do here.
     pub(super) fn check(&self, req: &LightRequest) -> Result<Option<Scope>, LightError> {
-        if let LightAction::Set {
+        let LightAction::Set {
             level_percent,
             fade_s,
-            hold_s,
-        } = req.action
-        {
-            check_set(level_percent, fade_s, hold_s)?;
-        }
+        } = req.action;
+        check_set(level_percent, fade_s, None)?;
         resolve_target(&req.target, &self.name, &self.known(), &self.groups)
     }
 
@@ -300,7 +310,6 @@ impl Runner {
                 self.poll_soon = false;
                 next_poll = Instant::now();
             }
-            let hold = self.overrides.next_deadline();
             let step = tokio::select! {
                 biased;
                 req = recv(requests) => match req {
@@ -310,17 +319,6 @@ impl Runner {
                         Ok(())
                     }
                 },
-                _ = sleep_until_opt(hold) => {
-                    let mut r = Ok(());
-                    for scope in self.overrides.expired(Instant::now()) {
-                        tracing::info!(bus = %self.name, ?scope, "light hold expired, releasing");
-                        r = self.release(&mut bus, scope).await.map(|_| ());
-                        if r.is_err() {
-                            break;
-                        }
-                    }
-                    r
-                }
                 _ = tokio::time::sleep_until(next_poll) => {
                     let started = Instant::now();
                     next_poll = started + self.cfg.poll;
@@ -428,6 +426,7 @@ impl Runner {
                         Err(e) if e.ends_session() => return Err(e),
                         _ => {}
                     }
+                    self.resend(bus, address).await?;
                 }
                 DaliEvent::GearMissing { address } => {
                     self.present.remove(&address.get());

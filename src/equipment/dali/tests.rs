@@ -111,7 +111,6 @@ fn set(level_percent: f64) -> LightAction {
     LightAction::Set {
         level_percent,
         fade_s: None,
-        hold_s: None,
     }
 }
 
@@ -366,7 +365,7 @@ async fn publishes_points_and_programs_groups_and_fallback() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn set_one_gear_verifies_and_release_restores_the_level_before() {
+async fn set_one_gear_verifies_and_programs_a_fade_only_when_it_changes() {
     let (mut h, sim) = start_sim(3, default_groups());
     h.point("bus-a/1/level", |_| true).await;
     h.light(gear("bus-a", 1), set(30.0)).await.unwrap();
@@ -380,42 +379,19 @@ async fn set_one_gear_verifies_and_release_restores_the_level_before() {
     assert_eq!(t.quality, Quality::Good);
     assert_eq!(sim.gear(0).unwrap().level, 254, "others untouched");
 
-    // Release goes back to the level before the FIRST override.
-    h.light(gear("bus-a", 1), LightAction::Release)
-        .await
-        .unwrap();
-    assert_eq!(sim.gear(1).unwrap().level, 254);
-    h.point("bus-a/1/level", |t| t.value == json!(100.0)).await;
-    // Releasing again is harmless.
-    h.light(gear("bus-a", 1), LightAction::Release)
-        .await
-        .unwrap();
-    assert_eq!(sim.gear(1).unwrap().level, 254);
-
-    // A fade is programmed when it changes; the configured one comes back on release.
-    h.light(
-        gear("bus-a", 0),
-        LightAction::Set {
-            level_percent: 20.0,
-            fade_s: Some(1.0),
-            hold_s: None,
-        },
-    )
-    .await
-    .unwrap();
+    // A fade is programmed into the gear when asked.
+    let fade = LightAction::Set {
+        level_percent: 20.0,
+        fade_s: Some(1.0),
+    };
+    h.light(gear("bus-a", 0), fade).await.unwrap();
     assert_eq!(sim.gear(0).unwrap().fade_time, 2);
-    h.light(gear("bus-a", 0), LightAction::Release)
-        .await
-        .unwrap();
-    assert_eq!(
-        (sim.gear(0).unwrap().level, sim.gear(0).unwrap().fade_time),
-        (254, 4)
-    );
+    assert_eq!(sim.gear(0).unwrap().level, percent_to_arc(20.0));
     h.stop().await;
 }
 
 #[tokio::test(start_paused = true)]
-async fn group_and_broadcast_and_release_all() {
+async fn group_and_broadcast() {
     let (mut h, sim) = start_sim(3, default_groups());
     h.point("bus-a/2/level", |_| true).await;
     h.light(LightTarget::Group(0), set(10.0)).await.unwrap();
@@ -429,63 +405,48 @@ async fn group_and_broadcast_and_release_all() {
     h.polls(1).await;
     let before = sim.transactions();
     h.light(LightTarget::Group(9), set(0.0)).await.unwrap();
-    h.light(LightTarget::Group(9), LightAction::Release)
-        .await
-        .unwrap();
     assert_eq!(sim.transactions(), before);
 
     h.light(LightTarget::All, set(0.0)).await.unwrap();
     assert_eq!(levels(&sim), vec![0, 0, 0]);
     h.point("bus-a/2/level", |t| t.value == json!(0.0)).await;
-    h.light(LightTarget::All, LightAction::Release)
-        .await
-        .unwrap();
-    assert_eq!(levels(&sim), vec![254, 254, 254]);
     h.stop().await;
 }
 
+/// Issue 13 item 6: after a bus power loss the gear sat at their system failure level until
+/// the 5-minute re-apply, and a gear under a central level without hold stayed there for good.
+/// The bus now sends each gear that comes back the level it was last told, at once.
 #[tokio::test(start_paused = true)]
-async fn hold_releases_by_itself() {
-    let (mut h, sim) = start_sim(2, vec![]);
-    h.point("bus-a/0/level", |_| true).await;
-    let t0 = Instant::now();
-    h.light(
-        gear("bus-a", 0),
-        LightAction::Set {
-            level_percent: 20.0,
-            fade_s: None,
-            hold_s: Some(30.0),
-        },
-    )
-    .await
-    .unwrap();
-    h.point("bus-a/0/level", |t| t.value != json!(100.0)).await;
-    assert_eq!(sim.gear(0).unwrap().level, percent_to_arc(20.0));
-    h.point("bus-a/0/level", |t| t.value == json!(100.0)).await;
-    assert!(
-        t0.elapsed() >= Duration::from_secs(30),
-        "{:?}",
-        t0.elapsed()
-    );
-    assert!(t0.elapsed() < Duration::from_secs(33), "{:?}", t0.elapsed());
-    assert_eq!(sim.gear(0).unwrap().level, 254);
-
-    // A newer set on the same gear cancels the hold.
-    h.light(
-        gear("bus-a", 1),
-        LightAction::Set {
-            level_percent: 20.0,
-            fade_s: None,
-            hold_s: Some(5.0),
-        },
-    )
-    .await
-    .unwrap();
-    h.light(gear("bus-a", 1), set(40.0)).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(10)).await;
+async fn gear_back_after_a_bus_power_loss_get_their_level_at_once() {
+    let mut failure = group(0, &[0, 1]);
+    failure.system_failure_level = Some(80.0);
+    let (mut h, sim) = start_sim(3, vec![failure]);
+    h.point("bus-a/2/level", |_| true).await;
     h.polls(1).await;
-    assert_eq!(sim.gear(1).unwrap().level, percent_to_arc(40.0));
+    h.light(LightTarget::All, set(40.0)).await.unwrap();
+    h.light(gear("bus-a", 1), set(20.0)).await.unwrap();
+    let (arc40, arc20) = (percent_to_arc(40.0), percent_to_arc(20.0));
+    sim.set_bus_power(false);
+    h.event("gear_missing", "bus-a/1").await;
+    assert_eq!(sim.gear(1).unwrap().level, percent_to_arc(80.0));
+    let t0 = Instant::now();
+    let found_before = h.events("gear_found").len();
+    sim.set_bus_power(true);
+    h.event("gear_found", "bus-a/1").await;
+    while h.events("gear_found").len() < found_before + 3 {
+        h.polls(1).await;
+    }
+    // Within the poll that found them, not minutes later.
+    assert!(t0.elapsed() <= h_rescan(), "{:?}", t0.elapsed());
+    let levels: Vec<u8> = (0..3).map(|a| sim.gear(a).unwrap().level).collect();
+    assert_eq!(levels, vec![arc40, arc20, arc40]);
     h.stop().await;
+}
+
+/// The longest a gear waits to be found again: a poll cycle (watched gear are polled), at most
+/// the rescan period of these tests' bus (`energy_poll` 60 s).
+fn h_rescan() -> Duration {
+    Duration::from_secs(61)
 }
 
 #[tokio::test(start_paused = true)]

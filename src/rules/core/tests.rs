@@ -436,3 +436,112 @@ proptest! {
         }
     }
 }
+
+/// A reload: what must not be lost is carried over (mode, the outage, central overrides and
+/// their holds, an entered rule that did not change, who is shown in charge); a rule that
+/// changed starts again from cleared without firing; everything decided is sent again once.
+#[test]
+fn a_reload_carries_over_mode_overrides_holds_and_unchanged_rules() {
+    let auto = "[uplink]\nautonomous_after = \"60s\"\n";
+    let other = r#"
+[[rule]]
+name = "other"
+when = "w/t > 10"
+  [[rule.then]]
+  action = "light.set"
+  args = { target = "group:2", level_percent = 10 }
+"#;
+    let cfg = config(&format!("{auto}{FIRE}{other}"));
+    let t0 = now(0, "2026-12-21T18:00:00Z");
+    let mut c = Core::new(&cfg, t0, true, MIN_PLAUSIBLE, None).unwrap().0;
+    c.step(t0);
+    c.set_uplink(false, now(1, "2026-12-21T18:00:01Z"));
+    c.observe(
+        "w/door",
+        &json!(true),
+        Quality::Good,
+        Duration::from_secs(2),
+    );
+    c.observe("w/t", &json!(20), Quality::Good, Duration::from_secs(2));
+    let set = RuleAction::Command(Action::LightSet {
+        target: LightTarget::Gear {
+            bus: "bus-a".into(),
+            address: 6,
+        },
+        level_percent: 20.0,
+        fade_s: None,
+        hold_s: Some(300.0),
+    });
+    c.command(set, Some("c1".into()), now(2, "2026-12-21T18:00:02Z"))
+        .unwrap();
+    c.step(now(2, "2026-12-21T18:00:02Z"));
+    assert_eq!(c.controllers()["group:1"], "rule:fire");
+    assert_eq!(c.controllers()["group:2"], "rule:other");
+    // The new configuration: `other` changed (its level), `fire` did not; a new poll period
+    // somewhere else.
+    let cfg2 = config(&format!("{auto}{FIRE}{}", other.replace("10 }", "15 }")));
+    let at = now(30, "2026-12-21T18:00:30Z");
+    let (mut n, notes) = c.reconfigure(&cfg2, at).unwrap();
+    assert!(
+        notes.iter().any(|n| n.contains("rule other changed")),
+        "{notes:?}"
+    );
+    let out = n.step(at);
+    let (acts, _) = summary(&out);
+    // The unchanged rule does not fire again; the changed one ends, then enters anew from the
+    // last readings with its new level.
+    let fired: Vec<serde_json::Value> = out
+        .outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Event(e) if e.kind == EventKind::RuleFired => Some(e.data.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        fired,
+        vec![
+            json!({"rule": "other", "state": "cleared"}),
+            json!({"rule": "other", "state": "entered"})
+        ]
+    );
+    assert_eq!(n.controllers()["group:1"], "rule:fire");
+    assert_eq!(n.controllers()["bus-a/6"], "central");
+    assert_eq!(n.controllers()["group:2"], "rule:other");
+    // Everything decided is sent again once to the new equipment (group 1's 100 % by the
+    // broadcast that carries the same level).
+    assert!(
+        acts.iter()
+            .any(|a| a.starts_with("all {\"level_percent\":100}")),
+        "{acts:?}"
+    );
+    assert!(
+        acts.iter()
+            .any(|a| a.starts_with("bus-a/6 {\"level_percent\":20}")),
+        "{acts:?}"
+    );
+    assert!(
+        acts.iter()
+            .any(|a| a.starts_with("group:2 {\"level_percent\":15}")),
+        "{acts:?}"
+    );
+    assert!(out.persist, "the state file is written after a reload");
+    // The outage keeps counting from its start: autonomous at 61 s, not 90 s.
+    let (_, e) = summary(&n.step(now(61, "2026-12-21T18:01:01Z")));
+    assert_eq!(e, vec!["mode_changed"]);
+    // The hold keeps its deadline: 300 s after 18:00:02.
+    let holds = n.holds(now(100, "2026-12-21T18:01:40Z"));
+    assert_eq!(holds.len(), 1);
+    assert_eq!(holds[0].2, Duration::from_secs(202));
+    // A reload that removes the rule ends it and lets go of group 2.
+    let at = now(110, "2026-12-21T18:01:50Z");
+    let (mut m, _) = n
+        .reconfigure(&config(&format!("{auto}{FIRE}")), at)
+        .unwrap();
+    let out = m.step(at);
+    let cleared = out.outputs.iter().any(|o| {
+        matches!(o, Output::Event(e) if e.kind == EventKind::RuleFired && e.data["state"] == "cleared")
+    });
+    assert!(cleared, "{out:?}");
+    assert_eq!(m.controllers()["group:2"], "programme");
+}
