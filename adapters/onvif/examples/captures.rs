@@ -1,10 +1,13 @@
 //! Real camera captures (AXIS, Hikvision, Pelco, TRENDnet; `../shared/fixtures/onvif/` beside the
 //! repository, MIT, third-party — read in place, never copied): every answer goes through the
-//! adapter's readers without error.
+//! adapter's readers without error, and the quirks the reference names are there.
 //!
-//! The folder is not part of the repository: when it is absent this test walks 0 files, says
-//! so, and checks that the walk itself found nothing (the one allowed exception to "a test must
-//! be able to fail"). `ONVIF_FIXTURES_DIR` points elsewhere (a worktree has no `../shared`).
+//!   cargo run -p cabinetd-onvif --example captures -- DIR
+//!
+//! A tool, not a test: the captures are not part of the repository, and a test that passes when
+//! its input is absent could not fail on CI. The adapter's own tests cover the same quirks on
+//! XML written for them (`tests/support/`); this checks them against the real cameras' answers.
+//! Exits 0 when every answer parses, 1 (a panic, naming the file) otherwise, 2 without a DIR.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,10 +17,13 @@ use cabinetd_onvif::soap::Answer;
 use cabinetd_onvif::EventMapper;
 
 fn fixtures_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("ONVIF_FIXTURES_DIR") {
-        return PathBuf::from(d);
+    match std::env::args_os().nth(1) {
+        Some(d) => PathBuf::from(d),
+        None => {
+            eprintln!("usage: cargo run -p cabinetd-onvif --example captures -- DIR (e.g. ../shared/fixtures/onvif)");
+            std::process::exit(2);
+        }
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/onvif")
 }
 
 fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -65,17 +71,16 @@ fn typed(op: &str, a: &Answer) -> Option<Result<String, String>> {
     Some(r.map_err(|e| e.to_string()))
 }
 
-#[test]
-fn every_captured_answer_parses() {
+fn main() {
     let dir = fixtures_dir();
+    assert!(
+        dir.is_dir(),
+        "captures: {} is not a directory",
+        dir.display()
+    );
     let mut files = Vec::new();
     walk(&dir, &mut files);
     files.sort();
-    if !dir.exists() {
-        println!("captures: {} not found; walked 0 files", dir.display());
-        assert!(files.is_empty());
-        return;
-    }
     let mut per_vendor: BTreeMap<String, Count> = BTreeMap::new();
     let mut failures = Vec::new();
     for f in &files {
