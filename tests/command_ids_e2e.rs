@@ -87,6 +87,7 @@ fn an_id_runs_once_across_restarts_floods_and_retained_redelivery() {
     let broker = Mosquitto::start();
     let probe = MqttProbe::start(broker.port, "cabinets/v1/#");
     let mut daemon = Daemon::start(broker.port, &PANEL.replace("PORT", &port));
+    probe.wait_online();
 
     // a1 writes 42.
     probe.publish(CMD, &write("a1", 42), false);
@@ -144,6 +145,7 @@ fn a_command_running_at_a_crash_gets_a_failed_result_and_never_runs_again() {
     let broker = Mosquitto::start();
     let probe = MqttProbe::start(broker.port, "cabinets/v1/#");
     let mut daemon = Daemon::start(broker.port, &PANEL.replace("PORT", &port));
+    probe.wait_online();
     probe.publish(CMD, &write("hung-1", 9), false);
     wait_until("the command in flight", Duration::from_secs(20), || {
         daemon
@@ -179,6 +181,9 @@ fn a_command_without_expires_at_is_rejected_naming_the_field() {
     let broker = Mosquitto::start();
     let probe = MqttProbe::start(broker.port, "cabinets/v1/#");
     let mut daemon = Daemon::start(broker.port, "");
+    // Ready is not connected: a command published before the daemon subscribed would be lost
+    // (CI: no result within 30 s).
+    probe.wait_online();
     probe.publish(
         CMD,
         br#"{"id":"no-exp","action":"light.release","args":{"target":"all"}}"#,

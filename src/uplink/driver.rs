@@ -207,7 +207,9 @@ impl Driver {
         if self.stopping {
             return;
         }
-        self.publish_online();
+        // Subscriptions before the online status: the broker handles a connection's packets in
+        // order, so a central post that sees the cabinet online can send it commands at once
+        // (published earlier, a command could reach the broker before the subscription).
         let subs = [
             &self.topics.cmd,
             &self.topics.all_cmd,
@@ -217,6 +219,7 @@ impl Driver {
         if let Err(e) = self.client.try_subscribe_many(subs) {
             tracing::warn!(error = %e, "could not queue the subscriptions");
         }
+        self.publish_online();
         if self.reported.as_ref().is_some_and(|r| !r.2) {
             self.publish_reported();
         }

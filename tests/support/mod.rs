@@ -558,6 +558,17 @@ impl MqttProbe {
         self.msgs.lock().unwrap().clone()
     }
 
+    /// Waits (≤ 20 s) for the cabinet's retained status to say online. The daemon subscribes to
+    /// its command topics before it publishes that status: from then on a command reaches it.
+    /// (The probe must listen to `…/status`.)
+    pub fn wait_online(&self) {
+        wait_until("the cabinet online", Duration::from_secs(20), || {
+            self.on("/status")
+                .into_iter()
+                .find(|m| m.json()["online"] == true)
+        });
+    }
+
     /// Messages whose topic ends with `suffix`.
     pub fn on(&self, suffix: &str) -> Vec<Msg> {
         self.messages()
