@@ -524,11 +524,13 @@ fn check_one(r: &Reference, who: &Identity, mode: Mode, report: &mut FileReport,
                     "{shown} is not readable by {user} ({}) {acl}",
                     describe_meta(&meta)
                 ));
-            } else if let Some(why) = (r.kind == Kind::Secret)
+            } else if let Some(why) = (r.kind == Kind::Secret && r.key.ends_with("password_file"))
                 .then(|| read_secret(&path).err())
                 .flatten()
-                // Read as this process: when it is not the user checked for, only what the
-                // file holds counts here (the mode bits above decided the access).
+                // A password file is read as `run` reads it (`read_secret`: one line, at most
+                // 4 KiB, not empty); a key is PEM, read by the TLS setup. Read as this process:
+                // when it is not the user checked for, only what the file holds counts here
+                // (the mode bits above decided the access).
                 .filter(|why| !why.starts_with("cannot read it"))
             {
                 fault(format!("{shown} {why}"));

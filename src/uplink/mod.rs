@@ -118,15 +118,13 @@ impl UplinkParams {
     /// The parameters of cabinet `cfg` for run `boot_id`: reads `uplink.password_file`.
     pub fn from_config(cfg: &crate::config::Config, boot_id: &str) -> Result<Self, UplinkError> {
         let password = match &cfg.uplink.password_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| UplinkError::PasswordFile {
-                        path: path.display().to_string(),
-                        reason: e.to_string(),
-                    })?
-                    .trim_end_matches(['\r', '\n'])
-                    .to_owned(),
-            ),
+            // As check-config reads it: one line, bounded, not empty.
+            Some(path) => Some(crate::config::read_secret(path).map_err(|reason| {
+                UplinkError::PasswordFile {
+                    path: path.display().to_string(),
+                    reason,
+                }
+            })?),
             None => None,
         };
         Ok(UplinkParams {
@@ -269,7 +267,7 @@ pub enum UplinkError {
     #[error("the uplink has stopped")]
     Stopped,
     /// `uplink.password_file` cannot be read: permanent until the file or config changes.
-    #[error("uplink.password_file {path}: cannot read: {reason}")]
+    #[error("uplink.password_file {path} {reason}")]
     PasswordFile {
         /// The file.
         path: String,

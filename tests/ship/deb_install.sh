@@ -160,9 +160,11 @@ check "fresh install: the state directory is left to systemd (StateDirectory=)" 
 # lines of the example do not exist on a build host: a drop-in gives the same entries on
 # /dev/null and /dev/zero (character devices every user may open).
 install -d -m 0755 /etc/cabinetd/tls
-for f in /etc/cabinetd/secrets/mqtt /etc/cabinetd/secrets/cam-darcy /etc/cabinetd/tls/cabinet.key; do
-  install -m 0640 -g cabinetd /dev/null "$f"
+# Password files are read as `run` reads them (one line, not empty).
+for f in /etc/cabinetd/secrets/mqtt /etc/cabinetd/secrets/cam-darcy; do
+  printf 'ship-test-only\n' | install -m 0640 -g cabinetd /dev/stdin "$f"
 done
+install -m 0640 -g cabinetd /dev/null /etc/cabinetd/tls/cabinet.key
 install -m 0644 /dev/null /etc/cabinetd/ca.pem
 install -m 0644 /dev/null /etc/cabinetd/tls/cabinet.pem
 sed -e 's#^address = "/dev/ttyUSB0"#address = "/dev/null"#' -e 's#^port = "/dev/ttyAMA0"#port = "/dev/zero"#' \
