@@ -8,25 +8,26 @@ use std::process::Command;
 use support::*;
 
 fn check(paths: &[&std::path::Path]) -> std::process::Output {
+    check_with(paths, &[])
+}
+
+fn check_with(paths: &[&std::path::Path], extra: &[&str]) -> std::process::Output {
     let mut cmd = Command::new(cabinetd_bin());
     cmd.arg("check-config");
     for p in paths {
         cmd.arg("--config").arg(p);
     }
-    cmd.output().unwrap()
+    cmd.args(extra).output().unwrap()
 }
 
 /// `check` for the user running the tests (as root, check-config would check for the
 /// `cabinetd` service user when the machine has one, who may not enter a private temp dir).
 fn check_as_me(paths: &[&std::path::Path]) -> std::process::Output {
     let me = Command::new("id").arg("-un").output().unwrap();
-    let mut cmd = Command::new(cabinetd_bin());
-    cmd.arg("check-config");
-    for p in paths {
-        cmd.arg("--config").arg(p);
-    }
-    cmd.args(["--as-user", String::from_utf8_lossy(&me.stdout).trim()]);
-    cmd.output().unwrap()
+    check_with(
+        paths,
+        &["--as-user", String::from_utf8_lossy(&me.stdout).trim()],
+    )
 }
 
 #[test]
@@ -38,17 +39,12 @@ fn every_shipped_config_is_valid() {
             // The example names a real cabinet's secrets, certificates and serial lines, which
             // this machine does not have: its files are checked by tests/ship/deb_install.sh.
             let example = path.ends_with("cabinetd.example.toml");
-            let mut cmd = Command::new(cabinetd_bin());
-            cmd.arg("check-config").arg("--config").arg(&path);
-            if example {
-                cmd.arg("--no-file-checks");
+            let out = if example {
+                check_with(&[&path], &["--no-file-checks"])
             } else {
-                // As whoever runs the tests (as root, the default is the `cabinetd` user when
-                // the machine has one): the demo's state directory is under the checkout.
-                let me = Command::new("id").arg("-un").output().unwrap();
-                cmd.args(["--as-user", String::from_utf8_lossy(&me.stdout).trim()]);
-            }
-            let out = cmd.output().unwrap();
+                // The demo's state directory is under the checkout.
+                check_as_me(&[&path])
+            };
             assert!(
                 out.status.success(),
                 "{} is invalid:\n{}",

@@ -69,11 +69,14 @@ impl Busy {
     }
 }
 
-/// The telemetry seqs that were published but not acknowledged when the broker went away.
-fn in_flight_at_outage(daemon: &Daemon, probe: &MqttProbe) -> std::ops::RangeInclusive<u64> {
-    let unacked_from = first_unacked_telemetry(daemon);
-    let delivered_at_stop = seqs(probe, "/telemetry").into_iter().max().unwrap_or(0);
-    unacked_from..=delivered_at_stop
+/// The telemetry seqs that may have been published but not acknowledged when the broker went
+/// away: from the oldest unacknowledged to the last numbered (call it once the daemon saw the
+/// broker go). Not "the highest the probe received": its persistent session gets what the
+/// broker held only after the restart.
+fn in_flight_at_outage(daemon: &Daemon) -> std::ops::RangeInclusive<u64> {
+    let t = telemetry_stream(daemon);
+    let last = t["last_seq"].as_u64().unwrap();
+    last + 1 - t["records"].as_u64().unwrap()..=last
 }
 
 /// QoS 1 cannot tell a lost PUBACK from a lost PUBLISH: records in flight when the broker went
@@ -83,19 +86,6 @@ fn assert_only_in_flight_doubled(dups: &[u64], in_flight: &std::ops::RangeInclus
         dups.iter().all(|d| in_flight.contains(d)),
         "duplicates {dups:?} outside the records in flight at the outage ({in_flight:?})"
     );
-}
-
-/// The oldest telemetry seq still in the outbox (all later ones are unacknowledged too).
-fn first_unacked_telemetry(d: &Daemon) -> u64 {
-    let st = d.status();
-    let t = st["outbox"]["streams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["stream"] == "telemetry")
-        .unwrap()
-        .clone();
-    t["last_seq"].as_u64().unwrap() + 1 - t["records"].as_u64().unwrap()
 }
 
 fn outbox_records(d: &Daemon) -> u64 {
@@ -149,7 +139,7 @@ fn broker_stopped_30_s_nothing_missing_nothing_doubled_fresh_data_within_1_s() {
 
     broker.stop();
     wait_connected(&daemon, false);
-    let in_flight = in_flight_at_outage(&daemon, &probe);
+    let in_flight = in_flight_at_outage(&daemon);
     outage_for(30);
     let backlog = outbox_records(&daemon);
     broker.start_again();
@@ -233,7 +223,7 @@ fn kill_9_during_an_outage_loses_nothing_that_was_stored() {
     } = Busy::start();
     broker.stop();
     wait_connected(&daemon, false);
-    let in_flight = in_flight_at_outage(&daemon, &probe);
+    let in_flight = in_flight_at_outage(&daemon);
     wait_until("a backlog", Duration::from_secs(20), || {
         (outbox_records(&daemon) > 1000).then_some(())
     });
@@ -303,9 +293,8 @@ fn a_tiny_budget_evicts_oldest_telemetry_names_the_range_and_keeps_events() {
     broker.stop();
     wait_connected(&daemon, false);
     // Records sent before the broker stopped and never acknowledged may later be evicted and
-    // named although the broker had them (the cabinet cannot know; the probe's persistent
-    // session gets them after the restart). All of them are numbered by now.
-    let in_flight_bound = telemetry_stream(&daemon)["last_seq"].as_u64().unwrap();
+    // named although the broker had them: the cabinet cannot know.
+    let in_flight = in_flight_at_outage(&daemon);
     let state = daemon.dir.path().join("state");
     let mut peak = 0;
     wait_until("evictions", Duration::from_secs(120), || {
@@ -369,7 +358,7 @@ fn a_tiny_budget_evicts_oldest_telemetry_names_the_range_and_keeps_events() {
     let unnamed: Vec<u64> = missing.difference(&named).take(10).copied().collect();
     let delivered_anyway: Vec<u64> = named
         .difference(&missing)
-        .filter(|s| **s > in_flight_bound)
+        .filter(|s| !in_flight.contains(*s))
         .take(10)
         .copied()
         .collect();
@@ -580,9 +569,8 @@ fn a_full_filesystem_is_an_outage_not_a_data_loss() {
     broker.stop();
     wait_connected(&daemon, false);
     // Records sent before the broker stopped and never acknowledged may later be evicted and
-    // named although the broker had them (the cabinet cannot know; the probe's persistent
-    // session gets them after the restart). All of them are numbered by now.
-    let in_flight_bound = telemetry_stream(&daemon)["last_seq"].as_u64().unwrap();
+    // named although the broker had them: the cabinet cannot know.
+    let in_flight = in_flight_at_outage(&daemon);
 
     // The store takes what the filesystem has, evicting the oldest telemetry as for the budget.
     wait_until("storage_full", Duration::from_secs(120), || {
@@ -711,7 +699,7 @@ fn a_full_filesystem_is_an_outage_not_a_data_loss() {
                 .iter()
                 .copied()
                 .filter(|s| *s <= top && delivered.contains(s))
-                .filter(|s| *s > in_flight_bound)
+                .filter(|s| !in_flight.contains(s))
                 .take(10)
                 .collect();
             (unnamed.is_empty() || !delivered_anyway.is_empty())

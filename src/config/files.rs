@@ -235,7 +235,11 @@ impl FileReport {
 /// What a referenced path is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    /// A secret file: readable, and not readable by everyone.
+    /// A password file: a secret `run` reads with [`read_secret`] (one line, at most
+    /// [`MAX_SECRET_BYTES`], not empty), so its contents are checked the same way.
+    Password,
+    /// A secret file (a TLS key: PEM, read by the TLS setup): readable, and not readable by
+    /// everyone.
     Secret,
     /// A plain file: readable.
     File,
@@ -347,7 +351,7 @@ fn references(cfg: &Config, root: Option<&Table>) -> Vec<Reference> {
         }
     };
     let u = &cfg.uplink;
-    top("password_file", "uplink", &u.password_file, Kind::Secret);
+    top("password_file", "uplink", &u.password_file, Kind::Password);
     top("ca_file", "uplink", &u.ca_file, Kind::File);
     top("cert_file", "uplink", &u.cert_file, Kind::File);
     top("key_file", "uplink", &u.key_file, Kind::Secret);
@@ -381,7 +385,7 @@ fn references(cfg: &Config, root: Option<&Table>) -> Vec<Reference> {
         out.push(Reference {
             key: format!("camera[{}].password_file", c.name),
             path: c.password_file.clone(),
-            kind: Kind::Secret,
+            kind: Kind::Password,
             loc: loc_in_entry(root, "camera", &c.name, "password_file"),
         });
     }
@@ -516,7 +520,7 @@ fn check_one(r: &Reference, who: &Identity, mode: Mode, report: &mut FileReport,
     }
     let acl = "(POSIX ACLs are not read: if one grants access, ignore this)";
     match r.kind {
-        Kind::Secret | Kind::File => {
+        Kind::Password | Kind::Secret | Kind::File => {
             if meta.is_dir() {
                 fault(format!("{shown} is a directory, not a file"));
             } else if !permits(who, &meta, R) {
@@ -524,17 +528,15 @@ fn check_one(r: &Reference, who: &Identity, mode: Mode, report: &mut FileReport,
                     "{shown} is not readable by {user} ({}) {acl}",
                     describe_meta(&meta)
                 ));
-            } else if let Some(why) = (r.kind == Kind::Secret && r.key.ends_with("password_file"))
+            } else if let Some(why) = (r.kind == Kind::Password)
                 .then(|| read_secret(&path).err())
                 .flatten()
-                // A password file is read as `run` reads it (`read_secret`: one line, at most
-                // 4 KiB, not empty); a key is PEM, read by the TLS setup. Read as this process:
-                // when it is not the user checked for, only what the file holds counts here
-                // (the mode bits above decided the access).
+                // Read as this process: when it is not the user checked for, only what the
+                // file holds counts here (the mode bits above decided the access).
                 .filter(|why| !why.starts_with("cannot read it"))
             {
                 fault(format!("{shown} {why}"));
-            } else if r.kind == Kind::Secret && meta.mode() & 0o004 != 0 {
+            } else if matches!(r.kind, Kind::Password | Kind::Secret) && meta.mode() & 0o004 != 0 {
                 report.findings.push(Finding {
                     fatal: false,
                     at: at(format!(

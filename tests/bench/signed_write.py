@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,27 +33,13 @@ import paho.mqtt.client as mqtt
 from joserfc import jws
 from joserfc.jwk import OKPKey
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pipeline import free_port, wait_port  # noqa: E402
+
 warnings.simplefilter("ignore")  # joserfc: "EdDSA" is deprecated by RFC 9864; SPEC fixes it
 ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "cabinets/v1"
 CAB = "bench-cab"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, deadline_s: float = 30) -> None:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listens on {port} after {deadline_s}s")
 
 
 def iso(t: datetime) -> str:
